@@ -1,0 +1,4 @@
+//! One module per subcommand: `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
+
+pub mod show;
+pub mod stats;

@@ -1,0 +1,16 @@
+//! `scuzz show`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `scuzz show`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Trace file (.sczt).
+    pub trace: PathBuf,
+}
+
+/// Runs `scuzz show`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("{}: reading traces is not wired yet", args.trace.display())
+}

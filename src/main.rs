@@ -1,0 +1,44 @@
+//! `scuzz`: the command-line front of the workspace.
+//!
+//! clap parses here; each subcommand lives in `cmd/` as an `Args` struct and a
+//! `run` function; the work itself lives in the crates. `main` maps errors to
+//! the documented exit codes and prints the error chain once.
+//!
+//! Exit codes: 0 pass; 1 usage or I/O error; 2 data violation found;
+//! 3 latency regression.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Record, replay and fuzz SCSI workloads.
+#[derive(Parser)]
+#[command(name = "scuzz", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One line per command of a trace.
+    Show(cmd::show::Args),
+    /// Summary statistics of a trace.
+    Stats(cmd::stats::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Show(a) => cmd::show::run(a),
+        Command::Stats(a) => cmd::stats::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("scuzz: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

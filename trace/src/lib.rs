@@ -1,0 +1,24 @@
+//! The shared language of Scuzz.
+//!
+//! Every producer of SCSI workloads (the recording proxy, the DEXT capture
+//! shim, importers, synthesizers, the fuzzer) writes a trace, and every
+//! consumer (replayer, fuzzer seeds, `scuzz show`/`stats`/`diff`) reads one.
+//! This crate holds what they share: the command model ([`command`]), CDB
+//! decode and encode ([`cdb`]), sense data ([`sense`]), HBA constraints
+//! ([`hba`]), the trace file format ([`file`]) and self-describing block data
+//! ([`pattern`]).
+
+#![deny(missing_docs)]
+
+pub mod cdb;
+pub mod command;
+pub mod hba;
+pub mod units;
+
+pub use cdb::{Cdb, CdbError, CdbSize, Rw};
+pub use command::{
+    Complete, Direction, Event, Nexus, Payload, ScsiStatus, Segment, ServiceResponse, Submit,
+    TaskAttr,
+};
+pub use hba::{HbaConstraints, HbaPreset};
+pub use units::{Lba, PhysAddr};
