@@ -1,0 +1,3 @@
+//! LibAFL campaigns over programs of SCSI operations: domain mutators, state-coverage feedback from the emulator, a crash-consistency oracle as objective, and minimised reproducers written as traces.
+
+#![deny(missing_docs)]
