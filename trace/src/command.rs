@@ -8,10 +8,11 @@
 //! [`crate::cdb::Cdb::parse`] gives the typed view on demand.
 
 use crate::units::PhysAddr;
+use arbitrary::Arbitrary;
 use serde::{Deserialize, Serialize};
 
 /// The I_T_L nexus a command is addressed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Arbitrary)]
 pub struct Nexus {
     /// Target (initiator-side target ID, or iSCSI session index).
     pub target: u32,
@@ -20,7 +21,7 @@ pub struct Nexus {
 }
 
 /// SAM task attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Arbitrary)]
 pub enum TaskAttr {
     /// SIMPLE: may be reordered with other simple tasks.
     #[default]
@@ -34,7 +35,7 @@ pub enum TaskAttr {
 }
 
 /// Direction of the data phase, as `fTransferDirection` encodes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Arbitrary)]
 pub enum Direction {
     /// No data phase.
     #[default]
@@ -46,7 +47,7 @@ pub enum Direction {
 }
 
 /// One scatter-gather entry: a run of host memory the HBA moves data through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Arbitrary)]
 pub struct Segment {
     /// Start of the run in the host's address space.
     pub addr: PhysAddr,
@@ -57,7 +58,10 @@ pub struct Segment {
 impl Segment {
     /// A segment of `len` bytes at `addr`.
     pub fn new(addr: u64, len: u32) -> Self {
-        Segment { addr: PhysAddr(addr), len }
+        Segment {
+            addr: PhysAddr(addr),
+            len,
+        }
     }
 
     /// One past the last byte, saturating at 2^64 so a hostile trace cannot
@@ -73,7 +77,7 @@ impl Segment {
 /// small traces keep the bytes; synthesized workloads keep only the recipe
 /// for their self-describing blocks, which is enough to regenerate every
 /// byte.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, Arbitrary)]
 pub enum Payload {
     /// Nothing kept.
     #[default]
@@ -100,7 +104,7 @@ pub enum Payload {
 }
 
 /// SCSI status byte (SAM-5 table 33).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Arbitrary)]
 pub struct ScsiStatus(pub u8);
 
 impl ScsiStatus {
@@ -139,7 +143,7 @@ impl ScsiStatus {
 
 /// How the transport says the command ended (SAM service response), which is
 /// separate from the SCSI status: a command can fail to be delivered at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Arbitrary)]
 pub enum ServiceResponse {
     /// TASK COMPLETE: the status byte is meaningful.
     #[default]
@@ -152,7 +156,7 @@ pub enum ServiceResponse {
 }
 
 /// A command as submitted to the HBA.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Arbitrary)]
 pub struct Submit {
     /// Submission order within the trace, unique; `Complete::seq` refers to it.
     pub seq: u64,
@@ -177,7 +181,7 @@ pub struct Submit {
 }
 
 /// A command's completion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Arbitrary)]
 pub struct Complete {
     /// `Submit::seq` of the command this completes.
     pub seq: u64,
@@ -199,7 +203,7 @@ pub struct Complete {
 }
 
 /// One event in a trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Arbitrary)]
 pub enum Event {
     /// A command was submitted.
     Submit(Submit),
@@ -230,9 +234,9 @@ impl Event {
         match self {
             Event::Submit(s) => s.time_ns,
             Event::Complete(c) => c.time_ns,
-            Event::PowerLoss { time_ns } | Event::Reset { time_ns } | Event::Note { time_ns, .. } => {
-                *time_ns
-            }
+            Event::PowerLoss { time_ns }
+            | Event::Reset { time_ns }
+            | Event::Note { time_ns, .. } => *time_ns,
         }
     }
 }

@@ -1,19 +1,42 @@
 //! Newtypes for the units SCSI and DMA arithmetic mixes up: a logical block
 //! address is not a byte offset, and a physical address is not either.
 
+use arbitrary::Arbitrary;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A logical block address on a LUN, in units of the LUN's block size.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Arbitrary,
 )]
 pub struct Lba(pub u64);
 
 /// An address in the host's physical (or I/O virtual) address space, as an
 /// HBA sees it in a scatter-gather entry.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Arbitrary,
 )]
 pub struct PhysAddr(pub u64);
 
