@@ -13,6 +13,8 @@
 pub mod cdb;
 pub mod command;
 pub mod hba;
+pub mod pattern;
+pub mod sense;
 pub mod units;
 
 pub use cdb::{Cdb, CdbError, CdbSize, Rw};
@@ -21,4 +23,6 @@ pub use command::{
     TaskAttr,
 };
 pub use hba::{HbaConstraints, HbaPreset};
+pub use pattern::{BlockState, BlockTag, Classification};
+pub use sense::{describe_status, Asc, SenseData, SenseError, SenseFormat, SenseKey};
 pub use units::{Lba, PhysAddr};
