@@ -12,6 +12,7 @@
 
 pub mod cdb;
 pub mod command;
+pub mod file;
 pub mod hba;
 pub mod pattern;
 pub mod sense;
@@ -22,6 +23,7 @@ pub use command::{
     Complete, Direction, Event, Nexus, Payload, ScsiStatus, Segment, ServiceResponse, Submit,
     TaskAttr,
 };
+pub use file::{Compression, PayloadMode, TraceError, TraceHeader, TraceReader, TraceWriter};
 pub use hba::{HbaConstraints, HbaPreset};
 pub use pattern::{BlockState, BlockTag, Classification};
 pub use sense::{describe_status, Asc, SenseData, SenseError, SenseFormat, SenseKey};
