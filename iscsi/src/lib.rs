@@ -35,5 +35,6 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod login;
 pub mod pdu;
 pub mod text;
