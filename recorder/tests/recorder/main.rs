@@ -1,0 +1,3 @@
+//! Integration tests of the recorder crate: one binary, a module per concern.
+
+mod synth;
