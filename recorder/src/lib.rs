@@ -30,4 +30,5 @@
 #![deny(missing_docs)]
 
 pub mod cdbs;
+pub mod dext;
 pub mod synth;

@@ -1,3 +1,4 @@
 //! Integration tests of the recorder crate: one binary, a module per concern.
 
+mod dext;
 mod synth;
