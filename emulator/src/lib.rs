@@ -1,3 +1,56 @@
-//! An SBC disk behind a volatile write-back cache, a host-memory/DMA model with HBA constraints, power loss and a catalogue of injectable driver bugs: the device replays and fuzz campaigns run against when no hardware is at hand.
+//! An SBC disk behind a volatile write-back cache, a host-memory/DMA model
+//! with HBA constraints, power loss and a catalogue of injectable driver
+//! bugs: the device replays and fuzz campaigns run against when no hardware
+//! is at hand.
+//!
+//! A task enters through [`Emulator::submit`] as the OS hands it to an HBA
+//! driver: a CDB and a scatter-gather list into [`HostMemory`]. The driver
+//! model ([`hba`]) builds the controller's SG list (bouncing what the
+//! controller cannot address, splitting what it cannot take in one
+//! command), the controller moves the data, and the device server ([`sbc`])
+//! executes each command against a [`Cache`] in front of a sparse
+//! [`Medium`]. Bugs from the [`Bug`] catalogue replace one correct step
+//! each. Transports that hold data as byte buffers (the iSCSI target) use
+//! [`Emulator::execute`], which stages them in host memory first.
+//!
+//! ```
+//! use emulator::{Emulator, EmulatorConfig};
+//! let mut emu = Emulator::new(EmulatorConfig::default()).unwrap();
+//! let write10 = [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0]; // WRITE(10) LBA 8, 1 block
+//! let out = emu.execute(0, &write10, &[0xab; 512], &mut Vec::new(), 512);
+//! assert!(out.is_good());
+//! let mut back = Vec::new();
+//! let read10 = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+//! emu.execute(0, &read10, &[], &mut back, 512);
+//! assert_eq!(back, vec![0xab; 512]);
+//! ```
 
 #![deny(missing_docs)]
+
+pub mod bugs;
+pub mod cache;
+pub mod command;
+pub mod config;
+pub mod content;
+pub mod coverage;
+mod emulator;
+pub mod error;
+mod hash;
+pub mod hba;
+pub mod medium;
+pub mod memory;
+pub mod mode;
+mod opcodes;
+pub mod rng;
+pub mod sbc;
+pub mod vpd;
+
+pub use bugs::{Bug, BugSet, UnknownBug};
+pub use cache::{Cache, CacheConfig, Destage};
+pub use config::EmulatorConfig;
+pub use emulator::{Emulator, Outcome, STAGING_WINDOW};
+pub use error::{CheckCondition, CommandError, EmulatorError, SenseKey};
+pub use hba::Task;
+pub use medium::Medium;
+pub use memory::HostMemory;
+pub use sbc::InitiatorId;

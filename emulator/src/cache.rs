@@ -1,0 +1,479 @@
+//! The controller's write-back cache: volatile while write caching is
+//! enabled (caching mode page WCE=1), written back by a destage policy, and
+//! partly lost on power failure.
+//!
+//! SBC-3 4.10: with WCE=1 the device may report a write complete once the
+//! data is in cache; only SYNCHRONIZE CACHE, a FUA write, or its own destage
+//! puts it on the medium. A power loss therefore leaves any subset of the
+//! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
+
+use crate::content::BlockData;
+use crate::medium::Medium;
+use crate::rng::Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+/// When the cache writes dirty lines back on its own.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum Destage {
+    /// Only when a line is needed for new data (then the least recently
+    /// used line goes), on SYNCHRONIZE CACHE and for FUA writes: the
+    /// laziest cache, which loses the most on power failure.
+    #[default]
+    None,
+    /// Also in the background, oldest write first, whenever more than half
+    /// the cache is dirty.
+    Lru,
+    /// Also in the background: after each write, with probability 1/4, a
+    /// dirty line chosen by the seed.
+    Random,
+}
+
+impl std::str::FromStr for Destage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Destage::None),
+            "lru" => Ok(Destage::Lru),
+            "random" => Ok(Destage::Random),
+            o => Err(format!("unknown destage policy `{o}` (none, lru, random)")),
+        }
+    }
+}
+
+/// Cache geometry and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct CacheConfig {
+    /// Lines (one logical block each) the cache holds.
+    pub capacity_blocks: u64,
+    /// Background write-back policy.
+    pub destage: Destage,
+    /// WCE in the caching mode page's default and saved values: what the
+    /// unit powers on with.
+    pub wce_default: bool,
+}
+
+impl Default for CacheConfig {
+    /// 64 MiB worth of 4 KiB lines, no background destage, write caching on
+    /// (as controllers with a battery-less DRAM cache ship).
+    fn default() -> Self {
+        CacheConfig {
+            capacity_blocks: 16_384,
+            destage: Destage::None,
+            wce_default: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    data: BlockData,
+    dirty: bool,
+    /// Last touch; matches the newest entry for this line in `lru`.
+    stamp: u64,
+    /// Stamp of the write that dirtied it; matches its entry in `dirty_order`.
+    dirtied: u64,
+}
+
+/// Outcome of a cache lookup, for coverage and the stale-read bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Served from a dirty line.
+    DirtyHit,
+    /// Served from a clean line.
+    CleanHit,
+    /// Not cached.
+    Miss,
+}
+
+/// A write-back cache in front of one [`Medium`].
+#[derive(Debug, Clone)]
+pub struct Cache {
+    cfg: CacheConfig,
+    lines: BTreeMap<u64, Line>,
+    /// (lba, stamp) in touch order; entries whose stamp is stale are skipped.
+    lru: VecDeque<(u64, u64)>,
+    /// (lba, dirtied) in write order, for oldest-first destage.
+    dirty_order: VecDeque<(u64, u64)>,
+    clock: u64,
+    dirty: u64,
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new(cfg: CacheConfig) -> Self {
+        Cache {
+            cfg,
+            lines: BTreeMap::new(),
+            lru: VecDeque::new(),
+            dirty_order: VecDeque::new(),
+            clock: 0,
+            dirty: 0,
+        }
+    }
+
+    /// The configuration the cache was built with.
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+
+    /// Dirty lines: data the medium does not have yet.
+    pub fn dirty_count(&self) -> u64 {
+        self.dirty
+    }
+
+    /// Lines held.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True when no line is held.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Is the cache full (the next new line evicts one)?
+    pub fn is_full(&self) -> bool {
+        self.lines.len() as u64 >= self.cfg.capacity_blocks
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// The cached content of `lba`, touching the line.
+    pub fn get(&mut self, lba: u64) -> (Lookup, Option<&BlockData>) {
+        let stamp = self.clock + 1;
+        match self.lines.get_mut(&lba) {
+            Some(l) => {
+                self.clock = stamp;
+                l.stamp = stamp;
+                self.lru.push_back((lba, stamp));
+                let kind = if l.dirty {
+                    Lookup::DirtyHit
+                } else {
+                    Lookup::CleanHit
+                };
+                (kind, Some(&l.data))
+            }
+            None => (Lookup::Miss, None),
+        }
+    }
+
+    /// Is there a dirty line for `lba`? (Without touching it.)
+    pub fn is_dirty(&self, lba: u64) -> bool {
+        self.lines.get(&lba).is_some_and(|l| l.dirty)
+    }
+
+    /// Store a write in the cache (dirty), evicting a line if full.
+    pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
+        let stamp = self.tick();
+        if let Some(l) = self.lines.get_mut(&lba) {
+            if !l.dirty {
+                self.dirty += 1;
+            }
+            *l = Line {
+                data,
+                dirty: true,
+                stamp,
+                dirtied: stamp,
+            };
+        } else {
+            self.make_room(medium, rng);
+            self.lines.insert(
+                lba,
+                Line {
+                    data,
+                    dirty: true,
+                    stamp,
+                    dirtied: stamp,
+                },
+            );
+            self.dirty += 1;
+        }
+        self.lru.push_back((lba, stamp));
+        self.dirty_order.push_back((lba, stamp));
+        self.compact_queues();
+    }
+
+    /// A write that went straight to the medium (FUA or WCE=0): keep any
+    /// cached copy coherent. `stale_bug` models a controller that forgets to.
+    pub fn write_through(
+        &mut self,
+        lba: u64,
+        data: &BlockData,
+        medium: &mut Medium,
+        stale_bug: bool,
+    ) {
+        medium.write_block(lba, data);
+        if stale_bug {
+            return;
+        }
+        if let Some(l) = self.lines.get_mut(&lba) {
+            if l.dirty {
+                self.dirty -= 1;
+            }
+            l.data = data.clone();
+            l.dirty = false;
+        }
+    }
+
+    /// Keep a block just read from the medium as a clean line, if there is
+    /// room or a clean line to give up for it.
+    pub fn fill(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
+        if self.lines.contains_key(&lba) {
+            return;
+        }
+        let stamp = self.tick();
+        self.make_room(medium, rng);
+        self.lines.insert(
+            lba,
+            Line {
+                data,
+                dirty: false,
+                stamp,
+                dirtied: 0,
+            },
+        );
+        self.lru.push_back((lba, stamp));
+        self.compact_queues();
+    }
+
+    /// Drop the cached copy of `lba` (after UNMAP or WRITE SAME): a dirty
+    /// line must not be destaged over the newer medium content later.
+    pub fn invalidate(&mut self, lba: u64) {
+        if let Some(l) = self.lines.remove(&lba) {
+            if l.dirty {
+                self.dirty -= 1;
+            }
+        }
+    }
+
+    /// Drop every cached line in `[lba, end)`.
+    pub fn invalidate_range(&mut self, lba: u64, end: u64) {
+        let keys: Vec<u64> = self.lines.range(lba..end).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.invalidate(k);
+        }
+    }
+
+    /// Write every dirty line in `[lba, end)` to the medium (SYNCHRONIZE
+    /// CACHE). Returns how many lines were written.
+    pub fn flush(&mut self, lba: u64, end: u64, medium: &mut Medium) -> u64 {
+        if self.dirty == 0 || lba >= end {
+            return 0;
+        }
+        let mut n = 0;
+        for (k, l) in self.lines.range_mut(lba..end) {
+            if l.dirty {
+                medium.write_block(*k, &l.data);
+                l.dirty = false;
+                n += 1;
+            }
+        }
+        self.dirty -= n;
+        n
+    }
+
+    /// Background write-back after a write command, by policy.
+    pub fn destage(&mut self, medium: &mut Medium, rng: &mut Rng) -> u64 {
+        match self.cfg.destage {
+            Destage::None => 0,
+            Destage::Lru => {
+                let mut n = 0;
+                while self.dirty > self.cfg.capacity_blocks / 2 {
+                    let Some((lba, dirtied)) = self.dirty_order.pop_front() else {
+                        break;
+                    };
+                    if self.destage_line(lba, dirtied, medium) {
+                        n += 1;
+                    }
+                }
+                n
+            }
+            Destage::Random => {
+                if self.dirty == 0 || rng.below(4) != 0 {
+                    return 0;
+                }
+                let i = rng.below(self.dirty_order.len() as u64) as usize;
+                match self.dirty_order.get(i).copied() {
+                    Some((lba, dirtied)) => u64::from(self.destage_line(lba, dirtied, medium)),
+                    None => 0,
+                }
+            }
+        }
+    }
+
+    fn destage_line(&mut self, lba: u64, dirtied: u64, medium: &mut Medium) -> bool {
+        match self.lines.get_mut(&lba) {
+            Some(l) if l.dirty && l.dirtied == dirtied => {
+                medium.write_block(lba, &l.data);
+                l.dirty = false;
+                self.dirty -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Power failure: each dirty line independently reaches the medium or is
+    /// lost, as the seed decides; the cache comes back empty. Returns how
+    /// many dirty lines were lost.
+    pub fn power_loss(&mut self, medium: &mut Medium, rng: &mut Rng) -> u64 {
+        let mut lost = 0;
+        for (lba, l) in &self.lines {
+            if l.dirty {
+                if rng.coin() {
+                    medium.write_block(*lba, &l.data);
+                } else {
+                    lost += 1;
+                }
+            }
+        }
+        self.lines.clear();
+        self.lru.clear();
+        self.dirty_order.clear();
+        self.dirty = 0;
+        lost
+    }
+
+    fn make_room(&mut self, medium: &mut Medium, rng: &mut Rng) {
+        while self.lines.len() as u64 >= self.cfg.capacity_blocks {
+            let victim = match self.cfg.destage {
+                Destage::Random => self.random_key(rng),
+                Destage::None | Destage::Lru => self.lru_key(),
+            };
+            let Some(lba) = victim else { return };
+            if let Some(l) = self.lines.remove(&lba) {
+                if l.dirty {
+                    medium.write_block(lba, &l.data);
+                    self.dirty -= 1;
+                }
+            }
+        }
+    }
+
+    fn lru_key(&mut self) -> Option<u64> {
+        while let Some((lba, stamp)) = self.lru.pop_front() {
+            if self.lines.get(&lba).is_some_and(|l| l.stamp == stamp) {
+                return Some(lba);
+            }
+        }
+        self.lines.keys().next().copied()
+    }
+
+    fn random_key(&mut self, rng: &mut Rng) -> Option<u64> {
+        let first = *self.lines.keys().next()?;
+        let last = *self.lines.keys().next_back()?;
+        let pick = first + rng.below(last - first + 1);
+        self.lines.range(pick..).next().map(|(k, _)| *k)
+    }
+
+    /// Rebuild the lazy queues when stale entries dominate, so their memory
+    /// stays proportional to the cache.
+    fn compact_queues(&mut self) {
+        let limit = 4 * self.lines.len() + 64;
+        if self.lru.len() > limit {
+            let lines = &self.lines;
+            self.lru
+                .retain(|(lba, s)| lines.get(lba).is_some_and(|l| l.stamp == *s));
+        }
+        if self.dirty_order.len() > limit {
+            let lines = &self.lines;
+            self.dirty_order
+                .retain(|(lba, s)| lines.get(lba).is_some_and(|l| l.dirty && l.dirtied == *s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(v: u8) -> BlockData {
+        BlockData::Raw(vec![v; 512].into())
+    }
+
+    fn cache(cap: u64, destage: Destage) -> (Cache, Medium, Rng) {
+        (
+            Cache::new(CacheConfig {
+                capacity_blocks: cap,
+                destage,
+                wce_default: true,
+            }),
+            Medium::new(512),
+            Rng::new(1),
+        )
+    }
+
+    #[test]
+    fn writes_stay_volatile_until_flushed() {
+        let (mut c, mut m, mut r) = cache(8, Destage::None);
+        c.write(3, raw(1), &mut m, &mut r);
+        assert_eq!(m.block(3), BlockData::Zero);
+        assert_eq!(c.get(3), (Lookup::DirtyHit, Some(&raw(1))));
+        assert_eq!(c.flush(0, 3, &mut m), 0, "range excludes the line");
+        assert_eq!(c.flush(3, 4, &mut m), 1);
+        assert_eq!(m.block(3), raw(1));
+        assert_eq!(c.dirty_count(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_writes_back_its_least_recently_used_line() {
+        let (mut c, mut m, mut r) = cache(2, Destage::None);
+        c.write(1, raw(1), &mut m, &mut r);
+        c.write(2, raw(2), &mut m, &mut r);
+        c.get(1);
+        c.write(3, raw(3), &mut m, &mut r);
+        assert_eq!(m.block(2), raw(2), "line 2 was least recently used");
+        assert_eq!(m.block(1), BlockData::Zero);
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn power_loss_keeps_a_seeded_subset_and_empties_the_cache() {
+        let run = |seed| {
+            let (mut c, mut m, _) = cache(64, Destage::None);
+            let mut r = Rng::new(seed);
+            for lba in 0..64 {
+                c.write(lba, raw(lba as u8 + 1), &mut m, &mut r);
+            }
+            let lost = c.power_loss(&mut m, &mut r);
+            assert!(c.is_empty());
+            (
+                lost,
+                (0..64)
+                    .map(|l| m.block(l) != BlockData::Zero)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (lost, kept) = run(7);
+        assert!(lost > 0 && lost < 64, "lost {lost}");
+        assert_eq!(kept.iter().filter(|k| !**k).count() as u64, lost);
+        assert_eq!(run(7), (lost, kept), "same seed, same survivors");
+    }
+
+    #[test]
+    fn lru_destage_keeps_at_most_half_dirty() {
+        let (mut c, mut m, mut r) = cache(8, Destage::Lru);
+        for lba in 0..8 {
+            c.write(lba, raw(1), &mut m, &mut r);
+            c.destage(&mut m, &mut r);
+        }
+        assert_eq!(c.dirty_count(), 4);
+        assert_eq!(m.block(0), raw(1), "oldest written first");
+    }
+
+    #[test]
+    fn write_through_updates_the_cached_copy_unless_the_bug_is_on() {
+        let (mut c, mut m, mut r) = cache(8, Destage::None);
+        c.fill(5, raw(1), &mut m, &mut r);
+        c.write_through(5, &raw(2), &mut m, false);
+        assert_eq!(c.get(5).1, Some(&raw(2)));
+        c.write_through(5, &raw(3), &mut m, true);
+        assert_eq!(c.get(5).1, Some(&raw(2)), "stale line kept");
+        assert_eq!(m.block(5), raw(3));
+    }
+}

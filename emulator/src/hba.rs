@@ -1,0 +1,597 @@
+//! The HBA path: where each transfer limit is enforced, and what a driver
+//! does with a task that breaks one.
+//!
+//! Three layers see a command (issue 11; `docs/bug-catalogue.md`):
+//!
+//! 1. the **OS splitter** cuts I/O to the limits the driver published
+//!    ([`HbaPreset::splitter`]); that happens before a [`Task`] exists: the
+//!    task handed to [`crate::Emulator::submit`] is what it produced;
+//! 2. the **driver** ([`plan`]) builds the controller's SG list from the
+//!    task's buffer: pieces no longer than the controller's segment size,
+//!    pieces the controller cannot address (or that break its alignment)
+//!    copied through low bounce memory, and a task over the controller's
+//!    byte or segment limit split into several controller commands at block
+//!    boundaries. Catalogued bugs replace exactly one of those steps with
+//!    the mistake real drivers make;
+//! 3. the **controller** ([`check_controller`]) accepts at most
+//!    [`HbaConstraints::max_segments`] entries and
+//!    [`HbaConstraints::max_bytes`] bytes per command, and moves data only
+//!    through those entries.
+
+use crate::bugs::{Bug, BugSet};
+use crate::command::Command;
+use crate::error::CheckCondition;
+use crate::memory::HostMemory;
+use crate::sbc::InitiatorId;
+use trace::cdb::{Cdb, CdbSize, Rw};
+use trace::{Direction, HbaConstraints, HbaPreset, Segment, TaskAttr};
+
+/// A task as the OS hands it to the driver (DriverKit's
+/// `SCSIUserParallelTask`, with the buffer already described as segments).
+#[derive(Debug, Clone, Copy)]
+pub struct Task<'a> {
+    /// Who sent it (for unit attentions and reservations).
+    pub initiator: InitiatorId,
+    /// Logical unit.
+    pub lun: u64,
+    /// The CDB bytes.
+    pub cdb: &'a [u8],
+    /// Data phase direction.
+    pub dir: Direction,
+    /// Requested transfer length (`fRequestedTransferCount`, iSCSI EDTL).
+    pub xfer_len: u32,
+    /// The buffer, as (physical address, length) runs in host memory.
+    pub sg: &'a [Segment],
+    /// Task attribute.
+    pub attr: TaskAttr,
+}
+
+/// Where a controller SG entry points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mem {
+    /// Host memory at this address.
+    Host(u64),
+    /// The driver's bounce buffer at `offset`, standing in for host memory
+    /// at `host` (copied there after a read completes).
+    Bounce {
+        /// Offset in the bounce buffer.
+        offset: usize,
+        /// The host address the data belongs to.
+        host: u64,
+    },
+}
+
+impl Mem {
+    fn advance(self, by: u32) -> Mem {
+        match self {
+            Mem::Host(a) => Mem::Host(a.wrapping_add(u64::from(by))),
+            Mem::Bounce { offset, host } => Mem::Bounce {
+                offset: offset + by as usize,
+                host: host.wrapping_add(u64::from(by)),
+            },
+        }
+    }
+}
+
+/// One entry of a controller SG list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the bytes are.
+    pub mem: Mem,
+    /// How many.
+    pub len: u32,
+}
+
+/// One command as the driver programs the controller with it.
+#[derive(Debug, Clone)]
+pub struct ControllerCommand {
+    /// The command (the task's own, or one piece of a split).
+    pub cmd: Command,
+    /// Its SG list.
+    pub entries: Vec<Entry>,
+}
+
+impl ControllerCommand {
+    /// Bytes the SG list covers.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| u64::from(e.len)).sum()
+    }
+}
+
+/// What the driver made of a task.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Controller commands, in order.
+    pub commands: Vec<ControllerCommand>,
+    /// Bytes copied through bounce memory.
+    pub bounced: u64,
+    /// The task was split.
+    pub split: bool,
+    /// Some segment lay above the controller's addressable limit.
+    pub above_limit: bool,
+    /// Some segment broke the controller's alignment.
+    pub misaligned: bool,
+    /// Catalogued bugs whose faulty step actually ran for this task.
+    pub fired: BugSet,
+    /// The driver will report the whole transfer done whatever moved (the
+    /// buggy oversize paths).
+    pub claims_full: bool,
+}
+
+/// Block geometry the driver needs to split READ/WRITE.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Logical block size.
+    pub block_size: u32,
+}
+
+/// Build the controller SG list and controller commands for a task.
+///
+/// `cmd` is the task's decoded CDB (an undecodable CDB is sent as-is, as a
+/// real driver would, and the device answers it). For writes, bounced
+/// pieces are copied from host memory into `bounce` here.
+pub fn plan(
+    task: &Task<'_>,
+    cmd: Command,
+    preset: &HbaPreset,
+    bugs: BugSet,
+    geo: Geometry,
+    mem: &HostMemory,
+    bounce: &mut Vec<u8>,
+) -> Result<Plan, CheckCondition> {
+    let ctl = &preset.controller;
+    let write = task.dir == Direction::ToDevice;
+    let mut p = Plan::default();
+    bounce.clear();
+
+    // The driver honours the requested length even if the SG list is longer.
+    let mut entries = Vec::with_capacity(task.sg.len());
+    let mut remaining = if task.dir == Direction::None {
+        0
+    } else {
+        u64::from(task.xfer_len)
+    };
+    let limit = ctl.address_limit();
+    let align = u64::from(ctl.segment_alignment.max(1));
+    for seg in task.sg {
+        if remaining == 0 {
+            break;
+        }
+        let mut left = u64::from(seg.len).min(remaining);
+        remaining -= left;
+        let mut addr = seg.addr.0;
+        while left > 0 {
+            let n = left.min(u64::from(ctl.max_segment_bytes.max(1))) as u32;
+            let end = addr.checked_add(u64::from(n));
+            let above = end.is_none_or(|e| e > limit);
+            let misaligned = addr % align != 0 || u64::from(n) % align != 0;
+            p.above_limit |= above;
+            p.misaligned |= misaligned;
+            let mem_ref = if above && bugs.has(Bug::DmaTruncate32) {
+                // The mistake: program the low bits of the address instead
+                // of bouncing (for a 32-bit controller, `addr & 0xffff_ffff`).
+                p.fired = p.fired.with(Bug::DmaTruncate32);
+                Mem::Host(addr & (limit.wrapping_sub(1)))
+            } else if above || misaligned {
+                // Correct: copy through low memory the controller can reach
+                // (xnu's IODMACommand does this when there is no IOMMU).
+                let offset = bounce.len();
+                bounce.resize(offset + n as usize, 0);
+                if write {
+                    mem.read(addr, &mut bounce[offset..]);
+                }
+                p.bounced += u64::from(n);
+                Mem::Bounce { offset, host: addr }
+            } else {
+                Mem::Host(addr)
+            };
+            entries.push(Entry {
+                mem: mem_ref,
+                len: n,
+            });
+            addr = addr.wrapping_add(u64::from(n));
+            left -= u64::from(n);
+        }
+    }
+
+    let max_segs = ctl.max_segments(write) as usize;
+    let max_bytes = u64::from(ctl.max_bytes(write));
+    if entries.len() > max_segs && bugs.has(Bug::SgOverflowDrop) {
+        // The mistake: copy only as many entries as the controller's SG
+        // table holds and forget the rest.
+        entries.truncate(max_segs);
+        p.fired = p.fired.with(Bug::SgOverflowDrop);
+        p.claims_full = true;
+    }
+    let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+    let fits = entries.len() <= max_segs && total <= max_bytes;
+
+    let rw = match &cmd {
+        Command::Cdb(Cdb::Read(rw)) => Some((*rw, false)),
+        Command::Cdb(Cdb::Write(rw)) => Some((*rw, true)),
+        _ => None,
+    };
+    let cmd = strip_fua(cmd, bugs, &mut p);
+    let Some((rw, is_write)) = rw.filter(|_| !fits) else {
+        if !fits {
+            // A correct driver cannot split a command it does not
+            // understand: fail it rather than send the controller more than
+            // it takes (SBC-3 6.5.3 uses the same sense for a transfer over
+            // the device's limit).
+            return Err(CheckCondition::invalid_field_in_cdb(0, None));
+        }
+        p.commands.push(ControllerCommand { cmd, entries });
+        return Ok(p);
+    };
+    let bs = u64::from(geo.block_size);
+    let fua = rw.fua && !p.fired.has(Bug::FuaIgnored);
+    let spdtl = u64::from(rw.blocks) * bs;
+    let split_bytes = total.min(spdtl) / bs * bs;
+    let max_chunk = max_bytes / bs * bs;
+    let piece = |lba: u64, blocks: u64, entries: Vec<Entry>| {
+        let rw = Rw {
+            size: CdbSize::Sixteen,
+            lba,
+            blocks: blocks as u32,
+            fua,
+            dpo: rw.dpo,
+            protect: rw.protect,
+            group: rw.group,
+        };
+        let cdb = if is_write {
+            Cdb::Write(rw)
+        } else {
+            Cdb::Read(rw)
+        };
+        ControllerCommand {
+            cmd: Command::Cdb(cdb),
+            entries,
+        }
+    };
+
+    if total > max_bytes && bugs.has(Bug::OversizeTruncate) {
+        // The mistake: cut the SG list at the controller's byte limit,
+        // send one command for what is left, report the whole task done.
+        let (taken, got) = take(&entries, 0, max_chunk, max_segs, bs);
+        p.commands.push(piece(rw.lba, got / bs, taken));
+        p.fired = p.fired.with(Bug::OversizeTruncate);
+        p.claims_full = true;
+        return Ok(p);
+    }
+    if total > max_bytes && bugs.has(Bug::OversizeClip) {
+        // The mistake: write the byte count into a register sized for the
+        // controller's maximum (one bit wider than it needs); the count
+        // wraps, and the controller clips what is left to its maximum.
+        let bits = 64 - max_bytes.leading_zeros();
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        let programmed = (split_bytes & mask).min(max_chunk) / bs * bs;
+        if programmed > 0 {
+            let (taken, got) = take(&entries, 0, programmed, max_segs, bs);
+            p.commands.push(piece(rw.lba, got / bs, taken));
+        }
+        p.fired = p.fired.with(Bug::OversizeClip);
+        p.claims_full = true;
+        return Ok(p);
+    }
+
+    // Correct split: consecutive pieces, each within both limits and a
+    // whole number of blocks.
+    if max_chunk == 0 {
+        return Err(CheckCondition::invalid_field_in_cdb(0, None));
+    }
+    let mut pos = 0u64;
+    let mut lba = rw.lba;
+    while pos < split_bytes {
+        let (taken, got) = take(
+            &entries,
+            pos,
+            (split_bytes - pos).min(max_chunk),
+            max_segs,
+            bs,
+        );
+        if got == 0 {
+            // max_segs entries cannot hold even one block: no correct split
+            // exists, so fail the task instead of corrupting it.
+            return Err(CheckCondition::invalid_field_in_cdb(0, None));
+        }
+        p.commands.push(piece(lba, got / bs, taken));
+        pos += got;
+        lba += got / bs;
+    }
+    p.split = p.commands.len() > 1;
+    if p.split && bugs.has(Bug::SplitOffByOne) {
+        // The mistake: every piece after the first starts one block late in
+        // both LBA and buffer (the split point computed from an inclusive
+        // end), so the block at each split is never transferred.
+        for c in p.commands.iter_mut().skip(1) {
+            if let Command::Cdb(Cdb::Read(r) | Cdb::Write(r)) = &mut c.cmd {
+                r.lba += 1;
+                r.blocks -= 1;
+            }
+            c.entries = skip_bytes(&c.entries, bs);
+        }
+        p.commands.retain(
+            |c| !matches!(c.cmd, Command::Cdb(Cdb::Read(r) | Cdb::Write(r)) if r.blocks == 0),
+        );
+        p.fired = p.fired.with(Bug::SplitOffByOne);
+        p.claims_full = true;
+    }
+    Ok(p)
+}
+
+fn strip_fua(cmd: Command, bugs: BugSet, p: &mut Plan) -> Command {
+    if !bugs.has(Bug::FuaIgnored) {
+        return cmd;
+    }
+    match cmd {
+        Command::Cdb(Cdb::Write(mut rw)) if rw.fua => {
+            // The mistake: the FUA bit is not copied into the controller's
+            // command, so the write lands in the volatile cache.
+            rw.fua = false;
+            p.fired = p.fired.with(Bug::FuaIgnored);
+            Command::Cdb(Cdb::Write(rw))
+        }
+        Command::Cdb(Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            fua: true,
+            dpo,
+            protect,
+            group,
+        }) => {
+            p.fired = p.fired.with(Bug::FuaIgnored);
+            Command::Cdb(Cdb::CompareAndWrite {
+                lba,
+                blocks,
+                fua: false,
+                dpo,
+                protect,
+                group,
+            })
+        }
+        other => other,
+    }
+}
+
+/// Entries covering bytes `[pos, pos + want)` of `entries`, at most
+/// `max_segs` of them, trimmed to a whole number of `bs`-byte blocks.
+fn take(entries: &[Entry], pos: u64, want: u64, max_segs: usize, bs: u64) -> (Vec<Entry>, u64) {
+    // Pass 1: how far max_segs entries reach.
+    let mut out = Vec::new();
+    let mut skip = pos;
+    let mut got = 0u64;
+    for e in entries {
+        if out.len() >= max_segs || got >= want {
+            break;
+        }
+        let len = u64::from(e.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(want - got);
+        out.push(Entry {
+            mem: e.mem.advance(skip as u32),
+            len: n as u32,
+        });
+        got += n;
+        skip = 0;
+    }
+    // Pass 2: give back the partial block at the end.
+    let whole = got / bs * bs;
+    let mut excess = got - whole;
+    while excess > 0 {
+        let Some(last) = out.last_mut() else { break };
+        let cut = excess.min(u64::from(last.len));
+        last.len -= cut as u32;
+        excess -= cut;
+        if last.len == 0 {
+            out.pop();
+        }
+    }
+    (out, whole)
+}
+
+/// `entries` without their first `n` bytes.
+fn skip_bytes(entries: &[Entry], n: u64) -> Vec<Entry> {
+    let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+    take(entries, n, total.saturating_sub(n), usize::MAX, 1).0
+}
+
+/// The controller's own check of a command it is given: more entries or
+/// bytes than it takes is refused, not truncated.
+pub fn check_controller(
+    c: &ControllerCommand,
+    ctl: &HbaConstraints,
+    write: bool,
+) -> Result<(), CheckCondition> {
+    if c.entries.len() > ctl.max_segments(write) as usize
+        || c.bytes() > u64::from(ctl.max_bytes(write))
+    {
+        return Err(CheckCondition::invalid_field_in_cdb(0, None));
+    }
+    Ok(())
+}
+
+/// Gather a controller command's Data-Out into `out`.
+pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for e in entries {
+        let at = out.len();
+        out.resize(at + e.len as usize, 0);
+        match e.mem {
+            Mem::Host(a) => mem.read(a, &mut out[at..]),
+            Mem::Bounce { offset, .. } => {
+                out[at..].copy_from_slice(&bounce[offset..offset + e.len as usize])
+            }
+        }
+    }
+}
+
+/// Scatter Data-In through a controller command's entries; returns the
+/// bytes placed (at most `data.len()`).
+pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mut [u8]) -> u64 {
+    let mut at = 0usize;
+    for e in entries {
+        if at >= data.len() {
+            break;
+        }
+        let n = (e.len as usize).min(data.len() - at);
+        match e.mem {
+            Mem::Host(a) => mem.write(a, &data[at..at + n]),
+            Mem::Bounce { offset, .. } => {
+                bounce[offset..offset + n].copy_from_slice(&data[at..at + n])
+            }
+        }
+        at += n;
+    }
+    at as u64
+}
+
+/// After a read through bounce memory: copy the bounce buffer back to the
+/// host pages it stands for.
+pub fn copy_back(commands: &[ControllerCommand], mem: &mut HostMemory, bounce: &[u8]) {
+    for c in commands {
+        for e in &c.entries {
+            if let Mem::Bounce { offset, host } = e.mem {
+                mem.write(host, &bounce[offset..offset + e.len as usize]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_task(sg: &[Segment], blocks: u32) -> (Vec<u8>, u32) {
+        let mut cdb = vec![0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb.extend_from_slice(&blocks.to_be_bytes());
+        cdb.extend_from_slice(&[0, 0]);
+        (cdb, sg.iter().map(|s| s.len).sum())
+    }
+
+    fn run(
+        sg: &[Segment],
+        blocks: u32,
+        preset: &HbaPreset,
+        bugs: BugSet,
+    ) -> Result<Plan, CheckCondition> {
+        let (cdb, xfer) = write_task(sg, blocks);
+        let task = Task {
+            initiator: 0,
+            lun: 0,
+            cdb: &cdb,
+            dir: Direction::ToDevice,
+            xfer_len: xfer,
+            sg,
+            attr: TaskAttr::Simple,
+        };
+        let cmd = Command::parse(&cdb).unwrap();
+        plan(
+            &task,
+            cmd,
+            preset,
+            bugs,
+            Geometry { block_size: 512 },
+            &HostMemory::new(),
+            &mut Vec::new(),
+        )
+    }
+
+    fn pages(n: u64, base: u64) -> Vec<Segment> {
+        (0..n)
+            .map(|i| Segment::new(base + i * 8192, 4096))
+            .collect()
+    }
+
+    #[test]
+    fn segments_above_4g_are_bounced_on_a_32_bit_controller() {
+        let p = run(
+            &pages(4, 0x1_0000_0000),
+            32,
+            &HbaPreset::lsi3108(),
+            BugSet::NONE,
+        )
+        .unwrap();
+        assert_eq!(p.bounced, 16384);
+        assert!(p.commands[0]
+            .entries
+            .iter()
+            .all(|e| matches!(e.mem, Mem::Bounce { .. })));
+        let p = run(
+            &pages(4, 0x1_0000_0000),
+            32,
+            &HbaPreset::lsi3108(),
+            BugSet::of(&[Bug::DmaTruncate32]),
+        )
+        .unwrap();
+        assert_eq!(p.commands[0].entries[0].mem, Mem::Host(0));
+        assert!(p.fired.has(Bug::DmaTruncate32));
+        let p = run(
+            &pages(4, 0x1_0000_0000),
+            32,
+            &HbaPreset::generic(),
+            BugSet::NONE,
+        )
+        .unwrap();
+        assert_eq!(p.bounced, 0);
+    }
+
+    #[test]
+    fn oversize_tasks_split_within_both_limits() {
+        let preset = HbaPreset::lsi3108_unsplit();
+        // 1 MiB in 256 pages: over 512 KiB and over 129 segments.
+        let p = run(&pages(256, 0x10_0000), 2048, &preset, BugSet::NONE).unwrap();
+        assert!(p.split);
+        let mut lba = 0;
+        for c in &p.commands {
+            check_controller(c, &preset.controller, true).unwrap();
+            let Command::Cdb(Cdb::Write(rw)) = c.cmd else {
+                panic!()
+            };
+            assert_eq!(rw.lba, lba);
+            assert_eq!(c.bytes(), u64::from(rw.blocks) * 512);
+            lba += u64::from(rw.blocks);
+        }
+        assert_eq!(lba, 2048);
+    }
+
+    #[test]
+    fn oversize_bugs_lose_the_tail() {
+        let preset = HbaPreset::lsi3108_unsplit();
+        let one_mib = [Segment::new(0x10_0000, 0x10_0000)];
+        let p = run(
+            &one_mib,
+            2048,
+            &preset,
+            BugSet::of(&[Bug::OversizeTruncate]),
+        )
+        .unwrap();
+        assert_eq!(p.commands.len(), 1);
+        assert_eq!(p.commands[0].bytes(), 0x8_0000);
+        assert!(p.claims_full);
+        let p = run(&one_mib, 2048, &preset, BugSet::of(&[Bug::OversizeClip])).unwrap();
+        assert!(p.commands.is_empty(), "1 MiB wraps to 0 in a 20-bit count");
+        let p = run(&one_mib, 2048, &preset, BugSet::of(&[Bug::SplitOffByOne])).unwrap();
+        let Command::Cdb(Cdb::Write(rw)) = p.commands[1].cmd else {
+            panic!()
+        };
+        assert_eq!((rw.lba, rw.blocks), (1025, 1023));
+    }
+
+    #[test]
+    fn segment_overflow_is_split_or_dropped() {
+        let preset = HbaPreset::lsi3108();
+        let sg: Vec<Segment> = (0..130).map(|i| Segment::new(i * 8192, 2048)).collect();
+        let p = run(&sg, 520, &preset, BugSet::NONE).unwrap();
+        assert_eq!(p.commands.len(), 2);
+        let p = run(&sg, 520, &preset, BugSet::of(&[Bug::SgOverflowDrop])).unwrap();
+        assert_eq!(p.commands.len(), 1);
+        assert_eq!(p.commands[0].entries.len(), 129);
+    }
+}
