@@ -16,6 +16,7 @@ pub mod file;
 pub mod hba;
 pub mod pattern;
 pub mod sense;
+pub mod stats;
 pub mod units;
 
 pub use cdb::{Cdb, CdbError, CdbSize, Rw};
