@@ -75,6 +75,41 @@ pub fn unmap_range(param: &[u8]) -> Option<(u64, u32)> {
     Some((lba, blocks))
 }
 
+/// Bytes the command's data phase moves as its CDB asks for it: blocks ×
+/// `block_size` for medium access, the allocation or parameter list length
+/// otherwise (SPC-4 4.2.5.6), 8 for READ CAPACITY(10), 0 when the CDB alone
+/// cannot tell. For sources that do not record the length (ftrace).
+pub fn transfer_length(cdb: &Cdb, block_size: u32) -> u32 {
+    let blocks = |n: u32| n.saturating_mul(block_size);
+    match cdb {
+        Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } => blocks(rw.blocks),
+        Cdb::Verify { rw, bytchk } => {
+            if *bytchk == 0 {
+                0
+            } else {
+                blocks(rw.blocks)
+            }
+        }
+        // SBC-3 5.2: the Data-Out holds the verify data, then the write data.
+        Cdb::CompareAndWrite { blocks: n, .. } => blocks(u32::from(*n)).saturating_mul(2),
+        Cdb::WriteSame { ndob, .. } => {
+            if *ndob {
+                0
+            } else {
+                block_size
+            }
+        }
+        Cdb::RequestSense { alloc_len, .. } => u32::from(*alloc_len),
+        Cdb::Inquiry { alloc_len, .. } | Cdb::ModeSense { alloc_len, .. } => u32::from(*alloc_len),
+        Cdb::ModeSelect { param_len, .. } | Cdb::Unmap { param_len, .. } => u32::from(*param_len),
+        Cdb::ReadCapacity10 => 8,
+        Cdb::ReadCapacity16 { alloc_len }
+        | Cdb::GetLbaStatus { alloc_len, .. }
+        | Cdb::ReportLuns { alloc_len, .. } => *alloc_len,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

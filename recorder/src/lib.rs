@@ -31,4 +31,7 @@
 
 pub mod cdbs;
 pub mod dext;
+pub mod fio_iolog;
+pub mod ftrace;
+pub mod import;
 pub mod synth;

@@ -1,4 +1,6 @@
 //! Integration tests of the recorder crate: one binary, a module per concern.
 
 mod dext;
+mod ftrace;
+mod iolog;
 mod synth;
