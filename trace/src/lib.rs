@@ -12,8 +12,10 @@
 
 pub mod cdb;
 pub mod command;
+pub mod diff;
 pub mod file;
 pub mod hba;
+pub mod oracle;
 pub mod pattern;
 pub mod sense;
 pub mod stats;

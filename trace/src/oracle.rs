@@ -1,0 +1,1060 @@
+//! The consistency oracle (design §6): a shadow model of what every block
+//! may hold, fed with the commands a device was sent and the data it
+//! returned, and blind to how the device works inside. The replayer and the
+//! fuzzer run it against the emulator, an iSCSI target or a real disk alike.
+//!
+//! # Rules
+//!
+//! - **Durable point**: the newest write to a block that is certainly on the
+//!   medium: a write completed with FUA, a write completed while write
+//!   caching was off, or a write completed before a SYNCHRONIZE CACHE that
+//!   covered the block was submitted and then completed (IMMED flushes give
+//!   no such guarantee: their GOOD status only says the command was valid).
+//! - **Without power loss**, a read returns the newest completed write.
+//!   Writes still in flight when the read was submitted may or may not be
+//!   visible; two writes whose lifetimes overlapped may land in either order.
+//!   Formally, a version is ruled out once a write to the block that was
+//!   submitted after it completed has itself completed (with no power loss
+//!   since).
+//! - **After power loss**, a block may hold its durable value or any write
+//!   submitted after that point (completed or not): a volatile cache may
+//!   destage any subset in any order. Never an older value, never another
+//!   block's data, never data nobody wrote. Blocks are atomic; a multi-block
+//!   write may land partially. With no durable write yet, the block's
+//!   initial content is permitted too.
+//!
+//! # Memory
+//!
+//! History is kept per run of blocks with the same history (an extent map),
+//! and a write's data is kept once, as a self-describing pattern recipe,
+//! per-block CRC32C digests or "zeros", however many runs refer to it.
+//! Versions older than a durable point are pruned, so a 20 GiB sequential
+//! copy costs one run per write command, not one entry per block.
+
+use crate::pattern::{self, BlockState};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// What a write put in its blocks, as the oracle needs to recognise it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteData {
+    /// Self-describing blocks: block `i` is the pattern block for
+    /// `lba + i` with this seed and generation.
+    Pattern {
+        /// Stream seed.
+        seed: u64,
+        /// Write generation.
+        generation: u32,
+    },
+    /// CRC32C of each block.
+    Digests(Vec<u32>),
+    /// Every byte zero (WRITE SAME of zeros, UNMAP on a unit with LBPRZ=1).
+    Zeros,
+}
+
+impl WriteData {
+    /// Describe a write's Data-Out: a pattern recipe if every block is the
+    /// valid self-describing block for its own LBA with one seed and
+    /// generation, zeros if all zero, else per-block digests.
+    pub fn from_bytes(lba: u64, block_size: u32, data: &[u8]) -> WriteData {
+        let bs = block_size as usize;
+        let mut recipe: Option<(u64, u32)> = None;
+        let mut pattern_ok = bs > 0 && !data.is_empty();
+        let mut zeros = true;
+        for (i, b) in data.chunks(bs.max(1)).enumerate() {
+            match pattern::inspect(b) {
+                BlockState::Valid { tag }
+                    if pattern_ok && tag.lba == lba.wrapping_add(i as u64) =>
+                {
+                    zeros = false;
+                    match recipe {
+                        None => recipe = Some((tag.seed, tag.generation)),
+                        Some(r) if r == (tag.seed, tag.generation) => {}
+                        Some(_) => pattern_ok = false,
+                    }
+                }
+                BlockState::Zeros => pattern_ok = false,
+                _ => {
+                    zeros = false;
+                    pattern_ok = false;
+                }
+            }
+        }
+        match recipe {
+            Some((seed, generation)) if pattern_ok => WriteData::Pattern { seed, generation },
+            _ if zeros => WriteData::Zeros,
+            _ => WriteData::Digests(data.chunks(bs.max(1)).map(crc32c::crc32c).collect()),
+        }
+    }
+}
+
+/// What a never-written block reads as on the device under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialContent {
+    /// Zeros (a fresh emulator, a new sparse file, a thin LUN).
+    #[default]
+    Zeros,
+    /// Anything (a real disk with old data): unwritten blocks are not checked.
+    Unknown,
+}
+
+/// How a block read back breaks the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViolationClass {
+    /// An older write to this LBA than permitted: a lost write (flush not
+    /// honoured, cache dropped, reordered across a flush, stale cache line).
+    Stale,
+    /// Data written for another LBA: DMA address truncation, wrong SG
+    /// offset, LBA arithmetic.
+    Misdirected {
+        /// LBA the data was written for.
+        from_lba: u64,
+    },
+    /// Zeros where a write should be: a segment or split piece that never
+    /// landed.
+    Dropped,
+    /// A self-describing header whose body does not match: partial DMA.
+    Torn,
+    /// No valid header where a self-describing block should be: host
+    /// memory reused, DMA from the wrong page.
+    Garbage,
+    /// Data no known write to this block produced (arbitrary-data writes,
+    /// where no header tells more).
+    Unexpected,
+    /// The residual reported for a transfer is not what was moved.
+    BadResidual {
+        /// Residual implied by the command (requested minus its own length).
+        expected: i64,
+        /// Residual the device reported.
+        reported: i64,
+    },
+}
+
+impl ViolationClass {
+    /// Short lower-case name, for counters and JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ViolationClass::Stale => "stale",
+            ViolationClass::Misdirected { .. } => "misdirected",
+            ViolationClass::Dropped => "dropped",
+            ViolationClass::Torn => "torn",
+            ViolationClass::Garbage => "garbage",
+            ViolationClass::Unexpected => "unexpected",
+            ViolationClass::BadResidual { .. } => "bad-residual",
+        }
+    }
+}
+
+/// One broken rule: a run of consecutive blocks of one read that fail the
+/// same way, with the commands involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// First LBA of the run.
+    pub lba: u64,
+    /// Blocks in the run.
+    pub blocks: u32,
+    /// Block size, for byte offsets in messages.
+    pub block_size: u32,
+    /// The read (or, for [`ViolationClass::BadResidual`], the command) that
+    /// saw it.
+    pub read_seq: u64,
+    /// Classification.
+    pub class: ViolationClass,
+    /// The write whose data the block should hold (the newest permitted).
+    pub expected_write_seq: Option<u64>,
+    /// The write whose data the block does hold, when known.
+    pub found_write_seq: Option<u64>,
+    /// The flush that made the expected write durable, if one did.
+    pub flush_seq: Option<u64>,
+    /// A power loss happened since the expected write completed.
+    pub after_power_loss: bool,
+}
+
+impl fmt::Display for Violation {
+    /// fio's wording where it says the same thing (`verify: bad header`,
+    /// offset, length), then Scuzz's classification and the commands.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bs = u64::from(self.block_size);
+        let off = self.lba.saturating_mul(bs);
+        let len = u64::from(self.blocks) * bs;
+        let seq = |s: Option<u64>| s.map_or("none".to_string(), |s| s.to_string());
+        match self.class {
+            ViolationClass::BadResidual { expected, reported } => {
+                return write!(
+                    f,
+                    "bad residual: command seq {} reported residual {reported}, the transfer implies {expected}",
+                    self.read_seq
+                )
+            }
+            ViolationClass::Torn | ViolationClass::Unexpected => {
+                write!(f, "verify: bad data at offset {off}, length {len}: ")?
+            }
+            _ => write!(f, "verify: bad header at offset {off}, length {len}: ")?,
+        }
+        let last = self
+            .lba
+            .saturating_add(u64::from(self.blocks).saturating_sub(1));
+        let range = if self.blocks > 1 {
+            format!("LBA {}..={last}", self.lba)
+        } else {
+            format!("LBA {}", self.lba)
+        };
+        match self.class {
+            ViolationClass::Stale => write!(
+                f,
+                "stale: {range} holds an older write (write seq {}) instead of write seq {}",
+                seq(self.found_write_seq),
+                seq(self.expected_write_seq)
+            )?,
+            ViolationClass::Misdirected { from_lba } => write!(
+                f,
+                "misdirected: {range} holds data written for LBA {from_lba} (write seq {}); expected write seq {}",
+                seq(self.found_write_seq),
+                seq(self.expected_write_seq)
+            )?,
+            ViolationClass::Dropped => write!(
+                f,
+                "dropped: {range} reads as zeros; write seq {} never landed",
+                seq(self.expected_write_seq)
+            )?,
+            ViolationClass::Torn => write!(f, "torn: {range} has a valid header but a corrupt body")?,
+            ViolationClass::Garbage => write!(
+                f,
+                "garbage: {range} holds no valid header; expected write seq {}",
+                seq(self.expected_write_seq)
+            )?,
+            ViolationClass::Unexpected => write!(
+                f,
+                "unexpected: {range} holds data no write to it produced; expected write seq {}",
+                seq(self.expected_write_seq)
+            )?,
+            ViolationClass::BadResidual { .. } => {}
+        }
+        write!(f, " (read seq {}", self.read_seq)?;
+        if let Some(fl) = self.flush_seq {
+            write!(f, ", durable since flush seq {fl}")?;
+        }
+        if self.after_power_loss {
+            write!(f, ", after power loss")?;
+        }
+        write!(f, ")")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    lba: u64,
+    blocks: u64,
+    data: WriteData,
+    fua: bool,
+    submit: u64,
+    /// Completion tick; `None` while in flight.
+    complete: Option<u64>,
+    ok: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flush {
+    lba: u64,
+    end: u64,
+    immed: bool,
+    submit: u64,
+}
+
+/// History of a run of blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Hist {
+    /// Durable write (`None`: the initial content).
+    durable: Option<u64>,
+    /// The flush that made it durable (`None` if FUA/write-through or initial).
+    durable_by: Option<u64>,
+    /// Writes submitted after the durable point, in submission order.
+    versions: Vec<u64>,
+    /// The last two versions pruned, to name a stale block's writer.
+    old: Vec<u64>,
+}
+
+/// Which version a candidate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cand {
+    Initial,
+    Write(u64),
+}
+
+/// The oracle.
+#[derive(Debug)]
+pub struct Oracle {
+    block_size: u32,
+    initial: InitialContent,
+    wce: bool,
+    tick: u64,
+    last_power_loss: u64,
+    power_losses: u64,
+    runs: BTreeMap<u64, (u64, Hist)>,
+    recs: HashMap<u64, Rec>,
+    flushes: HashMap<u64, Flush>,
+    reads: HashMap<u64, u64>,
+    live_after_gc: usize,
+}
+
+impl Oracle {
+    /// An oracle for a unit of `block_size`-byte blocks, with write caching
+    /// assumed on (the conservative assumption: nothing is durable until
+    /// FUA or a flush says so) and unwritten blocks reading as zeros.
+    pub fn new(block_size: u32) -> Self {
+        Oracle {
+            block_size: block_size.max(1),
+            initial: InitialContent::Zeros,
+            wce: true,
+            tick: 0,
+            last_power_loss: 0,
+            power_losses: 0,
+            runs: BTreeMap::new(),
+            recs: HashMap::new(),
+            flushes: HashMap::new(),
+            reads: HashMap::new(),
+            live_after_gc: 0,
+        }
+    }
+
+    /// Say what never-written blocks read as.
+    pub fn with_initial_content(mut self, initial: InitialContent) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Block size.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Write records held (a measure of memory use).
+    pub fn records(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Runs of history held (a measure of memory use).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// A write of `blocks` blocks at `lba` was submitted.
+    pub fn submit_write(&mut self, seq: u64, lba: u64, blocks: u32, data: WriteData, fua: bool) {
+        let t = self.next_tick();
+        let end = lba.saturating_add(u64::from(blocks));
+        self.recs.insert(
+            seq,
+            Rec {
+                lba,
+                blocks: u64::from(blocks),
+                data,
+                fua,
+                submit: t,
+                complete: None,
+                ok: false,
+            },
+        );
+        if blocks > 0 {
+            for_range(&mut self.runs, lba, end, |h| h.versions.push(seq));
+        }
+        self.maybe_gc();
+    }
+
+    /// A write completed (`ok`: with GOOD status). A completed FUA write,
+    /// or any write while write caching is off, becomes the durable point.
+    pub fn complete_write(&mut self, seq: u64, ok: bool) {
+        let t = self.next_tick();
+        let Some(r) = self.recs.get_mut(&seq) else {
+            return;
+        };
+        if r.complete.is_some() {
+            return;
+        }
+        r.complete = Some(t);
+        r.ok = ok;
+        if ok && (r.fua || !self.wce) {
+            let (lba, n) = (r.lba, r.blocks);
+            self.make_durable(seq, lba, lba.saturating_add(n), None);
+        }
+    }
+
+    /// A SYNCHRONIZE CACHE of `blocks` blocks (0: to the end) was submitted.
+    pub fn submit_flush(&mut self, seq: u64, lba: u64, blocks: u32, immed: bool) {
+        let t = self.next_tick();
+        let end = if blocks == 0 {
+            u64::MAX
+        } else {
+            lba.saturating_add(u64::from(blocks))
+        };
+        self.flushes.insert(
+            seq,
+            Flush {
+                lba,
+                end,
+                immed,
+                submit: t,
+            },
+        );
+    }
+
+    /// A SYNCHRONIZE CACHE completed. With GOOD status (and no IMMED), every
+    /// write in its range that completed before it was submitted is durable.
+    pub fn complete_flush(&mut self, seq: u64, ok: bool) {
+        self.next_tick();
+        let Some(fl) = self.flushes.remove(&seq) else {
+            return;
+        };
+        if !ok || fl.immed {
+            return;
+        }
+        // Split at the flush's edges, then settle each run on its own.
+        let keys: Vec<u64> = {
+            split_at(&mut self.runs, fl.lba);
+            split_at(&mut self.runs, fl.end);
+            self.runs.range(fl.lba..fl.end).map(|(k, _)| *k).collect()
+        };
+        for k in keys {
+            let Some((_, h)) = self.runs.get(&k) else {
+                continue;
+            };
+            // Completed before the flush was submitted, successfully.
+            let done: Vec<u64> = h
+                .versions
+                .iter()
+                .copied()
+                .filter(|s| {
+                    self.recs
+                        .get(s)
+                        .is_some_and(|r| r.ok && r.complete.is_some_and(|c| c < fl.submit))
+                })
+                .collect();
+            let Some(&newest) = done.iter().max_by_key(|s| self.recs[s].submit) else {
+                continue;
+            };
+            // Durable only if it certainly landed after the others: each
+            // other one completed before it was submitted.
+            let ns = self.recs[&newest].submit;
+            let ordered = done
+                .iter()
+                .all(|s| *s == newest || self.recs[s].complete.is_some_and(|c| c < ns));
+            if ordered {
+                let len = self.runs[&k].0;
+                self.make_durable(newest, k, k + len, Some(seq));
+            }
+        }
+        merge_in(&mut self.runs, fl.lba, fl.end);
+    }
+
+    /// Write caching was turned on or off (MODE SELECT completed). Turning
+    /// it off makes nothing durable by itself.
+    pub fn set_wce(&mut self, on: bool) {
+        self.wce = on;
+    }
+
+    /// Power was lost: writes in flight are over (they may or may not have
+    /// landed), flushes in flight guarantee nothing.
+    pub fn power_loss(&mut self) {
+        let t = self.next_tick();
+        self.last_power_loss = t;
+        self.power_losses += 1;
+        for r in self.recs.values_mut() {
+            if r.complete.is_none() {
+                r.complete = Some(t);
+                r.ok = false;
+            }
+        }
+        self.flushes.clear();
+        self.reads.clear();
+    }
+
+    /// A read was submitted (optional: without it, a read is taken as
+    /// submitted when checked).
+    pub fn submit_read(&mut self, seq: u64) {
+        let t = self.next_tick();
+        self.reads.insert(seq, t);
+    }
+
+    /// Check a completed read's data (whole blocks from `lba`).
+    pub fn check_read(&mut self, seq: u64, lba: u64, data: &[u8]) -> Vec<Violation> {
+        let now = self.next_tick();
+        let at = self.reads.remove(&seq).unwrap_or(now);
+        let bs = self.block_size as usize;
+        let mut out: Vec<Violation> = Vec::new();
+        let mut pins: Vec<(u64, Cand)> = Vec::new();
+        for (i, block) in data.chunks_exact(bs).enumerate() {
+            let l = lba.wrapping_add(i as u64);
+            let h = self.hist(l).clone();
+            let (cands, expected) = self.permitted(&h, at);
+            let mut view = BlockView::new(block);
+            if let Some(c) = cands
+                .iter()
+                .copied()
+                .find(|c| self.matches(*c, l, &mut view))
+            {
+                // After a power loss, what a read finds is on the medium:
+                // pin it, if no write since the loss could change it.
+                let crashed = self.power_losses > 0 && at > self.last_power_loss;
+                let quiet = h.versions.iter().all(|s| {
+                    self.recs
+                        .get(s)
+                        .is_some_and(|r| r.submit < self.last_power_loss)
+                });
+                if crashed && quiet && (cands.len() > 1 || !h.versions.is_empty()) {
+                    pins.push((l, c));
+                }
+                continue;
+            }
+            let v = self.classify(seq, l, &h, expected, &mut view);
+            match out.last_mut() {
+                Some(prev) if continues(prev, &v) => prev.blocks += 1,
+                _ => out.push(v),
+            }
+        }
+        for (l, c) in pins {
+            for_range(&mut self.runs, l, l.saturating_add(1), |h| {
+                h.durable = match c {
+                    Cand::Initial => None,
+                    Cand::Write(s) => Some(s),
+                };
+                h.durable_by = None;
+                h.versions.clear();
+            });
+        }
+        out
+    }
+
+    /// Check a completed command's residual: `xfer_len` requested,
+    /// `command_len` bytes called for by the CDB, `reported` by the device.
+    pub fn check_residual(
+        &self,
+        seq: u64,
+        xfer_len: u32,
+        command_len: u64,
+        reported: i64,
+    ) -> Option<Violation> {
+        let expected = i64::from(xfer_len) - command_len.min(i64::MAX as u64) as i64;
+        (expected != reported).then_some(Violation {
+            lba: 0,
+            blocks: 0,
+            block_size: self.block_size,
+            read_seq: seq,
+            class: ViolationClass::BadResidual { expected, reported },
+            expected_write_seq: None,
+            found_write_seq: None,
+            flush_seq: None,
+            after_power_loss: false,
+        })
+    }
+
+    /// Make write `seq` the durable point of `[s, e)` where it is still a
+    /// candidate (never moving a durable point backwards).
+    fn make_durable(&mut self, seq: u64, s: u64, e: u64, flush: Option<u64>) {
+        let recs = &self.recs;
+        let Some(submit) = recs.get(&seq).map(|r| r.submit) else {
+            return;
+        };
+        for_range(&mut self.runs, s, e, |h| {
+            if !h.versions.contains(&seq) {
+                return;
+            }
+            if let Some(d) = h.durable {
+                remember(&mut h.old, d);
+            }
+            h.durable = Some(seq);
+            h.durable_by = flush;
+            // Versions the new durable write certainly landed after go.
+            h.versions.retain(|v| {
+                let gone = *v == seq
+                    || recs.get(v).is_none_or(|r| {
+                        r.complete.is_some_and(|c| c < submit) && r.submit < submit
+                    });
+                if gone && *v != seq {
+                    remember(&mut h.old, *v);
+                }
+                !gone
+            });
+        });
+    }
+
+    fn hist(&self, lba: u64) -> &Hist {
+        static EMPTY: Hist = Hist {
+            durable: None,
+            durable_by: None,
+            versions: Vec::new(),
+            old: Vec::new(),
+        };
+        match self.runs.range(..=lba).next_back() {
+            Some((k, (len, h))) if lba - k < *len => h,
+            _ => &EMPTY,
+        }
+    }
+
+    /// The versions a read submitted at tick `at` may return, and the one it
+    /// should (the newest completed one).
+    fn permitted(&self, h: &Hist, at: u64) -> (Vec<Cand>, Option<Cand>) {
+        let p = self.last_power_loss;
+        // The newest write that completed, successfully, since the last
+        // power loss and before the read: it rules out every version that
+        // completed before it was submitted.
+        let ymax = h
+            .versions
+            .iter()
+            .filter_map(|s| {
+                let r = self.recs.get(s)?;
+                let c = r.complete?;
+                (r.ok && c > p && c < at).then_some(r.submit)
+            })
+            .max();
+        let excluded =
+            |complete: Option<u64>| matches!((complete, ymax), (Some(c), Some(y)) if c < y);
+        let mut cands = Vec::with_capacity(h.versions.len() + 1);
+        let mut expected = None;
+        let (dur, dur_complete) = match h.durable {
+            None => (Cand::Initial, Some(0)),
+            Some(d) => (Cand::Write(d), self.recs.get(&d).and_then(|r| r.complete)),
+        };
+        if !excluded(dur_complete) {
+            cands.push(dur);
+        }
+        expected = expected.or(Some(dur));
+        for s in &h.versions {
+            let Some(r) = self.recs.get(s) else { continue };
+            if excluded(r.complete) {
+                continue;
+            }
+            cands.push(Cand::Write(*s));
+            if r.ok && r.complete.is_some_and(|c| c < at) {
+                expected = Some(Cand::Write(*s));
+            }
+        }
+        (cands, expected)
+    }
+
+    fn matches(&self, c: Cand, lba: u64, view: &mut BlockView<'_>) -> bool {
+        match c {
+            Cand::Initial => match self.initial {
+                InitialContent::Zeros => view.is_zero(),
+                InitialContent::Unknown => true,
+            },
+            Cand::Write(s) => self.rec_matches(s, lba, view),
+        }
+    }
+
+    fn rec_matches(&self, s: u64, lba: u64, view: &mut BlockView<'_>) -> bool {
+        let Some(r) = self.recs.get(&s) else {
+            return false;
+        };
+        match &r.data {
+            WriteData::Pattern { seed, generation } => matches!(
+                view.state(),
+                BlockState::Valid { tag } if tag.lba == lba && tag.seed == *seed && tag.generation == *generation
+            ),
+            WriteData::Digests(d) => d
+                .get(lba.wrapping_sub(r.lba) as usize)
+                .is_some_and(|crc| *crc == view.crc()),
+            WriteData::Zeros => view.is_zero(),
+        }
+    }
+
+    /// Every write this block's history still names, newest first.
+    fn known(&self, h: &Hist) -> Vec<u64> {
+        let mut v: Vec<u64> = h.versions.iter().rev().copied().collect();
+        v.extend(h.durable);
+        v.extend(h.old.iter().rev().copied());
+        v
+    }
+
+    fn classify(
+        &self,
+        read_seq: u64,
+        lba: u64,
+        h: &Hist,
+        expected: Option<Cand>,
+        view: &mut BlockView<'_>,
+    ) -> Violation {
+        let exp_seq = match expected {
+            Some(Cand::Write(s)) => Some(s),
+            _ => None,
+        };
+        let exp_rec = exp_seq.and_then(|s| self.recs.get(&s));
+        let flush_seq = if exp_seq.is_some() && exp_seq == h.durable {
+            h.durable_by
+        } else {
+            None
+        };
+        let after_power_loss = self.power_losses > 0
+            && exp_rec
+                .and_then(|r| r.complete)
+                .is_none_or(|c| c < self.last_power_loss);
+        let (class, found) = match view.state() {
+            BlockState::Zeros => (ViolationClass::Dropped, None),
+            BlockState::Torn { .. } => (ViolationClass::Torn, None),
+            BlockState::Valid { tag } if tag.lba != lba => {
+                let found = self.known(self.hist(tag.lba)).into_iter().find(|s| {
+                    matches!(self.recs.get(s).map(|r| &r.data),
+                        Some(WriteData::Pattern { seed, generation }) if *seed == tag.seed && *generation == tag.generation)
+                });
+                (ViolationClass::Misdirected { from_lba: tag.lba }, found)
+            }
+            BlockState::Valid { tag } => {
+                let found = self
+                    .known(h)
+                    .into_iter()
+                    .find(|s| self.rec_matches(*s, lba, view));
+                let older = match exp_rec.map(|r| &r.data) {
+                    Some(WriteData::Pattern { seed, generation }) => {
+                        *seed == tag.seed && tag.generation < *generation
+                    }
+                    _ => false,
+                };
+                if found.is_some() || older {
+                    (ViolationClass::Stale, found)
+                } else {
+                    (ViolationClass::Unexpected, None)
+                }
+            }
+            BlockState::Garbage => {
+                let found = self
+                    .known(h)
+                    .into_iter()
+                    .find(|s| self.rec_matches(*s, lba, view));
+                match found {
+                    Some(s) => (ViolationClass::Stale, Some(s)),
+                    None if matches!(exp_rec.map(|r| &r.data), Some(WriteData::Pattern { .. })) => {
+                        (ViolationClass::Garbage, None)
+                    }
+                    None => (ViolationClass::Unexpected, None),
+                }
+            }
+        };
+        Violation {
+            lba,
+            blocks: 1,
+            block_size: self.block_size,
+            read_seq,
+            class,
+            expected_write_seq: exp_seq,
+            found_write_seq: found,
+            flush_seq,
+            after_power_loss,
+        }
+    }
+
+    /// Drop records no history names any more (amortised: only when the
+    /// record count has doubled since the last collection).
+    fn maybe_gc(&mut self) {
+        if self.recs.len() <= 2 * self.live_after_gc + 4096 {
+            return;
+        }
+        let mut live = std::collections::HashSet::new();
+        for (_, h) in self.runs.values() {
+            live.extend(h.durable);
+            live.extend(h.versions.iter().copied());
+            live.extend(h.old.iter().copied());
+        }
+        self.recs
+            .retain(|s, r| live.contains(s) || r.complete.is_none());
+        self.live_after_gc = self.recs.len();
+    }
+}
+
+fn remember(old: &mut Vec<u64>, s: u64) {
+    if old.last() != Some(&s) {
+        old.push(s);
+        if old.len() > 2 {
+            old.remove(0);
+        }
+    }
+}
+
+fn continues(prev: &Violation, v: &Violation) -> bool {
+    let next = prev.lba.wrapping_add(u64::from(prev.blocks));
+    let class_ok = match (prev.class, v.class) {
+        (
+            ViolationClass::Misdirected { from_lba: a },
+            ViolationClass::Misdirected { from_lba: b },
+        ) => b == a.wrapping_add(u64::from(prev.blocks)),
+        (a, b) => a == b,
+    };
+    v.lba == next
+        && class_ok
+        && prev.expected_write_seq == v.expected_write_seq
+        && prev.found_write_seq == v.found_write_seq
+        && prev.flush_seq == v.flush_seq
+        && prev.after_power_loss == v.after_power_loss
+}
+
+/// A block read back, with its inspection and CRC computed at most once.
+struct BlockView<'a> {
+    data: &'a [u8],
+    state: Option<BlockState>,
+    crc: Option<u32>,
+}
+
+impl<'a> BlockView<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BlockView {
+            data,
+            state: None,
+            crc: None,
+        }
+    }
+    fn state(&mut self) -> BlockState {
+        *self
+            .state
+            .get_or_insert_with(|| pattern::inspect(self.data))
+    }
+    fn crc(&mut self) -> u32 {
+        *self.crc.get_or_insert_with(|| crc32c::crc32c(self.data))
+    }
+    fn is_zero(&mut self) -> bool {
+        self.state() == BlockState::Zeros
+    }
+}
+
+type Runs = BTreeMap<u64, (u64, Hist)>;
+
+/// Make `at` a run boundary.
+fn split_at(runs: &mut Runs, at: u64) {
+    let Some((&k, (len, _))) = runs.range(..at).next_back() else {
+        return;
+    };
+    let len = *len;
+    if k.saturating_add(len) <= at {
+        return;
+    }
+    let (_, h) = runs.remove(&k).expect("run just found");
+    runs.insert(k, (at - k, h.clone()));
+    runs.insert(at, (len - (at - k), h));
+}
+
+/// Apply `f` to the history of every block in `[s, e)`, creating runs for
+/// never-written gaps, then re-merge equal neighbours.
+fn for_range(runs: &mut Runs, s: u64, e: u64, mut f: impl FnMut(&mut Hist)) {
+    if s >= e {
+        return;
+    }
+    split_at(runs, s);
+    split_at(runs, e);
+    let mut cur = s;
+    let keys: Vec<(u64, u64)> = runs.range(s..e).map(|(k, (l, _))| (*k, *l)).collect();
+    for (k, l) in keys {
+        if k > cur {
+            runs.insert(cur, (k - cur, Hist::default()));
+        }
+        cur = k + l;
+    }
+    if cur < e {
+        runs.insert(cur, (e - cur, Hist::default()));
+    }
+    for (_, (_, h)) in runs.range_mut(s..e) {
+        f(h);
+    }
+    merge_in(runs, s, e);
+}
+
+/// Merge adjacent runs with equal histories from the run before `s` up to
+/// the run starting at `e`.
+fn merge_in(runs: &mut Runs, s: u64, e: u64) {
+    let start = runs.range(..s).next_back().map(|(k, _)| *k).unwrap_or(s);
+    let mut k = match runs.range(start..).next() {
+        Some((k, _)) => *k,
+        None => return,
+    };
+    loop {
+        let (len, end) = {
+            let (len, _) = &runs[&k];
+            (*len, k.saturating_add(*len))
+        };
+        let mergeable = match (runs.get(&k), runs.get(&end)) {
+            (Some((_, a)), Some((_, b))) => a == b && end != k,
+            _ => false,
+        };
+        if mergeable {
+            let (l2, _) = runs.remove(&end).expect("neighbour just found");
+            if let Some((l, _)) = runs.get_mut(&k) {
+                *l = len + l2;
+            }
+            continue;
+        }
+        if end > e {
+            break;
+        }
+        match runs.range(end..).next() {
+            Some((nk, _)) if *nk <= e => k = *nk,
+            _ => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::fill_blocks;
+
+    const BS: u32 = 512;
+
+    fn pat(lba: u64, n: usize, gen: u32) -> Vec<u8> {
+        let mut b = vec![0u8; n * BS as usize];
+        fill_blocks(7, gen, lba, BS as usize, &mut b);
+        b
+    }
+
+    fn write(o: &mut Oracle, seq: u64, lba: u64, n: usize, gen: u32, fua: bool) -> Vec<u8> {
+        let d = pat(lba, n, gen);
+        o.submit_write(seq, lba, n as u32, WriteData::from_bytes(lba, BS, &d), fua);
+        o.complete_write(seq, true);
+        d
+    }
+
+    #[test]
+    fn from_bytes_recognises_patterns_zeros_and_arbitrary_data() {
+        assert_eq!(
+            WriteData::from_bytes(10, BS, &pat(10, 3, 2)),
+            WriteData::Pattern {
+                seed: 7,
+                generation: 2
+            }
+        );
+        assert_eq!(
+            WriteData::from_bytes(10, BS, &vec![0; 1024]),
+            WriteData::Zeros
+        );
+        assert!(
+            matches!(WriteData::from_bytes(11, BS, &pat(10, 2, 2)), WriteData::Digests(d) if d.len() == 2)
+        );
+    }
+
+    #[test]
+    fn read_your_writes_and_stale_reads_are_flagged() {
+        let mut o = Oracle::new(BS);
+        let g1 = write(&mut o, 1, 100, 4, 1, false);
+        assert!(o.check_read(2, 100, &g1).is_empty());
+        let g2 = write(&mut o, 3, 100, 4, 2, false);
+        assert!(o.check_read(4, 100, &g2).is_empty());
+        let v = o.check_read(5, 100, &g1);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].class, ViolationClass::Stale);
+        assert_eq!(
+            (v[0].blocks, v[0].expected_write_seq, v[0].found_write_seq),
+            (4, Some(3), Some(1))
+        );
+        assert!(
+            v[0].to_string()
+                .starts_with("verify: bad header at offset 51200, length 2048: stale"),
+            "{}",
+            v[0]
+        );
+    }
+
+    #[test]
+    fn power_loss_permits_any_version_since_the_durable_point_only() {
+        let mut o = Oracle::new(BS);
+        let g1 = write(&mut o, 1, 0, 1, 1, false);
+        o.submit_flush(2, 0, 0, false);
+        o.complete_flush(2, true);
+        let g2 = write(&mut o, 3, 0, 1, 2, false);
+        let _g3 = write(&mut o, 4, 0, 1, 3, false);
+        o.power_loss();
+        // Durable g1, or the unflushed g2 (a cache may destage any subset).
+        assert!(o.check_read(5, 0, &g2).is_empty());
+        // ... but once a read has seen g2 after the power loss, g1 is gone.
+        let v = o.check_read(6, 0, &g1);
+        assert_eq!(v[0].class, ViolationClass::Stale);
+        let mut o2 = Oracle::new(BS);
+        let g1 = write(&mut o2, 1, 0, 1, 1, false);
+        o2.submit_flush(2, 0, 1, false);
+        o2.complete_flush(2, true);
+        o2.power_loss();
+        let v = o2.check_read(3, 0, &vec![0; BS as usize]);
+        assert_eq!(v[0].class, ViolationClass::Dropped);
+        assert_eq!(v[0].flush_seq, Some(2));
+        assert!(v[0].after_power_loss);
+        assert!(o2.check_read(4, 0, &g1).is_empty());
+    }
+
+    #[test]
+    fn misdirected_blocks_name_their_origin() {
+        let mut o = Oracle::new(BS);
+        let a = write(&mut o, 1, 0, 2, 1, true);
+        write(&mut o, 2, 8, 2, 1, true);
+        let v = o.check_read(3, 8, &a);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].class, ViolationClass::Misdirected { from_lba: 0 });
+        assert_eq!(
+            (v[0].blocks, v[0].found_write_seq, v[0].expected_write_seq),
+            (2, Some(1), Some(2))
+        );
+    }
+
+    #[test]
+    fn in_flight_writes_may_or_may_not_be_visible() {
+        let mut o = Oracle::new(BS);
+        let g1 = write(&mut o, 1, 0, 1, 1, false);
+        let g2 = pat(0, 1, 2);
+        o.submit_write(2, 0, 1, WriteData::from_bytes(0, BS, &g2), false);
+        o.submit_read(3);
+        assert!(o.check_read(3, 0, &g1).is_empty());
+        o.submit_read(4);
+        assert!(o.check_read(4, 0, &g2).is_empty());
+        o.complete_write(2, true);
+        o.submit_read(5);
+        assert_eq!(o.check_read(5, 0, &g1)[0].class, ViolationClass::Stale);
+    }
+
+    #[test]
+    fn unwritten_and_arbitrary_blocks() {
+        let mut o = Oracle::new(BS);
+        assert!(o.check_read(1, 5, &vec![0; 512]).is_empty());
+        assert_eq!(
+            o.check_read(2, 5, &vec![1; 512])[0].class,
+            ViolationClass::Unexpected
+        );
+        let raw = vec![0x5a; 512];
+        o.submit_write(3, 5, 1, WriteData::from_bytes(5, BS, &raw), false);
+        o.complete_write(3, true);
+        assert!(o.check_read(4, 5, &raw).is_empty());
+        assert_eq!(
+            o.check_read(5, 5, &vec![0; 512])[0].class,
+            ViolationClass::Dropped
+        );
+        let mut u = Oracle::new(BS).with_initial_content(InitialContent::Unknown);
+        assert!(u.check_read(1, 5, &vec![1; 512]).is_empty());
+    }
+
+    #[test]
+    fn residuals_are_checked() {
+        let o = Oracle::new(BS);
+        assert!(o.check_residual(1, 1024, 512, 512).is_none());
+        let v = o.check_residual(1, 1024, 512, 0).unwrap();
+        assert_eq!(
+            v.class,
+            ViolationClass::BadResidual {
+                expected: 512,
+                reported: 0
+            }
+        );
+    }
+
+    #[test]
+    fn memory_stays_proportional_to_commands_not_blocks() {
+        let mut o = Oracle::new(4096);
+        for i in 0..2000u64 {
+            let d = WriteData::Pattern {
+                seed: 1,
+                generation: 1,
+            };
+            o.submit_write(i, i * 256, 256, d, false);
+            o.complete_write(i, true);
+        }
+        o.submit_flush(9999, 0, 0, false);
+        o.complete_flush(9999, true);
+        assert!(o.runs() <= 2000, "{}", o.runs());
+        assert_eq!(o.records(), 2000);
+    }
+}
