@@ -37,4 +37,6 @@
 pub mod codec;
 pub mod login;
 pub mod pdu;
+pub mod sn;
+pub mod target;
 pub mod text;
