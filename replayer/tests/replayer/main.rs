@@ -1,0 +1,6 @@
+//! Integration tests of the replayer: real synthesized traces replayed to
+//! the real emulator.
+
+mod common;
+mod engine;
+mod report;
