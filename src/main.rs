@@ -26,6 +26,12 @@ enum Command {
     Show(cmd::show::Args),
     /// Summary statistics of a trace.
     Stats(cmd::stats::Args),
+    /// Synthesize the CDB stream of cp or fio through a modelled host and HBA.
+    Synth(cmd::synth::Args),
+    /// Convert a DEXT capture ring, ftrace text or a fio iolog into a trace.
+    Import(cmd::import::Args),
+    /// Convert a trace into another tool's format (fio iolog).
+    Export(cmd::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Show(a) => cmd::show::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Export(a) => cmd::export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -258,9 +258,12 @@ pub fn export_fio_iolog<E: std::error::Error + Send + Sync + 'static>(
         let us = s.time_ns / 1000;
         last_us = last_us.max(us);
         let lun = s.nexus.lun;
+        // fio adds and opens its files when the run starts (time 0); a
+        // LUN first seen later is opened then.
+        let at = if opened == 0 { 0 } else { us };
         while opened <= lun {
-            writeln!(out, "{us} {} add", name(opened))?;
-            writeln!(out, "{us} {} open", name(opened))?;
+            writeln!(out, "{at} {} add", name(opened))?;
+            writeln!(out, "{at} {} open", name(opened))?;
             opened += 1;
         }
         let f = name(lun);

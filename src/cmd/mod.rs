@@ -2,3 +2,6 @@
 
 pub mod show;
 pub mod stats;
+pub mod synth;
+pub mod import;
+pub mod export;
