@@ -17,11 +17,15 @@
 //! | 36 | 4 | header_crc | CRC32C of bytes 0..36 |
 //! | 40 | block_len − 40 | fill | pseudo-random bytes keyed by (seed, lba, generation) |
 //!
-//! The fill is the output of the wyrand generator (64-bit words, little-endian,
-//! a trailing partial word truncated) started from
-//! `state = mix(seed ^ mix(lba ^ mix(generation ^ 0x5cb5_b10c_0000_0000)))`, with
-//! `mix` the splitmix64 finaliser. Each step is
-//! `state += 0xa076_1d64_78bd_642f; t = state as u128 * (state ^ 0xe703_7ed1_a0b4_28db) as u128; word = (t >> 64) ^ t`.
+//! The fill comes from a wyrand-style generator started from
+//! `state = mix(seed ^ mix(lba ^ mix(generation ^ 0x5cb5_b10c_0000_0000)))`,
+//! with `mix` the splitmix64 finaliser
+//! (`z = (z ^ z >> 30) * 0xbf58_476d_1ce4_e5b9; z = (z ^ z >> 27) * 0x94d0_49bb_1331_11eb; z ^ z >> 31`,
+//! wrapping). Each step is
+//! `state += 0xa076_1d64_78bd_642f; t = state as u128 * (state ^ 0xe703_7ed1_a0b4_28db) as u128`
+//! (wrapping add, full 128-bit product) and emits 16 bytes: the 64-bit word
+//! `(t mod 2^64) ^ (t >> 64)`, then the word `t >> 64`, each little-endian. The last step is
+//! truncated to the bytes left.
 //! A reader does not need to regenerate it: the body CRC already tells a
 //! torn block from a whole one. The fill is pseudo-random so that devices that
 //! compress or deduplicate still store every byte.
@@ -65,18 +69,28 @@ fn mix(mut z: u64) -> u64 {
 fn fill_body(tag: &BlockTag, body: &mut [u8]) {
     let mut state =
         mix(tag.seed ^ mix(tag.lba ^ mix(u64::from(tag.generation) ^ 0x5cb5_b10c_0000_0000)));
-    let mut next = || {
+    // One 64x64->128 multiply yields two words: the halves folded together
+    // (classic wyrand), then the high half alone. The low half alone would
+    // be weak: its low bits depend only on the state's low bits. Half the
+    // multiplies of classic wyrand keeps a 4 KiB fill well under a
+    // microsecond.
+    let mut step = || {
         state = state.wrapping_add(0xa076_1d64_78bd_642f);
         let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
+        ((t as u64) ^ ((t >> 64) as u64), (t >> 64) as u64)
     };
-    let mut words = body.chunks_exact_mut(8);
-    for w in &mut words {
-        w.copy_from_slice(&next().to_le_bytes());
+    let mut pairs = body.chunks_exact_mut(16);
+    for p in &mut pairs {
+        let (lo, hi) = step();
+        p[..8].copy_from_slice(&lo.to_le_bytes());
+        p[8..].copy_from_slice(&hi.to_le_bytes());
     }
-    let tail = words.into_remainder();
+    let tail = pairs.into_remainder();
     if !tail.is_empty() {
-        let last = next().to_le_bytes();
+        let (lo, hi) = step();
+        let mut last = [0u8; 16];
+        last[..8].copy_from_slice(&lo.to_le_bytes());
+        last[8..].copy_from_slice(&hi.to_le_bytes());
         let n = tail.len();
         tail.copy_from_slice(&last[..n]);
     }
@@ -186,13 +200,11 @@ pub enum BlockState {
 }
 
 fn all_zero(buf: &[u8]) -> bool {
-    // Word-at-a-time OR reduction vectorises; `iter().all` would stop early
-    // but branch per byte.
-    let mut words = buf.chunks_exact(8);
-    let acc = (&mut words).fold(0u64, |acc, w| {
-        acc | u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
-    });
-    acc == 0 && words.remainder().iter().all(|&b| b == 0)
+    // OR-reduce 64-byte chunks (vectorises) and stop at the first non-zero
+    // one, so garbage is rejected as quickly as zeros are accepted.
+    let mut chunks = buf.chunks_exact(64);
+    let clean = (&mut chunks).all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    clean && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// Reads what `buf` says about itself, for an oracle that knows a set of
