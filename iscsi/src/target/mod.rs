@@ -16,6 +16,7 @@
 //! ```
 
 pub mod device;
+pub mod emulator;
 pub mod login;
 pub mod session;
 
