@@ -2,6 +2,13 @@
 
 #![deny(missing_docs)]
 
+pub mod campaign;
+pub mod findings;
+pub mod generator;
+pub mod harness;
 pub mod mutators;
+pub mod oracle;
 pub mod program;
 pub mod seeds;
+pub mod stats;
+pub mod verdict;

@@ -239,7 +239,7 @@ pub type DomainMutations = tuple_list_type!(
 );
 
 /// Every domain edit with its name, in the order [`domain_mutations`] uses.
-pub const EDITS: [(&str, Edit); 19] = [
+pub const EDITS: [(&str, Edit); 20] = [
     ("reorder-ops", reorder_ops),
     ("insert-sync-cache", insert_sync_cache),
     ("drop-sync-cache", drop_sync_cache),
@@ -259,6 +259,7 @@ pub const EDITS: [(&str, Edit); 19] = [
     ("tweak-length", tweak_length),
     ("insert-wce-or-reset", insert_wce_or_reset),
     ("read-back", read_back),
+    ("short-transfer", short_transfer),
 ];
 
 /// The full stack of domain mutators for a device and HBA.
@@ -339,6 +340,7 @@ fn fresh_transfer(d: &mut Dice, h: &Hints) -> Transfer {
             random_addr(d, h),
             blocks.saturating_mul(h.limits.block_size),
         )],
+        extra: 0,
     }
 }
 
@@ -684,8 +686,26 @@ pub fn read_back(d: &mut Dice, h: &Hints, p: &mut ScsiProgram) -> bool {
             random_addr(d, h),
             blocks.saturating_mul(h.limits.block_size),
         )],
+        extra: 0,
     };
     p.ops.insert(at, Op::Read(t));
+    true
+}
+
+/// Make a read's buffer longer than its data (or undo it): a short
+/// transfer whose residual the driver must report.
+pub fn short_transfer(d: &mut Dice, _h: &Hints, p: &mut ScsiProgram) -> bool {
+    let Some(i) = pick_where(d, p, |o| o.kind() == OpKind::Read) else {
+        return false;
+    };
+    let Op::Read(t) = &mut p.ops[i] else {
+        return false;
+    };
+    t.extra = if t.extra > 0 && d.coin() {
+        0
+    } else {
+        512 * (1 + d.below(8) as u32)
+    };
     true
 }
 
@@ -707,6 +727,7 @@ mod tests {
                 sg: (0..8)
                     .map(|k| Segment::new(0x20_0000 + (i * 8 + k) * 4096, 4096))
                     .collect(),
+                extra: 0,
             }));
         }
         ops.push(Op::SyncCache {
@@ -784,12 +805,14 @@ mod tests {
                     blocks: 8,
                     fua: false,
                     sg: vec![Segment::new(0x10000, 4096)],
+                    extra: 0,
                 }),
                 Op::Read(Transfer {
                     lba: Lba(5000),
                     blocks: 8,
                     fua: false,
                     sg: vec![Segment::new(0x20000, 4096)],
+                    extra: 0,
                 }),
             ]);
             overlap_lba(&mut d, &h, &mut p);

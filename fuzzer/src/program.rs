@@ -37,6 +37,11 @@ pub struct Transfer {
     pub fua: bool,
     /// Host buffer as the SG list the HBA receives, in data order.
     pub sg: Vec<Segment>,
+    /// For reads: bytes the host asks for beyond what the CDB transfers (a
+    /// short transfer: the device must report them as residual, SAM-5
+    /// 5.4.3). Always 0 for writes.
+    #[serde(default)]
+    pub extra: u32,
 }
 
 /// One operation of a program.
@@ -233,6 +238,8 @@ impl Limits {
     /// Default cap on one transfer: 4 MiB, eight times the LSI 3108's
     /// 512 KiB limit, so oversize transfers stay reachable.
     pub const MAX_TRANSFER_BYTES: u32 = 4 << 20;
+    /// Default cap on a read's slack beyond its data.
+    pub const MAX_EXTRA: u32 = 64 << 10;
     /// Default cap on one SG list: well past the 129 entries the LSI 3108
     /// takes, so overflowing it stays reachable.
     pub const MAX_SEGMENTS: usize = 1024;
@@ -310,9 +317,15 @@ impl ScsiProgram {
         self.ops.truncate(limits.max_ops);
         let bs = u64::from(limits.block_size.max(1));
         for op in &mut self.ops {
+            let write = matches!(op, Op::Write(_));
             match op {
                 Op::Write(t) | Op::Read(t) => {
                     t.blocks = t.blocks.min(limits.max_blocks());
+                    t.extra = if write {
+                        0
+                    } else {
+                        t.extra.min(Limits::MAX_EXTRA)
+                    };
                     fit_sg(&mut t.sg, u64::from(t.blocks) * bs, limits.max_segments);
                 }
                 Op::WriteSame { sg, .. } => fit_sg(sg, bs, limits.max_segments),
@@ -406,6 +419,7 @@ impl<'a> Arbitrary<'a> for Op {
                 blocks: u.arbitrary()?,
                 fua: u.arbitrary()?,
                 sg: u.arbitrary()?,
+                extra: if u.ratio(1, 8)? { u.arbitrary()? } else { 0 },
             })
         };
         Ok(match u.int_in_range(0u8..=8)? {
@@ -538,6 +552,7 @@ mod tests {
                 Segment::new(0x9000, 0),
                 Segment::new(0x20000, 5000),
             ],
+            extra: 0,
         })]);
         p.fit(&limits());
         let sg = p.ops[0].sg().unwrap();
@@ -614,6 +629,7 @@ mod tests {
                 blocks: 1,
                 fua: true,
                 sg: vec![Segment::new(0x1_0000_0000, 512)],
+                extra: 0,
             }),
             Op::SyncCache {
                 lba: Lba(0),

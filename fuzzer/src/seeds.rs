@@ -122,11 +122,21 @@ impl SeedBuilder {
         match cdb {
             Cdb::Write(rw) | Cdb::Read(rw) => {
                 let (lba, blocks) = self.fold(rw.lba, rw.blocks);
+                // A read whose buffer is longer than its data is a short
+                // transfer; keep the slack so the residual is checked.
+                let data = u64::from(blocks) * u64::from(self.limits.block_size);
+                let extra = match cdb {
+                    Cdb::Read(_) => u64::from(s.xfer_len)
+                        .saturating_sub(data)
+                        .min(u64::from(u32::MAX)) as u32,
+                    _ => 0,
+                };
                 let t = Transfer {
                     lba: Lba(lba),
                     blocks,
                     fua: rw.fua,
                     sg: s.sg.clone(),
+                    extra,
                 };
                 self.push(if matches!(cdb, Cdb::Write(_)) {
                     Op::Write(t)
@@ -326,7 +336,8 @@ mod tests {
                 lba: Lba(16),
                 blocks: 16,
                 fua: false,
-                sg
+                sg,
+                extra: 0
             })
         );
         let (lba, blocks) = p.ops[2].lba_range().unwrap();

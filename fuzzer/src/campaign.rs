@@ -1,0 +1,843 @@
+//! Campaigns: LibAFL's fuzzing loop wired to the emulator, the oracle and
+//! the domain mutators.
+//!
+//! The parts are LibAFL's own: a [`StdState`] holding an on-disk corpus
+//! (`OUT/queue`, so a killed campaign resumes) and on-disk solutions
+//! (`OUT/solutions`); a [`StdFuzzer`] with a minimiser-over-queue scheduler;
+//! [`MaxMapFeedback`] over a [`StdMapObserver`] of the emulator's
+//! state-transition map; a [`StdMutationalStage`] driving
+//! [`HavocScheduledMutator`] over the domain mutators; and, for several
+//! cores, the [`Launcher`] with an LLMP broker. Scuzz adds what is specific
+//! to it: an executor that runs a program against a fresh emulator beside the
+//! oracle ([`ScsiExecutor`]), an observer carrying the run's
+//! [`Verdict`] ([`OracleObserver`]), an objective that keeps one solution per
+//! new signature ([`ViolationFeedback`]), a stage that minimises each new
+//! solution and writes it as a finding ([`FindingsStage`]), and a monitor
+//! that keeps `OUT/stats.jsonl` ([`CampaignMonitor`]).
+
+use crate::findings::{self, FindingsDir};
+use crate::harness::{Harness, Target};
+use crate::mutators::{domain_mutations, Hints};
+use crate::program::{Limits, ScsiProgram};
+use crate::stats::StatsLine;
+use crate::verdict::Verdict;
+use libafl::corpus::{CachedOnDiskCorpus, Corpus, CorpusId, OnDiskCorpus, Testcase};
+use libafl::events::{
+    EventConfig, EventFirer, EventReceiver, EventRestarter, HasEventManagerId, Launcher,
+    ProgressReporter, SendExiting, SimpleEventManager,
+};
+use libafl::executors::{Executor, ExitKind, HasObservers};
+use libafl::feedbacks::{Feedback, MaxMapFeedback, StateInitializer};
+use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
+use libafl::monitors::stats::ClientStatsManager;
+use libafl::monitors::Monitor;
+use libafl::mutators::HavocScheduledMutator;
+use libafl::observers::{CanTrack, Observer, StdMapObserver};
+use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
+use libafl::stages::{Restartable, Stage, StdMutationalStage};
+use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
+use libafl::HasMetadata;
+use libafl_bolts::core_affinity::Cores;
+use libafl_bolts::rands::StdRand;
+use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
+use libafl_bolts::tuples::{tuple_list, Handle, Handled, MatchNameRef, RefIndexable};
+use libafl_bolts::{ClientId, HasLen, Named};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Name of the coverage map observer (and of the coverage statistic).
+pub const COVERAGE: &str = "coverage";
+
+/// Why a campaign could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CampaignError {
+    /// The output directory already holds a campaign and `--resume` was
+    /// not given.
+    #[error("{0} already holds a campaign: pass --resume to continue it, or choose another --out")]
+    OutExists(PathBuf),
+    /// `--resume` on a directory that holds no campaign.
+    #[error("--resume: {0} holds no campaign to continue")]
+    NothingToResume(PathBuf),
+    /// A file or directory of the campaign could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The `--cores` list did not parse.
+    #[error("--cores {spec}: {reason}")]
+    Cores {
+        /// What was given.
+        spec: String,
+        /// LibAFL's complaint.
+        reason: String,
+    },
+    /// The seeds could not be imported.
+    #[error(transparent)]
+    Seeds(#[from] crate::seeds::SeedError),
+    /// The campaign was asked to stop (Ctrl-C).
+    #[error("stopped")]
+    Stopped,
+    /// LibAFL failed.
+    #[error("fuzzing engine: {0}")]
+    Engine(String),
+}
+
+impl From<libafl::Error> for CampaignError {
+    fn from(e: libafl::Error) -> Self {
+        match e {
+            libafl::Error::ShuttingDown => CampaignError::Stopped,
+            e => CampaignError::Engine(e.to_string()),
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CampaignError + '_ {
+    move |source| CampaignError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything a campaign needs to know.
+#[derive(Debug, Clone)]
+pub struct CampaignConfig {
+    /// Device, HBA and bugs.
+    pub target: Target,
+    /// Directory of `.sczt` seed traces.
+    pub seeds: Option<PathBuf>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Cores to fuzz on (`0-1`, `0,2`, `all`), one client each.
+    pub cores: String,
+    /// How long to fuzz.
+    pub duration: Duration,
+    /// Continue the campaign in `out` instead of starting a new one.
+    pub resume: bool,
+    /// Seed of the fuzzer's RNG (client `i` uses `seed + i`).
+    pub seed: u64,
+    /// LLMP broker port; `None` picks a free one.
+    pub broker_port: Option<u16>,
+    /// Print live statistics to stderr.
+    pub live: bool,
+    /// Stop as soon as this many findings exist (tests and benchmarks).
+    pub stop_after_findings: Option<usize>,
+}
+
+/// The campaign's directory layout.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `OUT`.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+    /// `OUT/queue`: the corpus, one JSON program per entry.
+    pub fn queue(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+    /// `OUT/solutions`: raw (unminimised) solutions.
+    pub fn solutions(&self) -> PathBuf {
+        self.root.join("solutions")
+    }
+    /// `OUT/findings`: one directory per signature.
+    pub fn findings(&self) -> PathBuf {
+        self.root.join("findings")
+    }
+    /// `OUT/stats.jsonl`: the time series.
+    pub fn stats(&self) -> PathBuf {
+        self.root.join("stats.jsonl")
+    }
+    /// `OUT/campaign.json`: how the campaign was started.
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("campaign.json")
+    }
+}
+
+/// `OUT/campaign.json`: what `scuzz triage` and `--resume` need to know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// HBA preset name.
+    pub hba: String,
+    /// Bugs switched on (CLI names).
+    pub bugs: Vec<String>,
+    /// Block size.
+    pub block_size: u32,
+    /// Capacity in blocks.
+    pub capacity_blocks: u64,
+    /// Seed of the emulator (power-loss choices).
+    pub device_seed: u64,
+    /// When the campaign first started (Unix ms).
+    pub started_unix_ms: u64,
+    /// How many times it was resumed.
+    pub resumed: u32,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl HasLen for ScsiProgram {
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Observer, executor, objective
+
+/// Carries the last run's [`Verdict`] from the executor to the objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OracleObserver {
+    name: Cow<'static, str>,
+    verdict: Verdict,
+}
+
+impl OracleObserver {
+    /// An empty observer.
+    pub fn new() -> OracleObserver {
+        OracleObserver {
+            name: Cow::Borrowed("oracle"),
+            verdict: Verdict::default(),
+        }
+    }
+
+    /// The last run's verdict.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+}
+
+impl Default for OracleObserver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Named for OracleObserver {
+    fn name(&self) -> &Cow<'static, str> {
+        &self.name
+    }
+}
+
+impl<I, S> Observer<I, S> for OracleObserver {
+    fn pre_exec(&mut self, _state: &mut S, _input: &I) -> Result<(), libafl::Error> {
+        self.verdict = Verdict::default();
+        Ok(())
+    }
+}
+
+/// The observers every Scuzz executor fills: the coverage map (with index
+/// tracking, for the minimiser scheduler) and the oracle's verdict.
+pub type ScsiObservers = (
+    libafl::observers::ExplicitTracking<StdMapObserver<'static, u8, false>, true, false>,
+    (OracleObserver, ()),
+);
+
+/// The observers, freshly made.
+pub fn observers() -> ScsiObservers {
+    tuple_list!(
+        StdMapObserver::owned(COVERAGE, vec![0u8; crate::harness::MAP_SIZE]).track_indices(),
+        OracleObserver::new()
+    )
+}
+
+/// Runs each program against a fresh emulator beside the oracle (through
+/// [`Harness`]), and fills the observers. No signal handlers or forks: the
+/// emulator is safe Rust in this process, so a panic is a Scuzz bug to see,
+/// not a target crash to catch.
+pub struct ScsiExecutor {
+    harness: Harness,
+    observers: ScsiObservers,
+}
+
+impl ScsiExecutor {
+    /// An executor over `harness`.
+    pub fn new(harness: Harness) -> ScsiExecutor {
+        ScsiExecutor {
+            harness,
+            observers: observers(),
+        }
+    }
+}
+
+impl HasObservers for ScsiExecutor {
+    type Observers = ScsiObservers;
+
+    fn observers(&self) -> RefIndexable<&Self::Observers, Self::Observers> {
+        RefIndexable::from(&self.observers)
+    }
+
+    fn observers_mut(&mut self) -> RefIndexable<&mut Self::Observers, Self::Observers> {
+        RefIndexable::from(&mut self.observers)
+    }
+}
+
+impl<EM, S: HasExecutions, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
+    fn run_target(
+        &mut self,
+        _fuzzer: &mut Z,
+        state: &mut S,
+        _mgr: &mut EM,
+        input: &ScsiProgram,
+    ) -> Result<ExitKind, libafl::Error> {
+        *state.executions_mut() += 1;
+        let map: &mut [u8] = self.observers.0.as_mut();
+        let verdict = self.harness.run(input, Some(map));
+        self.observers.1 .0.verdict = verdict;
+        Ok(ExitKind::Ok)
+    }
+}
+
+/// Signatures already found, kept in the state so a restarted client
+/// remembers them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SeenSignatures {
+    /// Verdict keys (class × bug path).
+    pub keys: HashSet<String>,
+}
+
+libafl_bolts::impl_serdeany!(SeenSignatures);
+
+/// The key of a solution, attached to its testcase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViolationMetadata {
+    /// The verdict's key.
+    pub key: String,
+}
+
+libafl_bolts::impl_serdeany!(ViolationMetadata);
+
+/// Objective: a run with an oracle or protocol violation whose key (class
+/// × bug path) no earlier solution had, here or on disk (other clients,
+/// earlier sessions of a resumed campaign).
+pub struct ViolationFeedback {
+    oracle: Handle<OracleObserver>,
+    findings: PathBuf,
+    last_key: Option<String>,
+}
+
+impl ViolationFeedback {
+    /// The objective over `observer`, consulting `findings` (`OUT/findings`).
+    pub fn new(observer: &OracleObserver, findings: PathBuf) -> ViolationFeedback {
+        ViolationFeedback {
+            oracle: observer.handle(),
+            findings,
+            last_key: None,
+        }
+    }
+}
+
+impl Named for ViolationFeedback {
+    fn name(&self) -> &Cow<'static, str> {
+        static NAME: Cow<'static, str> = Cow::Borrowed("ViolationFeedback");
+        &NAME
+    }
+}
+
+impl<S: HasMetadata> StateInitializer<S> for ViolationFeedback {
+    fn init_state(&mut self, state: &mut S) -> Result<(), libafl::Error> {
+        if !state.has_metadata::<SeenSignatures>() {
+            state.add_metadata(SeenSignatures::default());
+        }
+        Ok(())
+    }
+}
+
+impl<EM, OT, S> Feedback<EM, ScsiProgram, OT, S> for ViolationFeedback
+where
+    OT: MatchNameRef,
+    S: HasMetadata,
+{
+    fn is_interesting(
+        &mut self,
+        state: &mut S,
+        _manager: &mut EM,
+        _input: &ScsiProgram,
+        observers: &OT,
+        _exit_kind: &ExitKind,
+    ) -> Result<bool, libafl::Error> {
+        self.last_key = None;
+        let Some(obs) = observers.get(&self.oracle) else {
+            return Err(libafl::Error::illegal_state("oracle observer missing"));
+        };
+        let Some(key) = obs.verdict().key() else {
+            return Ok(false);
+        };
+        let seen = state.metadata_mut::<SeenSignatures>()?;
+        if seen.keys.contains(&key) {
+            return Ok(false);
+        }
+        // Another client or an earlier session may have found it already.
+        for k in findings::keys_on_disk(&self.findings) {
+            seen.keys.insert(k);
+        }
+        if seen.keys.contains(&key) {
+            return Ok(false);
+        }
+        seen.keys.insert(key.clone());
+        self.last_key = Some(key);
+        Ok(true)
+    }
+
+    fn append_metadata(
+        &mut self,
+        _state: &mut S,
+        _manager: &mut EM,
+        _observers: &OT,
+        testcase: &mut Testcase<ScsiProgram>,
+    ) -> Result<(), libafl::Error> {
+        if let Some(key) = self.last_key.take() {
+            testcase.add_metadata(ViolationMetadata { key });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Findings stage
+
+/// How many solutions the findings stage has processed, kept in the state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FindingsProgress {
+    /// Solutions handled so far (solutions are only ever appended).
+    pub done: usize,
+}
+
+libafl_bolts::impl_serdeany!(FindingsProgress);
+
+/// Minimises every new solution while it keeps its signature and writes it
+/// to `OUT/findings/<signature>/` ([`FindingsDir`]).
+pub struct FindingsStage {
+    harness: Harness,
+    dir: FindingsDir,
+    live: bool,
+}
+
+impl FindingsStage {
+    /// A stage minimising with its own harness over `target`.
+    pub fn new(target: Target, dir: FindingsDir, live: bool) -> FindingsStage {
+        FindingsStage {
+            harness: Harness::new(target),
+            dir,
+            live,
+        }
+    }
+}
+
+impl<S: HasMetadata> Restartable<S> for FindingsStage {
+    fn should_restart(&mut self, _state: &mut S) -> Result<bool, libafl::Error> {
+        Ok(true)
+    }
+    fn clear_progress(&mut self, _state: &mut S) -> Result<(), libafl::Error> {
+        Ok(())
+    }
+}
+
+impl<E, EM, S, Z> Stage<E, EM, S, Z> for FindingsStage
+where
+    S: HasSolutions<ScsiProgram> + HasMetadata,
+{
+    fn perform(
+        &mut self,
+        _fuzzer: &mut Z,
+        _executor: &mut E,
+        state: &mut S,
+        _mgr: &mut EM,
+    ) -> Result<(), libafl::Error> {
+        let total = state.solutions().count();
+        let done = state
+            .metadata_or_insert_with(FindingsProgress::default)
+            .done;
+        if done >= total {
+            return Ok(());
+        }
+        for n in done..total {
+            let id = state.solutions().nth(n);
+            let (program, key) = {
+                let mut tc = state.solutions().get(id)?.borrow_mut();
+                let key = tc
+                    .metadata::<ViolationMetadata>()
+                    .ok()
+                    .map(|m| m.key.clone());
+                (tc.load_input(state.solutions())?.clone(), key)
+            };
+            match self.dir.record(&mut self.harness, &program, key.as_deref()) {
+                Ok(Some(written)) if self.live => {
+                    eprintln!("scuzz fuzz: new finding {}", written.display())
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("scuzz fuzz: could not write a finding: {e}"),
+            }
+        }
+        state.metadata_mut::<FindingsProgress>()?.done = total;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Monitor
+
+/// Writes `OUT/stats.jsonl` (one line a second) and, if asked, a live
+/// status line on stderr. In a multi-core campaign it runs in the broker and
+/// sees every client's statistics.
+pub struct CampaignMonitor {
+    layout: Option<Layout>,
+    live: bool,
+    started: Instant,
+    offset_s: f64,
+    last: Option<Instant>,
+}
+
+impl CampaignMonitor {
+    /// A monitor for the campaign in `layout` (none: statistics only in
+    /// memory), continuing a time series that already ran `offset_s` seconds.
+    pub fn new(layout: Option<Layout>, live: bool, offset_s: f64) -> CampaignMonitor {
+        CampaignMonitor {
+            layout,
+            live,
+            started: Instant::now(),
+            offset_s,
+            last: None,
+        }
+    }
+}
+
+impl Monitor for CampaignMonitor {
+    fn display(
+        &mut self,
+        stats: &mut ClientStatsManager,
+        _event: &str,
+        _sender: ClientId,
+    ) -> Result<(), libafl::Error> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.last = Some(now);
+        let coverage = stats.edges_coverage();
+        let g = stats.global_stats();
+        let findings = self.layout.as_ref().map_or(g.objective_size as usize, |l| {
+            findings::count_on_disk(&l.findings())
+        });
+        let line = StatsLine {
+            unix_ms: unix_ms(),
+            elapsed_s: self.offset_s + now.duration_since(self.started).as_secs_f64(),
+            execs: g.total_execs,
+            execs_per_sec: g.execs_per_sec,
+            corpus: g.corpus_size,
+            coverage: coverage.as_ref().map_or(0, |c| c.edges_hit as usize),
+            coverage_total: coverage.as_ref().map_or(0, |c| c.edges_total as usize),
+            findings: findings as u64,
+            clients: g.client_stats_count as u64,
+        };
+        if let Some(l) = &self.layout {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(l.stats())
+            {
+                let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
+            }
+        }
+        if self.live {
+            eprintln!("{line}");
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The client
+
+/// The state of one client.
+pub type ScsiState =
+    StdState<CachedOnDiskCorpus<ScsiProgram>, ScsiProgram, StdRand, OnDiskCorpus<ScsiProgram>>;
+
+/// When a client stops.
+#[derive(Debug, Clone, Copy)]
+pub struct StopRule {
+    /// Stop at this instant.
+    pub deadline: Instant,
+    /// Stop once `OUT/findings` holds this many findings (or, without an
+    /// output directory, this client has this many solutions).
+    pub findings: Option<usize>,
+}
+
+/// What one in-process run did.
+#[derive(Debug, Clone)]
+pub struct ClientReport {
+    /// Programs executed.
+    pub execs: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Time to the first solution, if any.
+    pub first_finding: Option<Duration>,
+    /// Solutions kept (one per new signature).
+    pub solutions: usize,
+    /// Corpus entries.
+    pub corpus: usize,
+}
+
+/// The initial programs: seeds, then (on resume) the previous queue.
+fn initial_programs(
+    cfg: &CampaignConfig,
+    limits: &Limits,
+    layout: &Layout,
+) -> Result<Vec<ScsiProgram>, CampaignError> {
+    let mut v = Vec::new();
+    if let Some(dir) = &cfg.seeds {
+        v.extend(crate::seeds::import_dir(dir, limits)?);
+    }
+    if cfg.resume {
+        v.extend(findings::load_programs(&layout.queue()));
+    }
+    Ok(v)
+}
+
+/// Runs one fuzzing client until `stop`; generic over the event manager so
+/// the same code runs alone (bench, tests) and under the [`Launcher`].
+pub fn fuzz_client<EM>(
+    state: Option<ScsiState>,
+    mut mgr: EM,
+    client: usize,
+    cfg: &CampaignConfig,
+    stop: StopRule,
+) -> Result<ClientReport, CampaignError>
+where
+    EM: EventFirer<ScsiProgram, ScsiState>
+        + EventRestarter<ScsiState>
+        + HasEventManagerId
+        + ProgressReporter<ScsiState>
+        + EventReceiver<ScsiProgram, ScsiState>
+        + SendExiting,
+{
+    let started = Instant::now();
+    let layout = Layout::new(&cfg.out);
+    let harness = Harness::new(cfg.target.clone());
+    let limits = harness.limits();
+    let hints = Hints::new(limits, &cfg.target.preset);
+    let mut executor = ScsiExecutor::new(harness);
+    let map_feedback = MaxMapFeedback::new(&executor.observers.0);
+    let mut feedback = map_feedback;
+    let mut objective = ViolationFeedback::new(&executor.observers.1 .0, layout.findings());
+
+    let mut state = match state {
+        Some(s) => s,
+        None => StdState::new(
+            StdRand::with_seed(cfg.seed.wrapping_add(client as u64)),
+            CachedOnDiskCorpus::new(layout.queue(), 4096)?,
+            OnDiskCorpus::new(layout.solutions())?,
+            &mut feedback,
+            &mut objective,
+        )?,
+    };
+    let scheduler =
+        IndexesLenTimeMinimizerScheduler::new(&executor.observers.0, QueueScheduler::new());
+    let mut fuzzer = StdFuzzer::new(scheduler, feedback, objective);
+
+    let mutator = HavocScheduledMutator::with_max_stack_pow(domain_mutations(hints), 3);
+    let findings_dir = FindingsDir::new(layout.findings(), cfg.target.clone());
+    let mut stages = tuple_list!(
+        StdMutationalStage::new(mutator),
+        FindingsStage::new(cfg.target.clone(), findings_dir, cfg.live)
+    );
+
+    if state.must_load_initial_inputs() {
+        let programs = initial_programs(cfg, &limits, &layout)?;
+        for p in &programs {
+            fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p)?;
+        }
+        // Keep every seed even when it adds no coverage: seeds are the
+        // workload the user cares about.
+        if state.corpus().count() == 0 {
+            for p in programs.into_iter().take(64) {
+                fuzzer.add_input(&mut state, &mut executor, &mut mgr, p)?;
+            }
+        }
+        // No seeds at all: start from random programs.
+        let mut n = 0u64;
+        while state.corpus().count() < 8 && n < 256 {
+            let p = crate::generator::random_program(cfg.seed ^ (n << 32) ^ client as u64, &limits);
+            fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, &p)?;
+            n += 1;
+        }
+        if state.corpus().count() == 0 {
+            let p = crate::generator::random_program(cfg.seed, &limits);
+            fuzzer.add_input(&mut state, &mut executor, &mut mgr, p)?;
+        }
+    }
+
+    let mut first_finding = None;
+    loop {
+        mgr.maybe_report_progress(&mut state, Duration::from_secs(1))?;
+        fuzzer.fuzz_one(&mut stages, &mut executor, &mut state, &mut mgr)?;
+        let solutions = state.solutions().count();
+        if first_finding.is_none() && solutions > 0 {
+            first_finding = Some(started.elapsed());
+        }
+        if Instant::now() >= stop.deadline {
+            break;
+        }
+        if let Some(n) = stop.findings {
+            let have = if cfg.out.as_os_str().is_empty() {
+                solutions
+            } else {
+                findings::count_on_disk(&layout.findings())
+            };
+            if have >= n {
+                break;
+            }
+        }
+    }
+    mgr.report_progress(&mut state)?;
+    let report = ClientReport {
+        execs: *state.executions(),
+        elapsed: started.elapsed(),
+        first_finding,
+        solutions: state.solutions().count(),
+        corpus: state.corpus().count(),
+    };
+    mgr.send_exiting()?;
+    Ok(report)
+}
+
+fn prepare_out(cfg: &CampaignConfig) -> Result<f64, CampaignError> {
+    let layout = Layout::new(&cfg.out);
+    let manifest_path = layout.manifest();
+    let mut offset_s = 0.0;
+    if cfg.resume {
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|_| CampaignError::NothingToResume(cfg.out.clone()))?;
+        let mut m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| CampaignError::Engine(format!("{}: {e}", manifest_path.display())))?;
+        m.resumed += 1;
+        write_manifest(&manifest_path, &m)?;
+        offset_s = crate::stats::last_elapsed(&layout.stats());
+    } else {
+        if manifest_path.exists() {
+            return Err(CampaignError::OutExists(cfg.out.clone()));
+        }
+        std::fs::create_dir_all(&cfg.out).map_err(io(&cfg.out))?;
+        let t = &cfg.target;
+        let m = Manifest {
+            hba: t.preset.name.clone(),
+            bugs: t.bugs.iter().map(|b| b.name().to_string()).collect(),
+            block_size: t.block_size,
+            capacity_blocks: t.capacity_blocks,
+            device_seed: t.device_seed,
+            started_unix_ms: unix_ms(),
+            resumed: 0,
+        };
+        write_manifest(&manifest_path, &m)?;
+    }
+    for d in [layout.queue(), layout.solutions(), layout.findings()] {
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+    }
+    Ok(offset_s)
+}
+
+fn write_manifest(path: &Path, m: &Manifest) -> Result<(), CampaignError> {
+    let bytes = serde_json::to_vec_pretty(m).map_err(|e| CampaignError::Engine(e.to_string()))?;
+    libafl_bolts::fs::write_file_atomic(path, &bytes)
+        .map_err(|e| CampaignError::Engine(e.to_string()))
+}
+
+/// Runs a single-client campaign in this process (no broker, no restarts):
+/// what benchmarks and tests use, and `--cores` with one core when
+/// `in_process` is asked for.
+pub fn run_in_process(cfg: &CampaignConfig) -> Result<ClientReport, CampaignError> {
+    let offset = prepare_out(cfg)?;
+    let layout = Layout::new(&cfg.out);
+    let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
+    let mgr = SimpleEventManager::new(monitor);
+    let stop = StopRule {
+        deadline: Instant::now() + cfg.duration,
+        findings: cfg.stop_after_findings,
+    };
+    fuzz_client(None, mgr, 0, cfg, stop)
+}
+
+fn free_port() -> Result<u16, CampaignError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
+    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
+}
+
+/// Runs a campaign on `cfg.cores` through LibAFL's [`Launcher`]: one
+/// forked client per core, an LLMP broker in this process that shares new
+/// corpus entries between them and runs the [`CampaignMonitor`].
+pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
+    let offset = prepare_out(cfg)?;
+    let layout = Layout::new(&cfg.out);
+    let cores = Cores::from_cmdline(&cfg.cores).map_err(|e| CampaignError::Cores {
+        spec: cfg.cores.clone(),
+        reason: e.to_string(),
+    })?;
+    let port = match cfg.broker_port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let shmem = StdShMemProvider::new()?;
+    let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
+    let stop = StopRule {
+        deadline: Instant::now() + cfg.duration,
+        findings: cfg.stop_after_findings,
+    };
+    let me = std::process::id();
+    let run_client =
+        |state: Option<ScsiState>, mgr, desc: libafl::events::ClientDescription| match fuzz_client(
+            state,
+            mgr,
+            desc.id(),
+            cfg,
+            stop,
+        ) {
+            Ok(_) => Ok(()),
+            Err(CampaignError::Stopped) => Err(libafl::Error::shutting_down()),
+            Err(e) => Err(libafl::Error::unknown(e.to_string())),
+        };
+    let result = Launcher::builder()
+        .shmem_provider(shmem)
+        .configuration(EventConfig::from_name("scuzz"))
+        .monitor(monitor)
+        .run_client(run_client)
+        .cores(&cores)
+        .broker_port(port)
+        .fork(true)
+        .build()
+        .launch::<ScsiProgram, ScsiState>();
+    if std::process::id() != me {
+        // A forked client or its restarter: its work is done.
+        std::process::exit(0);
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(libafl::Error::ShuttingDown) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The id of a solution in a corpus by position (LibAFL ids are sparse).
+pub fn nth_solution<S: HasSolutions<ScsiProgram>>(state: &S, n: usize) -> CorpusId {
+    state.solutions().nth(n)
+}

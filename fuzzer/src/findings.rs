@@ -1,0 +1,533 @@
+//! Findings: each new solution minimised, attributed to a catalogued bug,
+//! and written as a reproducer a user can replay.
+//!
+//! `OUT/findings/<signature>/` holds:
+//! - `repro.sczt`: the minimised program as the trace it executes (Submit
+//!   events with SG lists and `Pattern` payloads, `PowerLoss` and `Reset`
+//!   markers, completions), which `scuzz replay --to emulator --verify` runs;
+//! - `report.md`: the decoded program, the violations, the classification,
+//!   the catalogued bug it matches and the exact replay command;
+//! - `program.json`: the minimised program (a corpus entry);
+//! - `finding.json`: the signature and key, for `scuzz triage` and for
+//!   deduplication across clients and resumed sessions.
+//!
+//! A signature is violation class × bug path × minimal op shape
+//! (`stale--sync-cache-noop--WSP`): two solutions that minimise to the same
+//! shape of the same class through the same bug are one finding.
+
+use crate::harness::{Harness, Target};
+use crate::program::{Op, ScsiProgram};
+use crate::verdict::Verdict;
+use emulator::{Bug, BugSet};
+use libafl::inputs::Input;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use trace::file::{Compression, PayloadMode, TraceHeader, TraceWriter};
+use trace::PhysAddr;
+
+/// Why a finding could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FindingError {
+    /// A file of the finding could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The reproducer trace could not be written.
+    #[error(transparent)]
+    Trace(#[from] trace::file::TraceError),
+    /// The program could not be serialised.
+    #[error("{0}")]
+    Serialize(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FindingError + '_ {
+    move |source| FindingError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Longest shape kept verbatim in a directory name; longer ones are cut and
+/// suffixed with a hash so names stay short and distinct.
+const SHAPE_IN_NAME: usize = 24;
+
+/// A finding's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Signature {
+    /// Violation class of the first violation.
+    pub class: String,
+    /// Catalogued bugs the violation depends on (`none` if it happens with
+    /// every bug off).
+    pub bug: String,
+    /// Op shape of the minimised program.
+    pub shape: String,
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = if self.shape.len() <= SHAPE_IN_NAME {
+            self.shape.clone()
+        } else {
+            let h = self.shape.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            format!("{}~{:08x}", &self.shape[..SHAPE_IN_NAME], h as u32)
+        };
+        write!(f, "{}--{}--{}", self.class, self.bug, shape)
+    }
+}
+
+/// `finding.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FindingRecord {
+    /// The signature.
+    pub signature: Signature,
+    /// The campaign key (class × bug path) that first found it.
+    pub key: String,
+    /// Bugs switched on in the campaign.
+    pub campaign_bugs: Vec<String>,
+    /// The verdict of the minimised program.
+    pub verdict: Verdict,
+    /// Ops before and after minimisation.
+    pub ops_before: usize,
+    /// Ops after minimisation.
+    pub ops_after: usize,
+    /// When it was written (Unix ms).
+    pub unix_ms: u64,
+}
+
+/// The keys of every finding under `root` (`OUT/findings`).
+pub fn keys_on_disk(root: &Path) -> Vec<String> {
+    records_on_disk(root)
+        .into_iter()
+        .map(|(_, r)| r.key)
+        .collect()
+}
+
+/// Every finding under `root` with its directory, in name order.
+pub fn records_on_disk(root: &Path) -> Vec<(PathBuf, FindingRecord)> {
+    let Ok(rd) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(PathBuf, FindingRecord)> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let text = fs::read_to_string(e.path().join("finding.json")).ok()?;
+            Some((e.path(), serde_json::from_str(&text).ok()?))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Number of complete findings under `root`.
+pub fn count_on_disk(root: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(root) else { return 0 };
+    rd.filter_map(Result::ok)
+        .filter(|e| e.path().join("finding.json").is_file())
+        .count()
+}
+
+/// Every program stored in `dir` (a corpus directory), skipping LibAFL's
+/// hidden lock and metadata files and anything that does not parse (a
+/// campaign killed mid-write).
+pub fn load_programs(dir: &Path) -> Vec<ScsiProgram> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| ScsiProgram::from_file(p).ok())
+        .collect()
+}
+
+/// Does `v` still show the violation class `class`?
+fn shows(v: &Verdict, class: &str) -> bool {
+    v.violations.iter().any(|x| x.class == class)
+}
+
+/// Most runs one minimisation may spend: enough to reduce a 256-op program
+/// to its core, bounded so a campaign never stalls on one finding.
+pub const MINIMIZE_BUDGET: usize = 4000;
+
+/// Shrinks `program` while it still shows a violation of `class`: drops
+/// ops (halves, quarters, ... single ops), merges SG entries, shrinks
+/// transfer lengths, then lowers addresses and LBAs. Every candidate is
+/// fitted and run; the result is the smallest program that still violates.
+pub fn minimize(h: &mut Harness, program: &ScsiProgram, class: &str) -> ScsiProgram {
+    let limits = h.limits();
+    let mut best = program.clone();
+    best.fit(&limits);
+    let mut budget = MINIMIZE_BUDGET;
+    let check = |h: &mut Harness, p: &mut ScsiProgram, budget: &mut usize| -> bool {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        p.fit(&limits);
+        shows(&h.run(p, None), class)
+    };
+    loop {
+        let before = best.clone();
+        // Drop chunks of ops, largest first.
+        let mut chunk = best.ops.len().div_ceil(2).max(1);
+        loop {
+            let mut i = 0;
+            while i < best.ops.len() {
+                let mut cand = best.clone();
+                let end = (i + chunk).min(cand.ops.len());
+                cand.ops.drain(i..end);
+                if check(h, &mut cand, &mut budget) {
+                    best = cand;
+                } else {
+                    i += chunk;
+                }
+            }
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+        // Merge SG lists into one entry, else neighbouring pairs.
+        for i in 0..best.ops.len() {
+            let Some(sg) = best.ops[i].sg() else { continue };
+            if sg.len() < 2 {
+                continue;
+            }
+            let mut cand = best.clone();
+            let sg = cand.ops[i].sg_mut().expect("has an SG list");
+            let total: u64 = sg.iter().map(|s| u64::from(s.len)).sum();
+            if let Ok(total) = u32::try_from(total) {
+                sg.truncate(1);
+                sg[0].len = total;
+                if check(h, &mut cand, &mut budget) {
+                    best = cand;
+                    continue;
+                }
+            }
+            let mut k = 0;
+            while k + 1 < best.ops[i].sg().map_or(0, <[_]>::len) {
+                let mut cand = best.clone();
+                let sg = cand.ops[i].sg_mut().expect("has an SG list");
+                match sg[k].len.checked_add(sg[k + 1].len) {
+                    Some(len) => {
+                        sg[k].len = len;
+                        sg.remove(k + 1);
+                        if check(h, &mut cand, &mut budget) {
+                            best = cand;
+                            continue;
+                        }
+                    }
+                    None => {}
+                }
+                k += 1;
+            }
+        }
+        // Shrink lengths.
+        for i in 0..best.ops.len() {
+            loop {
+                let mut cand = best.clone();
+                let shrunk = match &mut cand.ops[i] {
+                    Op::Write(t) | Op::Read(t) if t.blocks > 1 => {
+                        t.blocks /= 2;
+                        true
+                    }
+                    Op::SyncCache { blocks, .. }
+                    | Op::WriteSame { blocks, .. }
+                    | Op::Unmap { blocks, .. }
+                        if *blocks > 1 =>
+                    {
+                        *blocks /= 2;
+                        true
+                    }
+                    _ => false,
+                };
+                if !shrunk || !check(h, &mut cand, &mut budget) {
+                    break;
+                }
+                best = cand;
+            }
+        }
+        // Lower addresses: the lowest above 4 GiB if above, else low memory.
+        for i in 0..best.ops.len() {
+            let n = best.ops[i].sg().map_or(0, <[_]>::len);
+            for k in 0..n {
+                let addr = best.ops[i].sg().expect("has an SG list")[k].addr.0;
+                let lower = if addr >= 1 << 32 {
+                    1 << 32
+                } else {
+                    crate::program::DEFAULT_BUFFER
+                };
+                if addr <= lower {
+                    continue;
+                }
+                let mut cand = best.clone();
+                cand.ops[i].sg_mut().expect("has an SG list")[k].addr =
+                    PhysAddr(lower + (k as u64) * 0x10_0000);
+                if check(h, &mut cand, &mut budget) {
+                    best = cand;
+                }
+            }
+        }
+        if best == before || budget == 0 {
+            break;
+        }
+    }
+    best
+}
+
+/// The catalogued bugs the violation of `class` depends on: those among
+/// `target.bugs` whose removal makes it disappear. Empty when it shows
+/// with every bug off (a disagreement between device model and oracle).
+pub fn attribute(target: &Target, program: &ScsiProgram, class: &str) -> Vec<Bug> {
+    let on: Vec<Bug> = target.bugs.iter().collect();
+    let mut none = target.clone();
+    none.bugs = BugSet::NONE;
+    if shows(&Harness::new(none).run(program, None), class) {
+        return Vec::new();
+    }
+    let culprits: Vec<Bug> = on
+        .iter()
+        .copied()
+        .filter(|b| {
+            let mut t = target.clone();
+            t.bugs = on.iter().copied().filter(|x| x != b).collect();
+            !shows(&Harness::new(t).run(program, None), class)
+        })
+        .collect();
+    if culprits.is_empty() {
+        // Only a combination triggers it: name them all.
+        on
+    } else {
+        culprits
+    }
+}
+
+/// Where a campaign writes its findings.
+#[derive(Debug, Clone)]
+pub struct FindingsDir {
+    root: PathBuf,
+    target: Target,
+}
+
+impl FindingsDir {
+    /// Findings under `root` (`OUT/findings`) of a campaign on `target`.
+    pub fn new(root: PathBuf, target: Target) -> FindingsDir {
+        FindingsDir { root, target }
+    }
+
+    /// Minimises `program`, attributes it, and writes it unless a finding
+    /// with the same signature exists. Returns the new directory, or `None`
+    /// if the program no longer violates or the signature is known.
+    pub fn record(
+        &self,
+        h: &mut Harness,
+        program: &ScsiProgram,
+        key: Option<&str>,
+    ) -> Result<Option<PathBuf>, FindingError> {
+        let verdict = h.run(program, None);
+        let Some(class) = verdict.class().map(str::to_string) else {
+            return Ok(None);
+        };
+        let key = key.map_or_else(|| verdict.key().unwrap_or_default(), str::to_string);
+        let min = minimize(h, program, &class);
+        let culprits = attribute(&self.target, &min, &class);
+        let bug = if culprits.is_empty() {
+            "none".to_string()
+        } else {
+            culprits
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let sig = Signature {
+            class: class.clone(),
+            bug,
+            shape: min.shape(),
+        };
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let dir = self.root.join(sig.to_string());
+        let tmp = self.root.join(format!(".{}.{}", sig, std::process::id()));
+        if dir.exists() {
+            return Ok(None);
+        }
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let (final_verdict, events) = h.record(&min);
+        write_repro(&tmp.join("repro.sczt"), &self.target, &sig, &events)?;
+        min.to_file(tmp.join("program.json"))
+            .map_err(|e| FindingError::Serialize(e.to_string()))?;
+        let record = FindingRecord {
+            signature: sig.clone(),
+            key,
+            campaign_bugs: self
+                .target
+                .bugs
+                .iter()
+                .map(|b| b.name().to_string())
+                .collect(),
+            verdict: final_verdict.clone(),
+            ops_before: program.ops.len(),
+            ops_after: min.ops.len(),
+            unix_ms: crate::campaign::unix_ms(),
+        };
+        let report = report_md(
+            &self.target,
+            &record,
+            &min,
+            &culprits,
+            &dir.join("repro.sczt"),
+        );
+        let rp = tmp.join("report.md");
+        fs::write(&rp, report).map_err(io(&rp))?;
+        let fp = tmp.join("finding.json");
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| FindingError::Serialize(e.to_string()))?;
+        fs::write(&fp, json).map_err(io(&fp))?;
+        // Rename is atomic: a finding is either complete or absent, and of
+        // two clients racing on one signature only one wins.
+        match fs::rename(&tmp, &dir) {
+            Ok(()) => Ok(Some(dir)),
+            Err(_) if dir.exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(None)
+            }
+            Err(e) => Err(io(&dir)(e)),
+        }
+    }
+}
+
+/// Writes `events` as a reproducer trace for `target`.
+pub fn write_repro(
+    path: &Path,
+    target: &Target,
+    sig: &Signature,
+    events: &[trace::Event],
+) -> Result<(), FindingError> {
+    let mut header = TraceHeader::new(format!("scuzz-fuzzer {}", env!("CARGO_PKG_VERSION")));
+    header.block_size = target.block_size;
+    header.capacity_blocks = target.capacity_blocks;
+    header.hba = Some(target.preset.clone());
+    header.payload_mode = PayloadMode::Pattern;
+    header
+        .labels
+        .insert("workload".into(), "fuzz-reproducer".into());
+    header.labels.insert("signature".into(), sig.to_string());
+    header.labels.insert("bug".into(), sig.bug.clone());
+    header
+        .labels
+        .insert("emulator.seed".into(), target.device_seed.to_string());
+    let mut w = TraceWriter::create(path, &header, Compression::None)?;
+    for ev in events {
+        w.write(ev)?;
+    }
+    w.sync()?;
+    w.finish()?;
+    Ok(())
+}
+
+/// The replay command for a finding.
+pub fn replay_command(target: &Target, repro: &Path, bugs: &[Bug]) -> String {
+    let mut cmd = format!(
+        "scuzz replay --to emulator --hba {} --block-size {} --capacity-blocks {} --seed {}",
+        target.preset.name, target.block_size, target.capacity_blocks, target.device_seed
+    );
+    for b in bugs {
+        cmd.push_str(&format!(" --bug {}", b.name()));
+    }
+    cmd.push_str(&format!(" --verify {}", repro.display()));
+    cmd
+}
+
+fn report_md(
+    target: &Target,
+    r: &FindingRecord,
+    min: &ScsiProgram,
+    culprits: &[Bug],
+    repro: &Path,
+) -> String {
+    let mut s = String::new();
+    let sig = &r.signature;
+    s.push_str(&format!("# Finding `{sig}`\n\n"));
+    s.push_str(&format!(
+        "- **Classification:** {}\n- **Catalogued bug:** {}\n- **Device:** {} blocks of {} bytes behind `{}` ({}), emulator seed {}\n- **Campaign bugs:** {}\n- **Minimised:** {} ops to {} (shape `{}`)\n\n",
+        sig.class,
+        if culprits.is_empty() {
+            "none: the violation shows with every bug off, so the device model and the oracle disagree".to_string()
+        } else {
+            culprits.iter().map(|b| format!("`{}`", b.name())).collect::<Vec<_>>().join(" + ")
+        },
+        target.capacity_blocks,
+        target.block_size,
+        target.preset.name,
+        target.preset.controller,
+        target.device_seed,
+        if r.campaign_bugs.is_empty() { "none".to_string() } else { r.campaign_bugs.join(", ") },
+        r.ops_before,
+        r.ops_after,
+        sig.shape,
+    ));
+    s.push_str("## Program\n\n```text\n");
+    s.push_str(&min.to_string());
+    s.push_str(
+        "   +  POWER LOSS, then READ of every block written (crash-consistency check)\n```\n\n",
+    );
+    s.push_str("## Violations\n\n");
+    for v in r.verdict.violations.iter().take(20) {
+        s.push_str(&format!("- {v}\n"));
+    }
+    if r.verdict.violations.len() > 20 {
+        s.push_str(&format!("- ... {} more\n", r.verdict.violations.len() - 20));
+    }
+    s.push_str("\n## Replay\n\n```sh\n");
+    s.push_str(&replay_command(target, repro, culprits));
+    s.push_str("\n```\n\nWith the bug switched off the same trace passes:\n\n```sh\n");
+    s.push_str(&replay_command(target, repro, &[]));
+    s.push_str("\n```\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_shapes_are_cut_and_hashed() {
+        let a = Signature {
+            class: "stale".into(),
+            bug: "sync-cache-noop".into(),
+            shape: "WSP".into(),
+        };
+        assert_eq!(a.to_string(), "stale--sync-cache-noop--WSP");
+        let long = "W".repeat(40);
+        let b = Signature {
+            shape: long.clone(),
+            ..a.clone()
+        };
+        let c = Signature {
+            shape: format!("{long}R"),
+            ..a
+        };
+        assert_ne!(b.to_string(), c.to_string());
+        assert!(b.to_string().len() < 80);
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the fuzzer crate: one binary, a module per concern.
+
+mod scenarios;
