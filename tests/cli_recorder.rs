@@ -266,3 +266,32 @@ fn import_dext_ring_dump() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("shorter than the 64-byte header"));
 }
+
+#[test]
+fn corpus_seeds_regenerate_from_their_commands() {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/seeds/README.md");
+    let text = std::fs::read_to_string(&readme).unwrap();
+    let mut checked = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("| `") && l.contains("scuzz synth"))
+    {
+        let cols: Vec<&str> = line
+            .split('|')
+            .map(|c| c.trim().trim_matches('`'))
+            .collect();
+        let (file, cmd) = (cols[1], cols[2]);
+        let seed = readme.with_file_name(file);
+        let fresh = tmp(file);
+        let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        args.extend(["-o", s(&fresh)]);
+        ok(&args);
+        assert_eq!(
+            events(&seed),
+            events(&fresh),
+            "{file} differs from `{cmd}`: regenerate it"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}

@@ -66,6 +66,10 @@ struct MachineArgs {
     /// Commands writeback keeps outstanding.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
+    /// Largest read a page-cache miss issues (read-ahead cluster); the
+    /// splitter's read limit still applies.
+    #[arg(long, default_value = "1M", value_parser = size)]
+    read_cluster: u64,
     /// Output trace.
     #[arg(short = 'o', long)]
     output: PathBuf,
@@ -139,6 +143,7 @@ impl MachineArgs {
             max_run_pages: self.max_run_pages,
             dirty_window: self.dirty_window,
             writeback_depth: self.queue_depth,
+            read_cluster: self.read_cluster,
             ..Machine::default()
         })
     }
