@@ -75,7 +75,7 @@ fn report(input: &Path, out: &Path, s: &ImportSummary) {
         );
     }
     println!(
-        "{}: {} commands ({} events) from {} lines of {}; {} lines skipped",
+        "{}: {} commands ({} events) from {} lines of {}; {} warnings",
         out.display(),
         s.commands,
         s.events,
