@@ -15,6 +15,10 @@
 //! * [`login`]: login-phase logic shared by initiator and target: the
 //!   operational keys and their negotiation ([`login::Negotiated`]), CHAP,
 //!   login status codes.
+//! * [`initiator`]: a tokio initiator ([`initiator::Session`]) for the
+//!   replayer and the fuzzer, and the one parser of `iscsi://` URLs.
+//! * `testing` (feature `test-utils`): a guard that runs a real `tgtd` on
+//!   free loopback ports for interop tests in any crate.
 //! * [`target`]: a tokio target serving any [`target::ScsiDevice`] (the
 //!   emulator in `scuzz serve`).
 //!
@@ -35,8 +39,11 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod initiator;
 pub mod login;
 pub mod pdu;
 pub mod sn;
 pub mod target;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod text;

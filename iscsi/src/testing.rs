@@ -90,6 +90,19 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A control port no running tgtd uses. It only names tgtd's unix socket
+/// (`/var/run/tgtd/socket.N`), and tgtd accepts at most 32767.
+fn control_port(pid: u32, n: u32) -> u16 {
+    let mut x = pid.wrapping_mul(2_654_435_761) ^ n.wrapping_mul(40_503);
+    loop {
+        let port = 10_000 + (x % 22_000) as u16;
+        if !Path::new(&format!("/var/run/tgtd/socket.{port}")).exists() {
+            return port;
+        }
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+    }
+}
+
 impl TgtdBuilder {
     /// Size of LUN 1 in bytes (default 64 MiB); rounded up to 512.
     pub fn size(mut self, bytes: u64) -> Self {
@@ -138,9 +151,7 @@ impl TgtdBuilder {
             }
         };
         let port = free_port().map_err(io("pick a port".into()))?;
-        // The control port only names tgtd's unix socket; a free TCP port
-        // number is as good a unique number as any.
-        let control_port = free_port().map_err(io("pick a control port".into()))?;
+        let control_port = control_port(pid, n);
         let log = std::env::temp_dir().join(format!("scuzz-tgtd-{pid}-{n}.log"));
         let logf = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let logf2 = logf.try_clone().map_err(io("dup log".into()))?;
@@ -165,19 +176,54 @@ impl TgtdBuilder {
             remove_backing,
             log,
         };
-        t.wait_ready(Duration::from_secs(10))?;
+        if let Err(e) = t.wait_ready(Duration::from_secs(10)) {
+            // Leave the log for whoever reads the error.
+            t.log = PathBuf::new();
+            return Err(e);
+        }
         let tid = "1";
-        t.tgtadm(&["--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", tid, "-T", &t.iqn.clone()])?;
+        t.tgtadm(&[
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "target",
+            "--tid",
+            tid,
+            "-T",
+            &t.iqn.clone(),
+        ])?;
         let path = t.backing.display().to_string();
         t.tgtadm(&[
-            "--lld", "iscsi", "--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", "1",
-            "-b", &path,
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            tid,
+            "--lun",
+            "1",
+            "-b",
+            &path,
         ])?;
-        t.tgtadm(&["--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL"])?;
+        t.tgtadm(&[
+            "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL",
+        ])?;
         if let Some(chap) = &self.chap {
             t.tgtadm(&[
-                "--lld", "iscsi", "--op", "new", "--mode", "account", "--user", &chap.user,
-                "--password", &chap.secret,
+                "--lld",
+                "iscsi",
+                "--op",
+                "new",
+                "--mode",
+                "account",
+                "--user",
+                &chap.user,
+                "--password",
+                &chap.secret,
             ])?;
             t.tgtadm(&[
                 "--lld", "iscsi", "--op", "bind", "--mode", "account", "--tid", tid, "--user",
@@ -262,7 +308,9 @@ impl Tgtd {
         let start = Instant::now();
         loop {
             let control = self.tgtadm(&["--op", "show", "--mode", "system"]).is_ok();
-            if control && TcpStream::connect_timeout(&self.portal, Duration::from_millis(200)).is_ok() {
+            if control
+                && TcpStream::connect_timeout(&self.portal, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
@@ -288,7 +336,9 @@ impl Tgtd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = self.tgtadm(&["--lld", "iscsi", "--op", "delete", "--force", "--mode", "target", "--tid", "1"]);
+        let _ = self.tgtadm(&[
+            "--lld", "iscsi", "--op", "delete", "--force", "--mode", "target", "--tid", "1",
+        ]);
         let _ = self.tgtadm(&["--op", "delete", "--mode", "system"]);
         let start = Instant::now();
         loop {
@@ -322,6 +372,8 @@ impl Drop for Tgtd {
         if self.remove_backing {
             let _ = std::fs::remove_file(&self.backing);
         }
-        let _ = std::fs::remove_file(&self.log);
+        if !self.log.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }

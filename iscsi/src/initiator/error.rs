@@ -22,7 +22,11 @@ pub struct TaskId {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ITT {:#010x} CmdSN {} LUN {} CDB", self.itt, self.cmd_sn, self.lun)?;
+        write!(
+            f,
+            "ITT {:#010x} CmdSN {} LUN {} CDB",
+            self.itt, self.cmd_sn, self.lun
+        )?;
         for b in &self.cdb {
             write!(f, " {b:02x}")?;
         }

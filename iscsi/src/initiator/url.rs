@@ -31,7 +31,9 @@ pub struct IscsiUrl {
 
 /// A malformed URL, naming the part that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("bad iSCSI URL `{url}`: {reason} (expected iscsi://[user%secret@]host[:port]/target-iqn/lun)")]
+#[error(
+    "bad iSCSI URL `{url}`: {reason} (expected iscsi://[user%secret@]host[:port]/target-iqn/lun)"
+)]
 pub struct UrlError {
     /// The URL as given, with any secret masked.
     pub url: String,
@@ -74,7 +76,9 @@ impl FromStr for IscsiUrl {
         let rest = s
             .strip_prefix("iscsi://")
             .ok_or_else(|| err("scheme is not iscsi://"))?;
-        let slash = rest.find('/').ok_or_else(|| err("no /target-iqn/lun path"))?;
+        let slash = rest
+            .find('/')
+            .ok_or_else(|| err("no /target-iqn/lun path"))?;
         let (authority, path) = (&rest[..slash], &rest[slash + 1..]);
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
@@ -174,7 +178,9 @@ mod tests {
 
     #[test]
     fn libiscsi_forms() {
-        let u: IscsiUrl = "iscsi://127.0.0.1:3261/iqn.2026-11.dev.scuzz:disk/1".parse().unwrap();
+        let u: IscsiUrl = "iscsi://127.0.0.1:3261/iqn.2026-11.dev.scuzz:disk/1"
+            .parse()
+            .unwrap();
         assert_eq!(u.addr(), "127.0.0.1:3261");
         assert_eq!(u.target_iqn, "iqn.2026-11.dev.scuzz:disk");
         assert_eq!(u.lun, 1);
@@ -183,22 +189,37 @@ mod tests {
         let u: IscsiUrl = "iscsi://alice%s3cr3t@host/iqn.x:y/0".parse().unwrap();
         assert_eq!(u.port, DEFAULT_PORT);
         let c = u.chap.clone().unwrap();
-        assert_eq!((c.user.as_str(), c.secret.as_slice()), ("alice", &b"s3cr3t"[..]));
+        assert_eq!(
+            (c.user.as_str(), c.secret.as_slice()),
+            ("alice", &b"s3cr3t"[..])
+        );
         assert_eq!(u.to_string(), "iscsi://alice%***@host:3260/iqn.x:y/0");
 
         let u: IscsiUrl = "iscsi://[::1]:3300/iqn.x/7".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.addr()), ("::1", 3300, "[::1]:3300".to_string()));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.addr()),
+            ("::1", 3300, "[::1]:3300".to_string())
+        );
     }
 
     #[test]
     fn errors_name_the_part_and_hide_the_secret() {
         let bad = |s: &str| s.parse::<IscsiUrl>().unwrap_err();
         assert_eq!(bad("http://h/iqn/1").reason, "scheme is not iscsi://");
-        assert_eq!(bad("iscsi://h:99999/iqn/1").reason, "port is not a number in 1..=65535");
-        assert_eq!(bad("iscsi://h/iqn/x").reason, "LUN is not a number in 0..=16383");
+        assert_eq!(
+            bad("iscsi://h:99999/iqn/1").reason,
+            "port is not a number in 1..=65535"
+        );
+        assert_eq!(
+            bad("iscsi://h/iqn/x").reason,
+            "LUN is not a number in 0..=16383"
+        );
         assert_eq!(bad("iscsi://h/iqn").reason, "no /lun after the target name");
         assert_eq!(bad("iscsi://h").reason, "no /target-iqn/lun path");
-        assert_eq!(bad("iscsi://u@h/iqn/1").reason, "user-info needs user%secret");
+        assert_eq!(
+            bad("iscsi://u@h/iqn/1").reason,
+            "user-info needs user%secret"
+        );
         let e = bad("iscsi://u%topsecret@h:0/iqn/1");
         assert!(!e.to_string().contains("topsecret"), "{e}");
     }

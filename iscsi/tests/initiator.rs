@@ -1,0 +1,529 @@
+//! The initiator against a real tgtd (the `tgt` package): login with and
+//! without CHAP, discovery, INQUIRY/READ CAPACITY, 64 MiB of pipelined
+//! writes checked against tgtd's backing file, task management, logout,
+//! and connection loss with commands in flight.
+
+use bytes::Bytes;
+use iscsi::initiator::{discover, CommandRequest, InitiatorError, IscsiUrl, LoginOptions, Session};
+use iscsi::login::LoginStatus;
+use iscsi::pdu::TmfResponse;
+use iscsi::testing::Tgtd;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const GOOD: u8 = 0;
+
+fn tgtd(size: u64) -> Tgtd {
+    Tgtd::builder()
+        .size(size)
+        .start()
+        .expect("start tgtd (needs the tgt package and root)")
+}
+
+async fn session(t: &Tgtd) -> Session {
+    let url: IscsiUrl = t.url(1).parse().unwrap();
+    let s = Session::login(&url.addr(), &LoginOptions::from_url(&url))
+        .await
+        .expect("login to tgtd");
+    clear_unit_attention(&s).await;
+    s
+}
+
+/// A new I_T nexus first sees UNIT ATTENTION (SPC-5 §5.14: POWER ON, RESET,
+/// OR BUS DEVICE RESET OCCURRED); TEST UNIT READY consumes it.
+async fn clear_unit_attention(s: &Session) {
+    for _ in 0..4 {
+        let r = s
+            .command(&CommandRequest::no_data(1, &[0; 6]))
+            .await
+            .unwrap();
+        if r.status == GOOD {
+            return;
+        }
+        assert_eq!(
+            r.sense.get(2).map(|k| k & 0x0f),
+            Some(0x06),
+            "UNIT ATTENTION expected"
+        );
+    }
+    panic!("TEST UNIT READY never returned GOOD");
+}
+
+fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+    let l = lba.to_be_bytes();
+    let b = blocks.to_be_bytes();
+    [0x28, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]
+}
+
+fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2a;
+    c
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure reproduces.
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inquiry_read_capacity_ping_and_logout() {
+    let t = tgtd(32 << 20);
+    let s = session(&t).await;
+    let n = s.negotiated();
+    assert!(n.target_max_recv >= 512, "{n:?}");
+
+    let r = s
+        .command(&CommandRequest::read(1, &[0x12, 0, 0, 0, 96, 0], 96))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    assert!(
+        r.data_in.len() >= 36,
+        "standard INQUIRY data is at least 36 bytes"
+    );
+    assert_eq!(r.data_in[0] & 0x1f, 0, "direct-access block device");
+    assert_eq!(&r.data_in[8..11], b"IET", "tgtd's vendor identification");
+
+    // READ CAPACITY(10): last LBA and block length (SBC-4 §5.20.2).
+    let r = s
+        .command(&CommandRequest::read(
+            1,
+            &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            8,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    let last = u32::from_be_bytes(r.data_in[0..4].try_into().unwrap());
+    let bs = u32::from_be_bytes(r.data_in[4..8].try_into().unwrap());
+    assert_eq!(bs, 512);
+    assert_eq!((u64::from(last) + 1) * u64::from(bs), 32 << 20);
+
+    // READ CAPACITY(16) with an allocation length beyond what tgtd returns:
+    // an underflow residual.
+    let mut rc16 = [0u8; 16];
+    rc16[0] = 0x9e;
+    rc16[1] = 0x10;
+    rc16[13] = 64;
+    let r = s
+        .command(&CommandRequest::read(1, &rc16, 64))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    assert_eq!(
+        u64::from_be_bytes(r.data_in[0..8].try_into().unwrap()) + 1,
+        (32 << 20) / 512
+    );
+    assert_eq!(r.residual.signed(), 64 - r.data_in.len() as i64);
+
+    // An unsupported opcode: CHECK CONDITION with ILLEGAL REQUEST sense.
+    let r = s
+        .command(&CommandRequest::no_data(1, &[0xe7, 0, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 0x02, "CHECK CONDITION");
+    assert!(r.sense.len() >= 14, "fixed-format sense: {:?}", r.sense);
+    assert_eq!(r.sense[2] & 0x0f, 0x05, "ILLEGAL REQUEST");
+
+    s.ping().await.unwrap();
+    s.logout().await.unwrap();
+    let after = s
+        .command(&CommandRequest::no_data(1, &[0, 0, 0, 0, 0, 0]))
+        .await;
+    assert!(matches!(after, Err(InitiatorError::Closed(_))), "{after:?}");
+}
+
+/// 64 MiB of WRITE(10)s of mixed sizes (immediate data only, immediate plus
+/// R2T, several R2T bursts) at queue depth 32, SYNCHRONIZE CACHE, then the
+/// same back with READ(10) at queue depth 32: both the data read and tgtd's
+/// backing file equal what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_64mib_at_qd32_then_sync_and_read_back() {
+    const SIZE: usize = 64 << 20;
+    let t = tgtd(SIZE as u64);
+    let s = session(&t).await;
+    let data = Bytes::from(random_bytes(SIZE, 0x5eed_1234));
+    // Chunk sizes cycle so every transfer path is taken.
+    let sizes = [4096usize, 69632, 1 << 20, 266240, 8192, 524288];
+    let mut chunks = Vec::new();
+    let mut off = 0;
+    let mut i = 0;
+    while off < SIZE {
+        let len = sizes[i % sizes.len()].min(SIZE - off);
+        chunks.push((off, len));
+        off += len;
+        i += 1;
+    }
+    let chunks = Arc::new(chunks);
+
+    let run = |write: bool| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..32 {
+            let (s, data, chunks, next) = (s.clone(), data.clone(), chunks.clone(), next.clone());
+            workers.push(tokio::spawn(async move {
+                let mut read_back = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(off, len)) = chunks.get(i) else {
+                        break;
+                    };
+                    let lba = (off / 512) as u32;
+                    let blocks = (len / 512) as u16;
+                    let r = if write {
+                        let cdb = write10(lba, blocks);
+                        s.command(&CommandRequest::write(1, &cdb, data.slice(off..off + len)))
+                            .await
+                    } else {
+                        let cdb = read10(lba, blocks);
+                        s.command(&CommandRequest::read(1, &cdb, len as u32)).await
+                    };
+                    let r = r.unwrap_or_else(|e| panic!("chunk at {off}: {e}"));
+                    assert_eq!(r.status, GOOD, "chunk at {off}: sense {:?}", r.sense);
+                    assert_eq!(r.residual.signed(), 0, "chunk at {off}");
+                    if !write {
+                        read_back.push((off, r.data_in));
+                    }
+                }
+                read_back
+            }));
+        }
+        workers
+    };
+
+    for w in run(true) {
+        w.await.unwrap();
+    }
+    let r = s
+        .command(&CommandRequest::no_data(
+            1,
+            &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD, "SYNCHRONIZE CACHE(10)");
+    let backing = std::fs::read(t.backing_path()).unwrap();
+    assert_eq!(backing.len(), SIZE);
+    if let Some(at) = backing.iter().zip(data.iter()).position(|(a, b)| a != b) {
+        panic!("backing file differs from the data written at byte {at}");
+    }
+
+    let mut seen = 0;
+    for w in run(false) {
+        for (off, got) in w.await.unwrap() {
+            assert!(
+                got[..] == data[off..off + got.len()],
+                "READ at byte {off} differs"
+            );
+            seen += got.len();
+        }
+    }
+    assert_eq!(seen, SIZE);
+    s.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_lists_the_target() {
+    let t = tgtd(1 << 20);
+    let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "");
+    let found = discover(&t.addr().to_string(), &opts).await.unwrap();
+    let ours = found
+        .iter()
+        .find(|d| d.name == t.iqn())
+        .unwrap_or_else(|| panic!("{} not in {found:?}", t.iqn()));
+    assert!(
+        ours.addresses
+            .iter()
+            .any(|a| a.contains(&t.addr().port().to_string())),
+        "{ours:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chap_login_accepts_the_secret_and_refuses_others() {
+    let t = Tgtd::builder()
+        .size(1 << 20)
+        .chap("scuzzuser", "scuzz-secret-12")
+        .start()
+        .unwrap();
+    let good: IscsiUrl = format!(
+        "iscsi://scuzzuser%scuzz-secret-12@{}/{}/1",
+        t.addr(),
+        t.iqn()
+    )
+    .parse()
+    .unwrap();
+    let s = Session::login_url(&good).await.unwrap();
+    clear_unit_attention(&s).await;
+    s.logout().await.unwrap();
+
+    let bad: IscsiUrl = format!("iscsi://scuzzuser%wrong-secret@{}/{}/1", t.addr(), t.iqn())
+        .parse()
+        .unwrap();
+    match Session::login_url(&bad).await {
+        Err(InitiatorError::LoginRejected { status, .. }) => {
+            assert_eq!(status, LoginStatus::AUTHENTICATION_FAILURE)
+        }
+        other => panic!("wrong secret: {other:?}"),
+    }
+    let none: IscsiUrl = t.url(1).parse().unwrap();
+    match Session::login_url(&none).await {
+        Err(InitiatorError::LoginRejected { .. }) | Err(InitiatorError::Chap(_)) => {}
+        other => panic!("no credentials: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_management_functions() {
+    let t = tgtd(16 << 20);
+    let s = session(&t).await;
+    // ABORT TASK on a read in flight: either the target aborted it (the
+    // command then fails as Aborted, naming it) or it had already
+    // completed (NO TASK / complete with data).
+    let mut flights = Vec::new();
+    for i in 0..16u32 {
+        let cdb = read10(i * 2048, 2048);
+        flights.push(
+            s.start(&CommandRequest::read(1, &cdb, 1 << 20))
+                .await
+                .unwrap(),
+        );
+    }
+    let victim = flights.last().unwrap().id().clone();
+    let resp = s.abort_task(&victim).await.unwrap();
+    assert!(
+        [TmfResponse::COMPLETE, TmfResponse::NO_TASK].contains(&resp),
+        "ABORT TASK answered {resp:?}"
+    );
+    for f in flights {
+        let id = f.id().clone();
+        match f.await {
+            Ok(r) => assert_eq!(r.status, GOOD),
+            Err(InitiatorError::Aborted { task, function }) => {
+                assert_eq!(task, victim, "only the referenced task is aborted");
+                assert_eq!(function, "ABORT TASK");
+                assert_eq!(resp, TmfResponse::COMPLETE);
+                assert_eq!(task, id);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(s.lun_reset(1).await.unwrap(), TmfResponse::COMPLETE);
+    // After a LUN reset the first command reports the unit attention
+    // (SPC-5 §6.2: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED).
+    let r = s
+        .command(&CommandRequest::no_data(1, &[0; 6]))
+        .await
+        .unwrap();
+    if r.status == 0x02 {
+        assert_eq!(r.sense[2] & 0x0f, 0x06, "UNIT ATTENTION");
+    }
+    let warm = s.target_warm_reset().await.unwrap();
+    assert!(
+        [
+            TmfResponse::COMPLETE,
+            TmfResponse::NOT_SUPPORTED,
+            TmfResponse::REJECTED
+        ]
+        .contains(&warm),
+        "TARGET WARM RESET answered {warm:?}"
+    );
+    // The session still works whatever the reset did.
+    let r = s
+        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .await;
+    let r = match r {
+        Ok(r) => r,
+        // tgtd may drop the connection on a target reset; the session
+        // logs in again.
+        Err(_) => s
+            .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+            .await
+            .unwrap(),
+    };
+    assert!(r.status == GOOD || r.status == 0x02);
+    s.logout().await.unwrap();
+}
+
+/// A TCP relay between the initiator and tgtd that can hold the target's
+/// answers and then cut every connection, as a failing network would.
+struct Relay {
+    addr: SocketAddr,
+    hold: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    forwarded_up: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let forwarded_up = Arc::new(AtomicUsize::new(0));
+        let (h, c, f) = (hold.clone(), conns.clone(), forwarded_up.clone());
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let up = TcpStream::connect(upstream).await.unwrap();
+                let (mut dr, mut dw) = down.into_split();
+                let (mut ur, mut uw) = up.into_split();
+                let f = f.clone();
+                let a = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = dr.read(&mut buf).await {
+                        if n == 0 || uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        f.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+                let h = h.clone();
+                let b = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    // Whatever is read while holding is kept back until
+                    // the cut discards it.
+                    while let Ok(n) = ur.read(&mut buf).await {
+                        while h.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        if n == 0 || dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                c.lock()
+                    .unwrap()
+                    .extend([a.abort_handle(), b.abort_handle()]);
+            }
+        });
+        Relay {
+            addr,
+            hold,
+            conns,
+            forwarded_up,
+        }
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+        self.hold.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Commands in flight when the connection dies each fail with
+/// `ConnectionLost` naming their ITT and CDB; the next command logs in
+/// again and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_loss_fails_in_flight_commands_then_reconnects() {
+    let t = tgtd(8 << 20);
+    let relay = Relay::start(t.addr()).await;
+    let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, t.iqn());
+    let s = Session::login(&relay.addr.to_string(), &opts)
+        .await
+        .unwrap();
+    clear_unit_attention(&s).await;
+    let r = s
+        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+
+    relay.hold.store(true, Ordering::SeqCst);
+    let before = relay.forwarded_up.load(Ordering::SeqCst);
+    let mut flights = Vec::new();
+    for i in 0..8u32 {
+        let cdb = read10(i * 16, 16);
+        flights.push(s.start(&CommandRequest::read(1, &cdb, 8192)).await.unwrap());
+    }
+    // All eight SCSI Command PDUs (48 bytes each) reach tgtd before the cut.
+    while relay.forwarded_up.load(Ordering::SeqCst) < before + 8 * 48 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    relay.cut();
+    for f in flights {
+        let id = f.id().clone();
+        match f.await {
+            Err(InitiatorError::ConnectionLost { task, reason }) => {
+                assert_eq!(task, id);
+                assert_eq!(task.cdb[0], 0x28);
+                assert!(!reason.is_empty());
+                let msg = InitiatorError::ConnectionLost { task, reason }.to_string();
+                assert!(msg.contains(&format!("{:#010x}", id.itt)), "{msg}");
+            }
+            Ok(r) => panic!(
+                "in-flight READ completed (status {}) despite the cut",
+                r.status
+            ),
+            Err(e) => panic!("in-flight READ after the cut: {e}"),
+        }
+    }
+    // The new nexus starts with a unit attention, then works.
+    clear_unit_attention(&s).await;
+    let r = s
+        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    assert_eq!(s.reconnects(), 1);
+
+    // Dropping the connection from our side behaves the same way.
+    s.drop_connection();
+    clear_unit_attention(&s).await;
+    let r = s
+        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    assert_eq!(s.reconnects(), 2);
+    s.logout().await.unwrap();
+}
+
+/// tgtd dying under a queue of writes: every write either completed or
+/// failed as ConnectionLost (none hangs, none reports another error), and
+/// reconnecting to the dead portal fails with a connect error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_killed_mid_write() {
+    let mut t = tgtd(16 << 20);
+    let s = session(&t).await;
+    let data = Bytes::from(random_bytes(1 << 20, 7));
+    let mut flights = Vec::new();
+    for i in 0..16u32 {
+        let cdb = write10(i * 2048, 2048);
+        flights.push(
+            s.start(&CommandRequest::write(1, &cdb, data.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    t.kill();
+    for f in flights {
+        match f.await {
+            Ok(r) => assert_eq!(r.status, GOOD),
+            Err(InitiatorError::ConnectionLost { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let again = s.command(&CommandRequest::no_data(1, &[0; 6])).await;
+    assert!(
+        matches!(
+            again,
+            Err(InitiatorError::Connect { .. }) | Err(InitiatorError::ConnectionLost { .. })
+        ),
+        "{again:?}"
+    );
+}
