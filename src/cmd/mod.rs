@@ -5,3 +5,4 @@ pub mod stats;
 pub mod synth;
 pub mod import;
 pub mod export;
+pub mod serve;

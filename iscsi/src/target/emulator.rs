@@ -13,6 +13,7 @@ use std::collections::HashMap;
 pub struct EmulatorDevice {
     emu: Emulator,
     initiators: HashMap<String, InitiatorId>,
+    next_id: InitiatorId,
 }
 
 impl EmulatorDevice {
@@ -21,6 +22,7 @@ impl EmulatorDevice {
         EmulatorDevice {
             emu,
             initiators: HashMap::new(),
+            next_id: 1,
         }
     }
 
@@ -31,9 +33,16 @@ impl EmulatorDevice {
 
     fn id(&mut self, port: &str) -> InitiatorId {
         // Ids start at 1: the emulator's `execute` speaks as initiator 0, so
-        // in-process callers never alias a network initiator.
-        let next = self.initiators.len() as InitiatorId + 1;
-        *self.initiators.entry(port.to_string()).or_insert(next)
+        // in-process callers never alias a network initiator. They are never
+        // reused, so a unit attention owed to a gone nexus cannot reach a
+        // new one.
+        if let Some(&id) = self.initiators.get(port) {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.initiators.insert(port.to_string(), id);
+        id
     }
 }
 
@@ -57,6 +66,22 @@ impl ScsiDevice for EmulatorDevice {
 
     fn has_lun(&self, lun: u64) -> bool {
         lun < u64::from(self.emu.config().luns)
+    }
+
+    fn nexus_lost(&mut self, initiator: &str) {
+        // SPC-2 §5.5.1: a RESERVE(6)/(10) reservation is released when its
+        // I_T nexus is lost (logout, dropped connection). The holder's own
+        // RELEASE(6) does exactly that and is a no-op for anyone else, so the
+        // emulator's reservation model needs no second entry point.
+        let Some(id) = self.initiators.remove(initiator) else {
+            return;
+        };
+        let release6 = [0x17, 0, 0, 0, 0, 0];
+        for lun in 0..u64::from(self.emu.config().luns) {
+            let _ = self
+                .emu
+                .execute_from(id, lun, &release6, &[], &mut Vec::new(), 0);
+        }
     }
 
     fn reset(&mut self, _scope: ResetScope, _initiator: &str) {
