@@ -6,6 +6,17 @@
 //! standard's tables. Opcodes without a typed view decode to [`Cdb::Other`],
 //! which keeps every byte of the opcode's group.
 //!
+//! ```
+//! use trace::cdb::Cdb;
+//! // WRITE(16) LBA 2048, 256 blocks, FUA, as it arrives in an iSCSI PDU.
+//! let field = [0x8a, 0x08, 0, 0, 0, 0, 0, 0, 0x08, 0x00, 0, 0, 0x01, 0x00, 0, 0];
+//! let cdb = Cdb::parse(&field)?;
+//! assert_eq!(cdb.to_string(), "WRITE(16) lba=2048 blocks=256 FUA");
+//! assert_eq!(cdb.lba_range(), Some((2048, 256)));
+//! assert_eq!(cdb.encode()?, field);
+//! # Ok::<(), trace::cdb::CdbError>(())
+//! ```
+//!
 //! # Canonical form
 //!
 //! The typed view keeps every field SBC-3/SPC-4 defines for the command and
@@ -50,6 +61,7 @@ pub enum CdbSize {
 
 impl CdbSize {
     /// Length in bytes.
+    #[allow(clippy::len_without_is_empty)] // a CDB size is never empty
     pub fn len(self) -> usize {
         match self {
             CdbSize::Six => 6,
@@ -1143,6 +1155,50 @@ impl Cdb {
                 Some(Dp::Out) => Out,
                 _ => No,
             },
+        }
+    }
+
+    /// Bytes the data phase should move on a LUN with `block_size`-byte
+    /// logical blocks: what an initiator puts in iSCSI's Expected Data
+    /// Transfer Length and what a target's residual is measured against.
+    ///
+    /// Allocation and parameter list lengths count as given (a target may
+    /// return less: SPC-4 4.2.5.6). VERIFY moves its blocks only when
+    /// BYTCHK asks for a compare, and BYTCHK 11b sends a single block
+    /// (SBC-3 VERIFY(10)); COMPARE AND WRITE sends twice its
+    /// blocks (verify data, then write data); WRITE SAME sends one block
+    /// unless NDOB. `None` for [`Cdb::Other`], whose data phase the codec
+    /// does not know, and when the product overflows 64 bits.
+    pub fn data_len(&self, block_size: u32) -> Option<u64> {
+        let bs = u64::from(block_size);
+        let blocks = |n: u32| u64::from(n).checked_mul(bs);
+        match self {
+            Cdb::TestUnitReady
+            | Cdb::StartStopUnit { .. }
+            | Cdb::SyncCache { .. }
+            | Cdb::PreFetch { .. } => Some(0),
+            Cdb::RequestSense { alloc_len, .. } => Some(u64::from(*alloc_len)),
+            Cdb::Inquiry { alloc_len, .. } | Cdb::ModeSense { alloc_len, .. } => {
+                Some(u64::from(*alloc_len))
+            }
+            Cdb::ModeSelect { param_len, .. } | Cdb::Unmap { param_len, .. } => {
+                Some(u64::from(*param_len))
+            }
+            // READ CAPACITY(10) parameter data is eight bytes (SBC-3).
+            Cdb::ReadCapacity10 => Some(8),
+            Cdb::ReadCapacity16 { alloc_len }
+            | Cdb::GetLbaStatus { alloc_len, .. }
+            | Cdb::ReportLuns { alloc_len, .. } => Some(u64::from(*alloc_len)),
+            Cdb::Read(rw) | Cdb::Write(rw) => blocks(rw.blocks),
+            Cdb::Verify { rw, bytchk } => match bytchk {
+                0 => Some(0),
+                3 => Some(if rw.blocks == 0 { 0 } else { bs }),
+                _ => blocks(rw.blocks),
+            },
+            Cdb::WriteAndVerify { rw, .. } => blocks(rw.blocks),
+            Cdb::CompareAndWrite { blocks: n, .. } => blocks(u32::from(*n))?.checked_mul(2),
+            Cdb::WriteSame { ndob, .. } => Some(if *ndob { 0 } else { bs }),
+            Cdb::Other(_) => None,
         }
     }
 

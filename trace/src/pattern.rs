@@ -2,6 +2,15 @@
 //! which LBA, write generation and stream it was written for, so a block read
 //! back can be diagnosed without a copy of the expected data.
 //!
+//! ```
+//! use trace::pattern::{classify, fill_block, BlockTag, Classification};
+//! let mut block = vec![0u8; 4096];
+//! fill_block(&BlockTag { lba: 7, generation: 2, seed: 1 }, &mut block);
+//! // The oracle expected the third write to LBA 7: this one was lost.
+//! let expected = BlockTag { lba: 7, generation: 3, seed: 1 };
+//! assert_eq!(classify(&block, &expected), Classification::Stale { found_generation: 2 });
+//! ```
+//!
 //! # Block layout
 //!
 //! All integers little-endian. Offsets in bytes from the start of the block.
@@ -137,7 +146,7 @@ pub fn fill_blocks(seed: u64, generation: u32, first_lba: u64, block_size: usize
         "block size {block_size} cannot hold the {HEADER_LEN}-byte header"
     );
     assert!(
-        buf.len() % block_size == 0,
+        buf.chunks_exact(block_size).remainder().is_empty(),
         "buffer of {} bytes is not a whole number of {block_size}-byte blocks",
         buf.len()
     );
@@ -203,7 +212,9 @@ fn all_zero(buf: &[u8]) -> bool {
     // OR-reduce 64-byte chunks (vectorises) and stop at the first non-zero
     // one, so garbage is rejected as quickly as zeros are accepted.
     let mut chunks = buf.chunks_exact(64);
-    let clean = (&mut chunks).all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    let clean = chunks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
     clean && chunks.remainder().iter().all(|&b| b == 0)
 }
 

@@ -5,6 +5,16 @@
 //! the information (00h) and sense-key-specific (02h) descriptors). Names of
 //! sense keys and ASC/ASCQ pairs come from one table each, so `scuzz show`,
 //! the emulator and the replayer spell them the same way.
+//!
+//! ```
+//! use trace::sense::{Asc, SenseData, SenseKey};
+//! let bytes = [0x70, 0, 0x05, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x24, 0x00, 0, 0, 0, 0];
+//! let sense = SenseData::parse(&bytes)?;
+//! assert_eq!((sense.key, sense.asc_pair()), (SenseKey::IllegalRequest, Asc::INVALID_FIELD_IN_CDB));
+//! assert_eq!(sense.to_string(), "ILLEGAL REQUEST 24/00 invalid field in CDB");
+//! assert_eq!(SenseData::invalid_field_in_cdb().to_fixed(), bytes);
+//! # Ok::<(), trace::sense::SenseError>(())
+//! ```
 
 use crate::command::ScsiStatus;
 use serde::{Deserialize, Serialize};

@@ -428,7 +428,15 @@ mod golden {
 
     #[test]
     fn names_directions_and_ranges_of_the_vectors() {
-        let cases: &[(&str, &str, Direction, Option<(u64, u32)>, bool)] = &[
+        /// Bytes, name, data phase, medium range, changes the medium.
+        type Case = (
+            &'static str,
+            &'static str,
+            Direction,
+            Option<(u64, u32)>,
+            bool,
+        );
+        let cases: &[Case] = &[
             (
                 "8a 18 00 00 00 00 00 00 00 00 00 00 00 01 00 00",
                 "WRITE(16)",
@@ -507,6 +515,63 @@ mod golden {
             assert_eq!(cdb.lba_range(), range, "{bytes}");
             assert_eq!(cdb.is_medium_write(), write, "{bytes}");
         }
+    }
+
+    #[test]
+    fn data_lengths_of_the_vectors() {
+        let cases: &[(&str, u32, Option<u64>)] = &[
+            // sg_write_x: WRITE(16) of one block.
+            (
+                "8a 00 00 00 00 00 00 00 08 00 00 00 00 01 00 00",
+                4096,
+                Some(4096),
+            ),
+            // READ(10) of two blocks.
+            ("28 00 00 00 00 00 00 00 02 00", 512, Some(1024)),
+            // COMPARE AND WRITE: verify block then write block.
+            (
+                "89 00 00 00 00 00 00 00 00 09 00 00 00 01 00 00",
+                512,
+                Some(1024),
+            ),
+            // WRITE SAME(10) sends one block whatever NUMBER OF LOGICAL BLOCKS.
+            ("41 00 00 00 00 64 00 00 10 00", 4096, Some(4096)),
+            // NDOB: no Data-Out.
+            (
+                "93 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+                512,
+                Some(0),
+            ),
+            // VERIFY without BYTCHK moves nothing.
+            ("2f 00 00 00 00 05 00 00 04 00", 512, Some(0)),
+            ("12 01 00 00 fc 00", 512, Some(252)),
+            ("25 00 00 00 00 00 00 00 00 00", 512, Some(8)),
+            ("a0 00 02 00 00 00 00 00 20 00 00 00", 512, Some(8192)),
+            ("35 00 00 00 00 00 00 00 00 00", 512, Some(0)),
+            ("a3 0a 00 00 00 00 00 00 04 00 00 00", 512, None),
+            // The largest transfer a WRITE(16) can ask for, computed without wrapping.
+            (
+                "8a 00 00 00 00 00 00 00 00 00 ff ff ff ff 00 00",
+                u32::MAX,
+                Some(u64::from(u32::MAX) * u64::from(u32::MAX)),
+            ),
+        ];
+        for &(bytes, bs, len) in cases {
+            assert_eq!(
+                Cdb::parse(&hex(bytes)).unwrap().data_len(bs),
+                len,
+                "{bytes}"
+            );
+        }
+        let caw = Cdb::CompareAndWrite {
+            lba: 0,
+            blocks: 255,
+            fua: false,
+            dpo: false,
+            protect: 0,
+            group: 0,
+        };
+        assert_eq!(caw.data_len(u32::MAX), Some(2 * 255 * u64::from(u32::MAX)));
     }
 
     #[test]
@@ -983,6 +1048,11 @@ mod properties {
             let bytes = cdb.encode().map_err(|e| TestCaseError::fail(format!("{cdb:?}: {e}")))?;
             prop_assert_eq!(bytes.len(), cdb.encoded_len());
             prop_assert_eq!(Cdb::parse(&bytes), Ok(cdb.clone()));
+            // The data phase and its length agree.
+            if !matches!(cdb, Cdb::Other(_)) {
+                let moves = cdb.data_len(512).map(|n| n > 0);
+                prop_assert_eq!(moves, Some(cdb.direction() != Direction::None), "{:?}", cdb);
+            }
             // The 16-byte iSCSI field carries it too (padding can only be
             // told apart when the opcode's group fixes the length).
             let mut field = [0u8; 16];
