@@ -202,6 +202,14 @@ pub struct SgStats {
     pub commands_above_4g: u64,
 }
 
+/// Records `v`, growing the histogram as needed (`saturating_record` would
+/// clamp to the current range instead of growing it).
+fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is a valid HdrHistogram precision")
 }
@@ -278,15 +286,13 @@ impl TraceStats {
                     Some(p) => {
                         self.set_depth(self.depth.saturating_sub(1));
                         let lat = c.time_ns.saturating_sub(p.time_ns);
-                        self.latency.saturating_record(lat);
+                        record(&mut self.latency, lat);
                         if let Some(op) = self.opcodes.get_mut(&p.opcode_key) {
                             op.bytes_transferred += u64::from(c.bytes_transferred);
                             if !good {
                                 op.not_good += 1;
                             }
-                            op.latency
-                                .get_or_insert_with(new_histogram)
-                                .saturating_record(lat);
+                            record(op.latency.get_or_insert_with(new_histogram), lat);
                         }
                     }
                     None => self.unpaired_completions += 1,
@@ -338,7 +344,7 @@ impl TraceStats {
             if matches!(c, Cdb::SyncCache { .. }) {
                 let f = &mut self.flush;
                 f.count += 1;
-                f.between.saturating_record(f.since_last);
+                record(&mut f.between, f.since_last);
                 f.min = Some(f.min.map_or(f.since_last, |m| m.min(f.since_last)));
                 f.max = f.max.max(f.since_last);
                 f.since_last = 0;
@@ -561,6 +567,8 @@ mod tests {
         assert_eq!(r.statuses["CHECK CONDITION"], 1);
         assert_eq!(r.latency.count, 3);
         assert_eq!(r.latency.max_ns, 1_000);
+        assert_eq!(r.latency.min_ns, 1_000);
+        assert_eq!(r.flushes.bytes_between_median, 512);
         assert_eq!(r.flushes.count, 2);
         assert_eq!(r.flushes.bytes_between_max, 8192);
         assert_eq!(r.flushes.bytes_between_min, 512);

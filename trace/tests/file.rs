@@ -443,3 +443,37 @@ fn files_are_named_in_errors() {
     assert!(last.to_string().contains("torn tail"), "{last}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[allow(dead_code)]
+#[path = "../examples/quickstart_corpus.rs"]
+mod quickstart_corpus;
+
+/// The corpus sample must stay what its documented generator writes. Set
+/// `SCUZZ_REGENERATE_CORPUS=1` to rewrite it after changing the generator.
+#[test]
+fn the_checked_in_quickstart_sample_is_what_its_generator_writes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../corpus/samples/quickstart.sczt"
+    );
+    let fresh = quickstart_corpus::build();
+    if std::env::var_os("SCUZZ_REGENERATE_CORPUS").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        std::fs::write(path, &fresh).unwrap();
+    }
+    let stored = std::fs::read(path).expect("corpus/samples/quickstart.sczt is checked in");
+    // Compare content, not bytes: another zstd version may compress the
+    // same events differently.
+    let decode = |b: &[u8]| {
+        let r = TraceReader::new(b).unwrap();
+        let h = r.header().clone();
+        let events: Vec<Event> = r.collect::<Result<_, _>>().unwrap();
+        (h, events)
+    };
+    let (h, events) = decode(&stored);
+    assert_eq!(
+        (h, events),
+        decode(&fresh),
+        "regenerate: SCUZZ_REGENERATE_CORPUS=1 cargo test -p scuzz-trace --test file"
+    );
+}

@@ -108,13 +108,21 @@ impl Compression {
 #[non_exhaustive]
 pub enum TraceError {
     /// The underlying reader or writer failed.
-    #[error("I/O error at byte {offset}: {source}")]
+    ///
+    /// The message includes the OS error, so it is not also chained as a
+    /// `source` (an error chain would print it twice).
+    #[error("I/O error at byte {offset}: {cause}")]
     Io {
         /// Bytes of the trace read or written before the failure.
         offset: u64,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// The trace file could not be opened or created.
+    #[error("cannot open: {cause}")]
+    Open {
+        /// The operating system's error.
+        cause: std::io::Error,
     },
     /// The file does not start with `SCZT`: not a trace at all.
     #[error("not a Scuzz trace: starts with {found:02x?}, expected \"SCZT\"")]
@@ -174,14 +182,14 @@ pub enum TraceError {
         /// Where the failed write started.
         offset: u64,
     },
-    /// Any of the above, for a named file.
-    #[error("{}: {source}", path.display())]
+    /// Any of the above, for a named file. The message is the file name
+    /// and the wrapped message; [`TraceError::inner`] gives the wrapped error.
+    #[error("{}: {error}", path.display())]
     InFile {
         /// The trace file.
         path: PathBuf,
         /// What went wrong in it.
-        #[source]
-        source: Box<TraceError>,
+        error: Box<TraceError>,
     },
 }
 
@@ -193,7 +201,7 @@ impl TraceError {
             e @ TraceError::InFile { .. } => e,
             e => TraceError::InFile {
                 path: path.to_path_buf(),
-                source: Box::new(e),
+                error: Box::new(e),
             },
         }
     }
@@ -201,7 +209,7 @@ impl TraceError {
     /// The error without its file context, for matching on the variant.
     pub fn inner(&self) -> &TraceError {
         match self {
-            TraceError::InFile { source, .. } => source.inner(),
+            TraceError::InFile { error, .. } => error.inner(),
             e => e,
         }
     }

@@ -57,8 +57,7 @@ impl<R: Read> TraceReader<R> {
     /// Reads and checks the preamble and header frame.
     pub fn new(mut r: R) -> Result<TraceReader<R>, TraceError> {
         let mut p = [0u8; PREAMBLE_LEN];
-        let got =
-            read_full(&mut r, &mut p).map_err(|source| TraceError::Io { offset: 0, source })?;
+        let got = read_full(&mut r, &mut p).map_err(|cause| TraceError::Io { offset: 0, cause })?;
         if got < PREAMBLE_LEN {
             // Say "not a trace" rather than "torn" when the bytes present
             // already rule a trace out.
@@ -83,9 +82,9 @@ impl<R: Read> TraceReader<R> {
         let zstd = match compression {
             Compression::None => None,
             Compression::Zstd { .. } => Some(ChunkState {
-                decompressor: zstd::bulk::Decompressor::new().map_err(|source| TraceError::Io {
+                decompressor: zstd::bulk::Decompressor::new().map_err(|cause| TraceError::Io {
                     offset: PREAMBLE_LEN as u64,
-                    source,
+                    cause,
                 })?,
                 raw: Vec::new(),
                 pos: 0,
@@ -169,9 +168,9 @@ impl<R: Read> TraceReader<R> {
     fn read_frame(&mut self) -> Result<Option<usize>, TraceError> {
         let start = self.offset;
         let mut h = [0u8; FRAME_HEADER_LEN];
-        let got = read_full(&mut self.r, &mut h).map_err(|source| TraceError::Io {
+        let got = read_full(&mut self.r, &mut h).map_err(|cause| TraceError::Io {
             offset: start,
-            source,
+            cause,
         })?;
         if got == 0 {
             return Ok(None);
@@ -199,18 +198,18 @@ impl<R: Read> TraceReader<R> {
         self.body.clear();
         let complete = if len <= EAGER_BODY {
             self.body.resize(len, 0);
-            let got = read_full(&mut self.r, &mut self.body).map_err(|source| TraceError::Io {
+            let got = read_full(&mut self.r, &mut self.body).map_err(|cause| TraceError::Io {
                 offset: start,
-                source,
+                cause,
             })?;
             got == len
         } else {
             let got = (&mut self.r)
                 .take(len as u64)
                 .read_to_end(&mut self.body)
-                .map_err(|source| TraceError::Io {
+                .map_err(|cause| TraceError::Io {
                     offset: start,
-                    source,
+                    cause,
                 })?;
             got == len
         };
@@ -269,9 +268,9 @@ impl<R: Read> TraceReader<R> {
             if len == 0 {
                 self.complete = true;
                 let mut probe = [0u8; 1];
-                let got = read_full(&mut self.r, &mut probe).map_err(|source| TraceError::Io {
+                let got = read_full(&mut self.r, &mut probe).map_err(|cause| TraceError::Io {
                     offset: self.offset,
-                    source,
+                    cause,
                 })?;
                 if got != 0 {
                     return Err(TraceError::Corrupt {
@@ -319,8 +318,7 @@ impl TraceReader<BufReader<File>> {
     /// Opens the trace at `path`. Every error, now and during iteration,
     /// names the file.
     pub fn open(path: &Path) -> Result<TraceReader<BufReader<File>>, TraceError> {
-        let f = File::open(path)
-            .map_err(|source| TraceError::Io { offset: 0, source }.in_file(path))?;
+        let f = File::open(path).map_err(|cause| TraceError::Open { cause }.in_file(path))?;
         let mut r = TraceReader::new(BufReader::with_capacity(256 << 10, f))
             .map_err(|e| e.in_file(path))?;
         r.path = Some(path.to_path_buf());

@@ -147,7 +147,7 @@ impl<W: Write> TraceWriter<W> {
         let offset = self.offset;
         self.w
             .flush()
-            .map_err(|source| self.with_path(TraceError::Io { offset, source }))
+            .map_err(|cause| self.with_path(TraceError::Io { offset, cause }))
     }
 
     /// Writes the end frame, flushes, and returns `W`. A trace without its
@@ -158,7 +158,7 @@ impl<W: Write> TraceWriter<W> {
         let offset = self.offset;
         self.w
             .flush()
-            .map_err(|source| self.with_path(TraceError::Io { offset, source }))?;
+            .map_err(|cause| self.with_path(TraceError::Io { offset, cause }))?;
         Ok(self.w)
     }
 
@@ -228,10 +228,10 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
-        if let Err(source) = self.w.write_all(bytes) {
+        if let Err(cause) = self.w.write_all(bytes) {
             let offset = self.offset;
             self.poisoned = Some(offset);
-            return Err(self.with_path(TraceError::Io { offset, source }));
+            return Err(self.with_path(TraceError::Io { offset, cause }));
         }
         self.offset += bytes.len() as u64;
         Ok(())
@@ -246,8 +246,7 @@ impl TraceWriter<BufWriter<File>> {
         header: &TraceHeader,
         compression: Compression,
     ) -> Result<TraceWriter<BufWriter<File>>, TraceError> {
-        let f = File::create(path)
-            .map_err(|source| TraceError::Io { offset: 0, source }.in_file(path))?;
+        let f = File::create(path).map_err(|cause| TraceError::Open { cause }.in_file(path))?;
         let mut w = TraceWriter::new(BufWriter::with_capacity(256 << 10, f), header, compression)
             .map_err(|e| e.in_file(path))?;
         w.path = Some(path.to_path_buf());
@@ -262,6 +261,6 @@ impl TraceWriter<BufWriter<File>> {
         self.w
             .get_ref()
             .sync_data()
-            .map_err(|source| self.with_path(TraceError::Io { offset, source }))
+            .map_err(|cause| self.with_path(TraceError::Io { offset, cause }))
     }
 }
