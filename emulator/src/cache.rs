@@ -162,6 +162,17 @@ impl Cache {
         }
     }
 
+    /// The first dirty line in `[lba, end)`.
+    pub fn next_dirty(&self, lba: u64, end: u64) -> Option<u64> {
+        if self.dirty == 0 {
+            return None;
+        }
+        self.lines
+            .range(lba..end)
+            .find(|(_, l)| l.dirty)
+            .map(|(k, _)| *k)
+    }
+
     /// Is there a dirty line for `lba`? (Without touching it.)
     pub fn is_dirty(&self, lba: u64) -> bool {
         self.lines.get(&lba).is_some_and(|l| l.dirty)

@@ -862,10 +862,7 @@ impl Disk {
                 break;
             }
             let remaining = (self.capacity() - at).min(u64::from(u32::MAX));
-            // A run may be dirty in the cache but unmapped on the medium:
-            // the cache's data is what the unit holds, so report mapped.
-            let (mapped, run) = self.medium.mapping_run(at, remaining);
-            let mapped = mapped || self.cache.is_dirty(at);
+            let (mapped, run) = self.lba_status_run(at, remaining);
             let mut d = [0u8; 16];
             d[0..8].copy_from_slice(&at.to_be_bytes());
             d[8..12].copy_from_slice(&(run as u32).to_be_bytes());
@@ -877,6 +874,27 @@ impl Disk {
         data_in[0..4].copy_from_slice(&len.to_be_bytes());
         truncate(data_in, alloc_len as usize);
         Ok(())
+    }
+
+    /// One GET LBA STATUS extent: whether `lba` is mapped and for how many
+    /// blocks (up to `limit`). A block only the cache holds is mapped: the
+    /// unit has data for it, even if the medium does not yet.
+    fn lba_status_run(&self, lba: u64, limit: u64) -> (bool, u64) {
+        let (on_medium, run) = self.medium.mapping_run(lba, limit);
+        if on_medium {
+            return (true, run);
+        }
+        if self.cache.is_dirty(lba) {
+            let mut n = 1;
+            while n < run && self.cache.is_dirty(lba + n) {
+                n += 1;
+            }
+            return (true, n);
+        }
+        match self.cache.next_dirty(lba, lba + run) {
+            Some(d) => (false, d - lba),
+            None => (false, run),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

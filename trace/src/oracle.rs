@@ -422,7 +422,10 @@ impl Oracle {
             let Some((_, h)) = self.runs.get(&k) else {
                 continue;
             };
-            // Completed before the flush was submitted, successfully.
+            // Completed before the flush was submitted, successfully, and
+            // after the last power loss (what a power loss dropped, a later
+            // flush cannot write back).
+            let p = self.last_power_loss;
             let done: Vec<u64> = h
                 .versions
                 .iter()
@@ -430,7 +433,7 @@ impl Oracle {
                 .filter(|s| {
                     self.recs
                         .get(s)
-                        .is_some_and(|r| r.ok && r.complete.is_some_and(|c| c < fl.submit))
+                        .is_some_and(|r| r.ok && r.complete.is_some_and(|c| c < fl.submit && c > p))
                 })
                 .collect();
             let Some(&newest) = done.iter().max_by_key(|s| self.recs[s].submit) else {
@@ -444,7 +447,16 @@ impl Oracle {
                 .all(|s| *s == newest || self.recs[s].complete.is_some_and(|c| c < ns));
             if ordered {
                 let len = self.runs[&k].0;
-                self.make_durable(newest, k, k + len, Some(seq));
+                // No merging until every run is settled: a merge would
+                // carry this run's new state into a neighbour outside the
+                // flush's range.
+                self.make_durable_in(
+                    newest,
+                    k,
+                    k.saturating_add(len).min(fl.end),
+                    Some(seq),
+                    false,
+                );
             }
         }
         merge_in(&mut self.runs, fl.lba, fl.end);
@@ -457,9 +469,13 @@ impl Oracle {
     }
 
     /// Power was lost: writes in flight are over (they may or may not have
-    /// landed), flushes in flight guarantee nothing.
+    /// landed), flushes in flight guarantee nothing, and write caching is
+    /// assumed on again (a unit powers up with its saved mode pages, which
+    /// the oracle cannot see; [`Oracle::set_wce`] after a MODE SENSE says
+    /// otherwise).
     pub fn power_loss(&mut self) {
         let t = self.next_tick();
+        self.wce = true;
         self.last_power_loss = t;
         self.power_losses += 1;
         for r in self.recs.values_mut() {
@@ -554,11 +570,15 @@ impl Oracle {
     /// Make write `seq` the durable point of `[s, e)` where it is still a
     /// candidate (never moving a durable point backwards).
     fn make_durable(&mut self, seq: u64, s: u64, e: u64, flush: Option<u64>) {
+        self.make_durable_in(seq, s, e, flush, true);
+    }
+
+    fn make_durable_in(&mut self, seq: u64, s: u64, e: u64, flush: Option<u64>, merge: bool) {
         let recs = &self.recs;
         let Some(submit) = recs.get(&seq).map(|r| r.submit) else {
             return;
         };
-        for_range(&mut self.runs, s, e, |h| {
+        for_range_with(&mut self.runs, s, e, merge, |h| {
             if !h.versions.contains(&seq) {
                 return;
             }
@@ -835,7 +855,11 @@ fn split_at(runs: &mut Runs, at: u64) {
 
 /// Apply `f` to the history of every block in `[s, e)`, creating runs for
 /// never-written gaps, then re-merge equal neighbours.
-fn for_range(runs: &mut Runs, s: u64, e: u64, mut f: impl FnMut(&mut Hist)) {
+fn for_range(runs: &mut Runs, s: u64, e: u64, f: impl FnMut(&mut Hist)) {
+    for_range_with(runs, s, e, true, f)
+}
+
+fn for_range_with(runs: &mut Runs, s: u64, e: u64, merge: bool, mut f: impl FnMut(&mut Hist)) {
     if s >= e {
         return;
     }
@@ -855,7 +879,9 @@ fn for_range(runs: &mut Runs, s: u64, e: u64, mut f: impl FnMut(&mut Hist)) {
     for (_, (_, h)) in runs.range_mut(s..e) {
         f(h);
     }
-    merge_in(runs, s, e);
+    if merge {
+        merge_in(runs, s, e);
+    }
 }
 
 /// Merge adjacent runs with equal histories from the run before `s` up to
@@ -1039,6 +1065,52 @@ mod tests {
                 reported: 0
             }
         );
+    }
+
+    #[test]
+    fn a_flush_makes_nothing_durable_outside_its_range() {
+        // Regression (found by the emulator's property test): merging runs
+        // while settling a flush carried durability past its last block.
+        let mut o = Oracle::new(BS);
+        o.submit_write(
+            1,
+            67,
+            34,
+            WriteData::Pattern {
+                seed: 1,
+                generation: 1,
+            },
+            false,
+        );
+        o.complete_write(1, true);
+        o.submit_write(
+            2,
+            96,
+            39,
+            WriteData::Pattern {
+                seed: 1,
+                generation: 2,
+            },
+            false,
+        );
+        o.complete_write(2, true);
+        o.submit_flush(3, 67, 35, false);
+        o.complete_flush(3, true);
+        assert_eq!(o.hist(101).durable, Some(2));
+        assert_eq!(o.hist(102).durable, None);
+        o.power_loss();
+        assert!(o.check_read(4, 102, &vec![0; 512]).is_empty());
+    }
+
+    #[test]
+    fn a_flush_after_power_loss_does_not_resurrect_lost_writes() {
+        // Regression (property test): the write may have died with the cache.
+        let mut o = Oracle::new(BS);
+        write(&mut o, 1, 0, 1, 1, false);
+        o.power_loss();
+        o.submit_flush(2, 0, 0, false);
+        o.complete_flush(2, true);
+        assert!(o.check_read(3, 0, &vec![0; 512]).is_empty());
     }
 
     #[test]
