@@ -34,10 +34,9 @@ macro_rules! sense_keys {
         impl SenseKey {
             /// The key for the low four bits of `code`.
             pub fn from_code(code: u8) -> SenseKey {
-                match code & 0x0f {
-                    $($code => SenseKey::$variant,)*
-                    _ => unreachable!("four bits cover every key"),
-                }
+                // Listed in code order, so the table's index is the code.
+                const KEYS: [SenseKey; 16] = [$(SenseKey::$variant,)*];
+                KEYS[usize::from(code & 0x0f)]
             }
 
             /// The key's name as SPC-4 spells it.
@@ -616,12 +615,12 @@ impl SenseData {
     /// so VALID is cleared and the field left zero rather than truncated.
     /// Use descriptor format to carry it.
     pub fn to_fixed(&self) -> Vec<u8> {
+        self.fixed(self.format.is_deferred())
+    }
+
+    fn fixed(&self, deferred: bool) -> Vec<u8> {
         let mut b = vec![0u8; FIXED_SENSE_LEN];
-        b[0] = if self.format.is_deferred() {
-            0x71
-        } else {
-            0x70
-        };
+        b[0] = if deferred { 0x71 } else { 0x70 };
         if let Some(info) = self.information.and_then(|i| u32::try_from(i).ok()) {
             b[0] |= 0x80;
             b[3..7].copy_from_slice(&info.to_be_bytes());
@@ -640,12 +639,12 @@ impl SenseData {
     /// Descriptor-format bytes, with an information descriptor and a sense
     /// key specific descriptor when those are present.
     pub fn to_descriptor(&self) -> Vec<u8> {
+        self.descriptor(self.format.is_deferred())
+    }
+
+    fn descriptor(&self, deferred: bool) -> Vec<u8> {
         let mut b = vec![0u8; 8];
-        b[0] = if self.format.is_deferred() {
-            0x73
-        } else {
-            0x72
-        };
+        b[0] = if deferred { 0x73 } else { 0x72 };
         b[1] = self.key.code();
         b[2] = self.asc;
         b[3] = self.ascq;
@@ -663,12 +662,15 @@ impl SenseData {
         b
     }
 
-    /// Bytes in `self.format`.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        if self.format.is_descriptor() {
-            self.to_descriptor()
+    /// Bytes in `format`, whatever `self.format` says: a device server
+    /// picks the format from the D_SENSE bit of its Control mode page
+    /// (SPC-4 4.5.1), not from how the sense was built.
+    /// `s.to_bytes(s.format)` reproduces parsed sense.
+    pub fn to_bytes(&self, format: SenseFormat) -> Vec<u8> {
+        if format.is_descriptor() {
+            self.descriptor(format.is_deferred())
         } else {
-            self.to_fixed()
+            self.fixed(format.is_deferred())
         }
     }
 }

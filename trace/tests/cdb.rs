@@ -1450,7 +1450,7 @@ mod sense {
             ..SenseData::unit_attention_power_on_reset()
         };
         assert_eq!(
-            describe_status(ScsiStatus::CHECK_CONDITION, &deferred.to_bytes()),
+            describe_status(ScsiStatus::CHECK_CONDITION, &deferred.to_bytes(deferred.format)),
             "CHECK CONDITION UNIT ATTENTION 29/00 power on, reset, or bus device reset occurred deferred"
         );
     }
@@ -1541,8 +1541,12 @@ mod sense {
         let s = SenseData::unrecovered_read_error(1 << 40);
         let fixed = SenseData::parse(&s.to_fixed()).unwrap();
         assert_eq!(fixed.information, None, "VALID cleared, not truncated");
+        // D_SENSE=1: the same sense written in descriptor format.
+        let bytes = s.to_bytes(SenseFormat::DescriptorCurrent);
+        assert_eq!(bytes[0], 0x72);
+        assert_eq!(SenseData::parse(&bytes).unwrap().information, Some(1 << 40));
         let desc = s.clone().with_descriptor_format(true);
-        assert_eq!(SenseData::parse(&desc.to_bytes()).unwrap(), desc);
+        assert_eq!(SenseData::parse(&desc.to_bytes(desc.format)).unwrap(), desc);
     }
 
     #[test]
@@ -1605,9 +1609,9 @@ mod sense {
 
         #[test]
         fn sense_round_trips_in_both_formats(s in sense_data()) {
-            prop_assert_eq!(SenseData::parse(&s.to_bytes()), Ok(s.clone()));
+            prop_assert_eq!(SenseData::parse(&s.to_bytes(s.format)), Ok(s.clone()));
             let other = s.clone().with_descriptor_format(!s.format.is_descriptor());
-            let back = SenseData::parse(&other.to_bytes()).unwrap();
+            let back = SenseData::parse(&other.to_bytes(other.format)).unwrap();
             prop_assert_eq!((back.key, back.asc, back.ascq, back.sense_key_specific), (s.key, s.asc, s.ascq, s.sense_key_specific));
             prop_assert_eq!(back.format.is_deferred(), s.format.is_deferred());
         }
@@ -1616,7 +1620,7 @@ mod sense {
         fn arbitrary_sense_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(s) = SenseData::parse(&bytes) {
                 let _ = s.to_string();
-                prop_assert_eq!(SenseData::parse(&s.to_bytes()).map(|t| (t.key, t.asc, t.ascq)), Ok((s.key, s.asc, s.ascq)));
+                prop_assert_eq!(SenseData::parse(&s.to_bytes(s.format)).map(|t| (t.key, t.asc, t.ascq)), Ok((s.key, s.asc, s.ascq)));
             }
             let _ = describe_status(ScsiStatus::CHECK_CONDITION, &bytes);
         }
