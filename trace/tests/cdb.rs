@@ -32,8 +32,8 @@ mod golden {
     //!
     //! * sg3-utils 1.46 tools run with `-vvv` against a regular file
     //!   (`truncate -s 1M /tmp/f.img`): they print the CDB they built
-    //!   (`cdb to send: ...`) before the SG_IO ioctl fails.
-    //! * libiscsi 1.19 tools against tgtd 1.0, captured from the wire by
+    //!   (`... cdb: [..]`) before the SG_IO ioctl fails.
+    //! * libiscsi 1.19 tools against tgtd 1.0.85, captured from the wire by
     //!   `trace/tests/cdb_capture.py` (16-byte iSCSI CDB fields, padding
     //!   included, as RFC 7143 11.3.5 carries them).
 
@@ -371,6 +371,121 @@ mod golden {
                 bytes: "2e 00 00 00 00 0a 00 00 01 00",
                 cdb: Cdb::WriteAndVerify { rw: rw(CdbSize::Ten, 10, 1), bytchk: 0 },
                 shown: "WRITE AND VERIFY(10) lba=10 blocks=1",
+            },
+            Vector {
+                source: "sg_write_same -vvv --anchor --unmap --lba=100 --num=16 --16 --xferlen=512 --in=/tmp/z512 /tmp/f.img",
+                bytes: "93 18 00 00 00 00 00 00 00 64 00 00 00 10 00 00",
+                cdb: Cdb::WriteSame {
+                    size: CdbSize::Sixteen,
+                    lba: 100,
+                    blocks: 16,
+                    unmap: true,
+                    anchor: true,
+                    ndob: false,
+                    protect: 0,
+                    group: 0,
+                },
+                shown: "WRITE SAME(16) lba=100 blocks=16 UNMAP ANCHOR",
+            },
+            Vector {
+                source: "sg_unmap -vvv --force --anchor --grpnum=5 --lba=100 --num=16 /tmp/f.img",
+                bytes: "42 01 00 00 00 00 05 00 18 00",
+                cdb: Cdb::Unmap { anchor: true, group: 5, param_len: 24 },
+                shown: "UNMAP len=24 ANCHOR group=5",
+            },
+            Vector {
+                source: "sg_start -vvv --noflush --stop /tmp/f.img",
+                bytes: "1b 00 00 00 04 00",
+                cdb: Cdb::StartStopUnit {
+                    immed: false,
+                    power_condition_modifier: 0,
+                    power_condition: 0,
+                    no_flush: true,
+                    loej: false,
+                    start: false,
+                },
+                shown: "START STOP UNIT STOP NO_FLUSH",
+            },
+            Vector {
+                source: "sg_sync -vvv --group=3 --lba=7 --count=9 /tmp/f.img",
+                bytes: "35 00 00 00 00 07 03 00 09 00",
+                cdb: Cdb::SyncCache { size: CdbSize::Ten, lba: 7, blocks: 9, immed: false, group: 3 },
+                shown: "SYNCHRONIZE CACHE(10) lba=7 blocks=9 group=3",
+            },
+            Vector {
+                // sg3-utils keeps SBC-3's five-bit GROUP NUMBER: 63 is sent as 31.
+                source: "sg_sync -vvv --16 --group=63 /tmp/f.img",
+                bytes: "91 00 00 00 00 00 00 00 00 00 00 00 00 00 1f 00",
+                cdb: Cdb::SyncCache { size: CdbSize::Sixteen, lba: 0, blocks: 0, immed: false, group: 31 },
+                shown: "SYNCHRONIZE CACHE(16) lba=0 blocks=0 group=31",
+            },
+            Vector {
+                source: "sg_write_x -vvv --lba=2048 --num=8 --dpo --fua --grpnum=21 --wrprotect=3 --in=/dev/zero --bs=512 /tmp/f.img",
+                bytes: "8a 78 00 00 00 00 00 00 08 00 00 00 00 08 15 00",
+                cdb: Cdb::Write(Rw {
+                    size: CdbSize::Sixteen,
+                    lba: 2048,
+                    blocks: 8,
+                    fua: true,
+                    dpo: true,
+                    protect: 3,
+                    group: 21,
+                }),
+                shown: "WRITE(16) lba=2048 blocks=8 FUA DPO protect=3 group=21",
+            },
+            Vector {
+                // --ndo: compare against Data-Out, BYTCHK=01b.
+                source: "sg_verify -vvv --lba=5 --count=1 --ndo=512 --in=/tmp/z512 /tmp/f.img",
+                bytes: "2f 02 00 00 00 05 00 00 01 00",
+                cdb: Cdb::Verify { rw: rw(CdbSize::Ten, 5, 1), bytchk: 1 },
+                shown: "VERIFY(10) lba=5 blocks=1 bytchk=1",
+            },
+            Vector {
+                source: "sg_verify -vvv --16 --vrprotect=2 --dpo --group=9 --lba=5 --count=4 /tmp/f.img",
+                bytes: "8f 50 00 00 00 00 00 00 00 05 00 00 00 04 09 00",
+                cdb: Cdb::Verify {
+                    rw: Rw { dpo: true, protect: 2, group: 9, ..rw(CdbSize::Sixteen, 5, 4) },
+                    bytchk: 0,
+                },
+                shown: "VERIFY(16) lba=5 blocks=4 DPO protect=2 group=9",
+            },
+            Vector {
+                source: "sg_write_verify -vvv --16 --lba=10 --num=1 --in=/tmp/z512 /tmp/f.img",
+                bytes: "8e 00 00 00 00 00 00 00 00 0a 00 00 00 01 00 00",
+                cdb: Cdb::WriteAndVerify { rw: rw(CdbSize::Sixteen, 10, 1), bytchk: 0 },
+                shown: "WRITE AND VERIFY(16) lba=10 blocks=1",
+            },
+            Vector {
+                source: "sg_compare_and_write -vvv --lba=9 --num=2 --fua --dpo --group=4 --wrprotect=1 --in=/dev/zero /tmp/f.img",
+                bytes: "89 38 00 00 00 00 00 00 00 09 00 00 00 02 04 00",
+                cdb: Cdb::CompareAndWrite { lba: 9, blocks: 2, fua: true, dpo: true, protect: 1, group: 4 },
+                shown: "COMPARE AND WRITE lba=9 blocks=2 FUA DPO protect=1 group=4",
+            },
+            Vector {
+                source: "sg_wr_mode -vvv -p 0x1c,1 -6 /tmp/f.img",
+                bytes: "1a 00 1c 01 fc 00",
+                cdb: Cdb::ModeSense {
+                    size: CdbSize::Six,
+                    dbd: false,
+                    llbaa: false,
+                    pc: 0,
+                    page_code: 0x1c,
+                    subpage: 1,
+                    alloc_len: 252,
+                },
+                shown: "MODE SENSE(6) page=0x1c subpage=0x01 alloc=252",
+            },
+            Vector {
+                source: "sg_seek -vvv --lba=3 --num-blocks=2 --pre-fetch --immed /tmp/f.img",
+                bytes: "90 02 00 00 00 00 00 00 00 03 00 00 00 02 00 00",
+                cdb: Cdb::PreFetch { size: CdbSize::Sixteen, lba: 3, blocks: 2, immed: true, group: 0 },
+                shown: "PRE-FETCH(16) lba=3 blocks=2 IMMED",
+            },
+            Vector {
+                source: "sg_get_lba_status -vvv --lba=0x123456789 --maxlen=4096 /tmp/f.img",
+                bytes: "9e 12 00 00 00 01 23 45 67 89 00 00 10 00 00 00",
+                cdb: Cdb::GetLbaStatus { lba: 0x1_2345_6789, alloc_len: 4096 },
+                shown: "GET LBA STATUS lba=4886718345 alloc=4096",
             },
             Vector {
                 source: "sg_rtpg -vvv /tmp/f.img",
@@ -1342,7 +1457,7 @@ mod properties {
 mod sense {
     use super::*;
 
-    /// Sense data tgtd 1.0 returned to libiscsi, from the SCSI Response
+    /// Sense data tgtd 1.0.85 returned to libiscsi, from the SCSI Response
     /// PDUs captured by `cdb_capture.py` (fixed format, 18 bytes).
     #[test]
     fn tgtd_fixed_sense_decodes() {
