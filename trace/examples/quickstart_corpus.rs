@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::file::{Compression, PayloadMode, TraceHeader, TraceWriter};
-use trace::sense::SenseData;
+use trace::sense::{SenseData, SenseFormat};
 use trace::{
     Complete, Event, HbaPreset, Nexus, Payload, ScsiStatus, Segment, ServiceResponse, Submit,
     TaskAttr,
@@ -151,7 +151,7 @@ impl Outcome {
     fn sense(s: SenseData) -> Outcome {
         Outcome {
             status: ScsiStatus::CHECK_CONDITION,
-            sense: s.to_bytes(),
+            sense: s.to_bytes(SenseFormat::FixedCurrent),
         }
     }
 }
