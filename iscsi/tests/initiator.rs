@@ -17,28 +17,132 @@ use tokio::net::{TcpListener, TcpStream};
 
 const GOOD: u8 = 0;
 
-fn tgtd(size: u64) -> Tgtd {
-    Tgtd::builder()
-        .size(size)
-        .start()
-        .expect("start tgtd (needs the tgt package and root)")
+/// The target under test: tgtd, or Scuzz's own target serving the emulator
+/// in-process (what `scuzz serve` runs).
+enum Peer {
+    Tgtd(Tgtd),
+    Scuzz {
+        addr: SocketAddr,
+        iqn: String,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
-async fn session(t: &Tgtd) -> Session {
-    let url: IscsiUrl = t.url(1).parse().unwrap();
+impl Peer {
+    fn tgtd(size: u64) -> Peer {
+        Peer::Tgtd(
+            Tgtd::builder()
+                .size(size)
+                .start()
+                .expect("start tgtd (needs the tgt package and root)"),
+        )
+    }
+
+    fn tgtd_chap(size: u64, user: &str, secret: &str) -> Peer {
+        Peer::Tgtd(
+            Tgtd::builder()
+                .size(size)
+                .chap(user, secret)
+                .start()
+                .unwrap(),
+        )
+    }
+
+    async fn scuzz(size: u64, chap: Option<(&str, &str)>) -> Peer {
+        use iscsi::target::emulator::EmulatorDevice;
+        use iscsi::target::{ChapCredentials, SharedDevice, Target, TargetConfig};
+        let emu = emulator::Emulator::new(emulator::EmulatorConfig {
+            block_size: 512,
+            capacity_blocks: size / 512,
+            ..Default::default()
+        })
+        .unwrap();
+        let device: SharedDevice = Arc::new(Mutex::new(EmulatorDevice::new(emu)));
+        let iqn = "iqn.2026-11.dev.scuzz.test:emulator".to_string();
+        let mut cfg = TargetConfig::new(iqn.clone());
+        cfg.chap = chap.map(|(u, s)| ChapCredentials {
+            user: u.into(),
+            secret: s.as_bytes().to_vec(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let target = Target::new(cfg, device);
+        tokio::spawn(async move {
+            let _ = target
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Peer::Scuzz {
+            addr,
+            iqn,
+            stop: Some(stop),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Tgtd(t) => t.addr(),
+            Peer::Scuzz { addr, .. } => *addr,
+        }
+    }
+
+    fn iqn(&self) -> &str {
+        match self {
+            Peer::Tgtd(t) => t.iqn(),
+            Peer::Scuzz { iqn, .. } => iqn,
+        }
+    }
+
+    /// tgtd's LUN 0 is its controller; the disk is LUN 1. The emulator's
+    /// first disk is LUN 0.
+    fn lun(&self) -> u16 {
+        match self {
+            Peer::Tgtd(_) => 1,
+            Peer::Scuzz { .. } => 0,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("iscsi://{}/{}/{}", self.addr(), self.iqn(), self.lun())
+    }
+
+    /// Stops the target abruptly: connections are reset.
+    fn kill(&mut self) {
+        match self {
+            Peer::Tgtd(t) => t.kill(),
+            Peer::Scuzz { stop, .. } => {
+                if let Some(s) = stop.take() {
+                    let _ = s.send(());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn session(p: &Peer) -> Session {
+    let url: IscsiUrl = p.url().parse().unwrap();
     let s = Session::login(&url.addr(), &LoginOptions::from_url(&url))
         .await
-        .expect("login to tgtd");
-    clear_unit_attention(&s).await;
+        .expect("login");
+    clear_unit_attention(&s, p.lun()).await;
     s
 }
 
 /// A new I_T nexus first sees UNIT ATTENTION (SPC-5 §5.14: POWER ON, RESET,
 /// OR BUS DEVICE RESET OCCURRED); TEST UNIT READY consumes it.
-async fn clear_unit_attention(s: &Session) {
+async fn clear_unit_attention(s: &Session, lun: u16) {
     for _ in 0..4 {
         let r = s
-            .command(&CommandRequest::no_data(1, &[0; 6]))
+            .command(&CommandRequest::no_data(lun, &[0; 6]))
             .await
             .unwrap();
         if r.status == GOOD {
@@ -51,6 +155,20 @@ async fn clear_unit_attention(s: &Session) {
         );
     }
     panic!("TEST UNIT READY never returned GOOD");
+}
+
+/// One test body run against both targets.
+macro_rules! both_targets {
+    ($body:ident, $tgtd:ident, $scuzz:ident, $make_tgtd:expr, $make_scuzz:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tgtd() {
+            $body($make_tgtd).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $scuzz() {
+            $body($make_scuzz.await).await;
+        }
+    };
 }
 
 fn read10(lba: u32, blocks: u16) -> [u8; 10] {
@@ -78,15 +196,22 @@ fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inquiry_read_capacity_ping_and_logout() {
-    let t = tgtd(32 << 20);
+both_targets!(
+    inquiry_read_capacity_ping_and_logout,
+    tgtd_inquiry_read_capacity_ping_and_logout,
+    scuzz_inquiry_read_capacity_ping_and_logout,
+    Peer::tgtd(32 << 20),
+    Peer::scuzz(32 << 20, None)
+);
+
+async fn inquiry_read_capacity_ping_and_logout(t: Peer) {
+    let lun = t.lun();
     let s = session(&t).await;
     let n = s.negotiated();
     assert!(n.target_max_recv >= 512, "{n:?}");
 
     let r = s
-        .command(&CommandRequest::read(1, &[0x12, 0, 0, 0, 96, 0], 96))
+        .command(&CommandRequest::read(lun, &[0x12, 0, 0, 0, 96, 0], 96))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD);
@@ -95,12 +220,14 @@ async fn inquiry_read_capacity_ping_and_logout() {
         "standard INQUIRY data is at least 36 bytes"
     );
     assert_eq!(r.data_in[0] & 0x1f, 0, "direct-access block device");
-    assert_eq!(&r.data_in[8..11], b"IET", "tgtd's vendor identification");
+    if let Peer::Tgtd(_) = t {
+        assert_eq!(&r.data_in[8..11], b"IET", "tgtd's vendor identification");
+    }
 
     // READ CAPACITY(10): last LBA and block length (SBC-4 §5.20.2).
     let r = s
         .command(&CommandRequest::read(
-            1,
+            lun,
             &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             8,
         ))
@@ -119,7 +246,7 @@ async fn inquiry_read_capacity_ping_and_logout() {
     rc16[1] = 0x10;
     rc16[13] = 64;
     let r = s
-        .command(&CommandRequest::read(1, &rc16, 64))
+        .command(&CommandRequest::read(lun, &rc16, 64))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD);
@@ -131,7 +258,7 @@ async fn inquiry_read_capacity_ping_and_logout() {
 
     // An unsupported opcode: CHECK CONDITION with ILLEGAL REQUEST sense.
     let r = s
-        .command(&CommandRequest::no_data(1, &[0xe7, 0, 0, 0, 0, 0]))
+        .command(&CommandRequest::no_data(lun, &[0xe7, 0, 0, 0, 0, 0]))
         .await
         .unwrap();
     assert_eq!(r.status, 0x02, "CHECK CONDITION");
@@ -141,19 +268,26 @@ async fn inquiry_read_capacity_ping_and_logout() {
     s.ping().await.unwrap();
     s.logout().await.unwrap();
     let after = s
-        .command(&CommandRequest::no_data(1, &[0, 0, 0, 0, 0, 0]))
+        .command(&CommandRequest::no_data(lun, &[0, 0, 0, 0, 0, 0]))
         .await;
     assert!(matches!(after, Err(InitiatorError::Closed(_))), "{after:?}");
 }
 
-/// 64 MiB of WRITE(10)s of mixed sizes (immediate data only, immediate plus
-/// R2T, several R2T bursts) at queue depth 32, SYNCHRONIZE CACHE, then the
-/// same back with READ(10) at queue depth 32: both the data read and tgtd's
-/// backing file equal what was written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_64mib_at_qd32_then_sync_and_read_back() {
+// 64 MiB of WRITE(10)s of mixed sizes (immediate data only, immediate plus
+// R2T, several R2T bursts) at queue depth 32, SYNCHRONIZE CACHE, then the
+// same back with READ(10) at queue depth 32: both the data read and tgtd's
+// backing file equal what was written.
+both_targets!(
+    writes_64mib_at_qd32_then_sync_and_read_back,
+    tgtd_writes_64mib_at_qd32_then_sync_and_read_back,
+    scuzz_writes_64mib_at_qd32_then_sync_and_read_back,
+    Peer::tgtd(64 << 20),
+    Peer::scuzz(64 << 20, None)
+);
+
+async fn writes_64mib_at_qd32_then_sync_and_read_back(t: Peer) {
     const SIZE: usize = 64 << 20;
-    let t = tgtd(SIZE as u64);
+    let lun = t.lun();
     let s = session(&t).await;
     let data = Bytes::from(random_bytes(SIZE, 0x5eed_1234));
     // Chunk sizes cycle so every transfer path is taken.
@@ -185,11 +319,16 @@ async fn writes_64mib_at_qd32_then_sync_and_read_back() {
                     let blocks = (len / 512) as u16;
                     let r = if write {
                         let cdb = write10(lba, blocks);
-                        s.command(&CommandRequest::write(1, &cdb, data.slice(off..off + len)))
-                            .await
+                        s.command(&CommandRequest::write(
+                            lun,
+                            &cdb,
+                            data.slice(off..off + len),
+                        ))
+                        .await
                     } else {
                         let cdb = read10(lba, blocks);
-                        s.command(&CommandRequest::read(1, &cdb, len as u32)).await
+                        s.command(&CommandRequest::read(lun, &cdb, len as u32))
+                            .await
                     };
                     let r = r.unwrap_or_else(|e| panic!("chunk at {off}: {e}"));
                     assert_eq!(r.status, GOOD, "chunk at {off}: sense {:?}", r.sense);
@@ -209,16 +348,18 @@ async fn writes_64mib_at_qd32_then_sync_and_read_back() {
     }
     let r = s
         .command(&CommandRequest::no_data(
-            1,
+            lun,
             &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         ))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD, "SYNCHRONIZE CACHE(10)");
-    let backing = std::fs::read(t.backing_path()).unwrap();
-    assert_eq!(backing.len(), SIZE);
-    if let Some(at) = backing.iter().zip(data.iter()).position(|(a, b)| a != b) {
-        panic!("backing file differs from the data written at byte {at}");
+    if let Peer::Tgtd(t) = &t {
+        let backing = std::fs::read(t.backing_path()).unwrap();
+        assert_eq!(backing.len(), SIZE);
+        if let Some(at) = backing.iter().zip(data.iter()).position(|(a, b)| a != b) {
+            panic!("tgtd's backing file differs from the data written at byte {at}");
+        }
     }
 
     let mut seen = 0;
@@ -235,9 +376,15 @@ async fn writes_64mib_at_qd32_then_sync_and_read_back() {
     s.logout().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_lists_the_target() {
-    let t = tgtd(1 << 20);
+both_targets!(
+    discovery_lists_the_target,
+    tgtd_discovery_lists_the_target,
+    scuzz_discovery_lists_the_target,
+    Peer::tgtd(1 << 20),
+    Peer::scuzz(1 << 20, None)
+);
+
+async fn discovery_lists_the_target(t: Peer) {
     let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "");
     let found = discover(&t.addr().to_string(), &opts).await.unwrap();
     let ours = found
@@ -252,43 +399,111 @@ async fn discovery_lists_the_target() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chap_login_accepts_the_secret_and_refuses_others() {
-    let t = Tgtd::builder()
-        .size(1 << 20)
-        .chap("scuzzuser", "scuzz-secret-12")
-        .start()
-        .unwrap();
+both_targets!(
+    digests_protect_every_pdu,
+    tgtd_digests_protect_every_pdu,
+    scuzz_digests_protect_every_pdu,
+    Peer::tgtd(8 << 20),
+    Peer::scuzz(8 << 20, None)
+);
+
+/// HeaderDigest and DataDigest CRC32C negotiated (RFC 7143 §13.1): writes
+/// and reads of several PDUs each still round-trip.
+async fn digests_protect_every_pdu(t: Peer) {
+    let lun = t.lun();
+    if let Peer::Tgtd(t) = &t {
+        // tgtd offers no digests unless configured to.
+        for key in ["HeaderDigest", "DataDigest"] {
+            t.tgtadm(&[
+                "--lld", "iscsi", "--op", "update", "--mode", "target", "--tid", "1", "--name",
+                key, "--value", "CRC32C",
+            ])
+            .unwrap();
+        }
+    }
+    let url: IscsiUrl = t.url().parse().unwrap();
+    let mut opts = LoginOptions::from_url(&url);
+    opts.params.header_digest = true;
+    opts.params.data_digest = true;
+    let s = Session::login(&url.addr(), &opts).await.unwrap();
+    let n = s.negotiated();
+    assert!(n.params.header_digest && n.params.data_digest, "{n:?}");
+    clear_unit_attention(&s, lun).await;
+    let data = Bytes::from(random_bytes(1 << 20, 99));
+    for i in 0..4u32 {
+        let r = s
+            .command(&CommandRequest::write(
+                lun,
+                &write10(i * 2048, 2048),
+                data.clone(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, GOOD);
+    }
+    for i in 0..4u32 {
+        let r = s
+            .command(&CommandRequest::read(lun, &read10(i * 2048, 2048), 1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(r.status, GOOD);
+        assert!(r.data_in == data, "read {i} differs");
+    }
+    s.logout().await.unwrap();
+}
+
+both_targets!(
+    chap_login_accepts_the_secret_and_refuses_others,
+    tgtd_chap_login_accepts_the_secret_and_refuses_others,
+    scuzz_chap_login_accepts_the_secret_and_refuses_others,
+    Peer::tgtd_chap(1 << 20, "scuzzuser", "scuzz-secret-12"),
+    Peer::scuzz(1 << 20, Some(("scuzzuser", "scuzz-secret-12")))
+);
+
+async fn chap_login_accepts_the_secret_and_refuses_others(t: Peer) {
     let good: IscsiUrl = format!(
-        "iscsi://scuzzuser%scuzz-secret-12@{}/{}/1",
+        "iscsi://scuzzuser%scuzz-secret-12@{}/{}/{}",
         t.addr(),
-        t.iqn()
+        t.iqn(),
+        t.lun()
     )
     .parse()
     .unwrap();
     let s = Session::login_url(&good).await.unwrap();
-    clear_unit_attention(&s).await;
+    clear_unit_attention(&s, t.lun()).await;
     s.logout().await.unwrap();
 
-    let bad: IscsiUrl = format!("iscsi://scuzzuser%wrong-secret@{}/{}/1", t.addr(), t.iqn())
-        .parse()
-        .unwrap();
+    let bad: IscsiUrl = format!(
+        "iscsi://scuzzuser%wrong-secret@{}/{}/{}",
+        t.addr(),
+        t.iqn(),
+        t.lun()
+    )
+    .parse()
+    .unwrap();
     match Session::login_url(&bad).await {
         Err(InitiatorError::LoginRejected { status, .. }) => {
             assert_eq!(status, LoginStatus::AUTHENTICATION_FAILURE)
         }
         other => panic!("wrong secret: {other:?}"),
     }
-    let none: IscsiUrl = t.url(1).parse().unwrap();
+    let none: IscsiUrl = t.url().parse().unwrap();
     match Session::login_url(&none).await {
         Err(InitiatorError::LoginRejected { .. }) | Err(InitiatorError::Chap(_)) => {}
         other => panic!("no credentials: {other:?}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_management_functions() {
-    let t = tgtd(16 << 20);
+both_targets!(
+    task_management_functions,
+    tgtd_task_management_functions,
+    scuzz_task_management_functions,
+    Peer::tgtd(16 << 20),
+    Peer::scuzz(16 << 20, None)
+);
+
+async fn task_management_functions(t: Peer) {
+    let lun = t.lun();
     let s = session(&t).await;
     // ABORT TASK on a read in flight: either the target aborted it (the
     // command then fails as Aborted, naming it) or it had already
@@ -297,7 +512,7 @@ async fn task_management_functions() {
     for i in 0..16u32 {
         let cdb = read10(i * 2048, 2048);
         flights.push(
-            s.start(&CommandRequest::read(1, &cdb, 1 << 20))
+            s.start(&CommandRequest::read(lun, &cdb, 1 << 20))
                 .await
                 .unwrap(),
         );
@@ -321,11 +536,11 @@ async fn task_management_functions() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(s.lun_reset(1).await.unwrap(), TmfResponse::COMPLETE);
+    assert_eq!(s.lun_reset(lun).await.unwrap(), TmfResponse::COMPLETE);
     // After a LUN reset the first command reports the unit attention
     // (SPC-5 §6.2: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED).
     let r = s
-        .command(&CommandRequest::no_data(1, &[0; 6]))
+        .command(&CommandRequest::no_data(lun, &[0; 6]))
         .await
         .unwrap();
     if r.status == 0x02 {
@@ -343,14 +558,14 @@ async fn task_management_functions() {
     );
     // The session still works whatever the reset did.
     let r = s
-        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .command(&CommandRequest::read(lun, &read10(0, 8), 4096))
         .await;
     let r = match r {
         Ok(r) => r,
         // tgtd may drop the connection on a target reset; the session
         // logs in again.
         Err(_) => s
-            .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+            .command(&CommandRequest::read(lun, &read10(0, 8), 4096))
             .await
             .unwrap(),
     };
@@ -425,20 +640,27 @@ impl Relay {
     }
 }
 
-/// Commands in flight when the connection dies each fail with
-/// `ConnectionLost` naming their ITT and CDB; the next command logs in
-/// again and succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_loss_fails_in_flight_commands_then_reconnects() {
-    let t = tgtd(8 << 20);
+// Commands in flight when the connection dies each fail with
+// `ConnectionLost` naming their ITT and CDB; the next command logs in
+// again and succeeds.
+both_targets!(
+    connection_loss_fails_in_flight_commands_then_reconnects,
+    tgtd_connection_loss_fails_in_flight_commands_then_reconnects,
+    scuzz_connection_loss_fails_in_flight_commands_then_reconnects,
+    Peer::tgtd(8 << 20),
+    Peer::scuzz(8 << 20, None)
+);
+
+async fn connection_loss_fails_in_flight_commands_then_reconnects(t: Peer) {
+    let lun = t.lun();
     let relay = Relay::start(t.addr()).await;
     let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, t.iqn());
     let s = Session::login(&relay.addr.to_string(), &opts)
         .await
         .unwrap();
-    clear_unit_attention(&s).await;
+    clear_unit_attention(&s, lun).await;
     let r = s
-        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .command(&CommandRequest::read(lun, &read10(0, 8), 4096))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD);
@@ -448,7 +670,11 @@ async fn connection_loss_fails_in_flight_commands_then_reconnects() {
     let mut flights = Vec::new();
     for i in 0..8u32 {
         let cdb = read10(i * 16, 16);
-        flights.push(s.start(&CommandRequest::read(1, &cdb, 8192)).await.unwrap());
+        flights.push(
+            s.start(&CommandRequest::read(lun, &cdb, 8192))
+                .await
+                .unwrap(),
+        );
     }
     // All eight SCSI Command PDUs (48 bytes each) reach tgtd before the cut.
     while relay.forwarded_up.load(Ordering::SeqCst) < before + 8 * 48 {
@@ -473,9 +699,9 @@ async fn connection_loss_fails_in_flight_commands_then_reconnects() {
         }
     }
     // The new nexus starts with a unit attention, then works.
-    clear_unit_attention(&s).await;
+    clear_unit_attention(&s, lun).await;
     let r = s
-        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .command(&CommandRequest::read(lun, &read10(0, 8), 4096))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD);
@@ -483,9 +709,9 @@ async fn connection_loss_fails_in_flight_commands_then_reconnects() {
 
     // Dropping the connection from our side behaves the same way.
     s.drop_connection();
-    clear_unit_attention(&s).await;
+    clear_unit_attention(&s, lun).await;
     let r = s
-        .command(&CommandRequest::read(1, &read10(0, 8), 4096))
+        .command(&CommandRequest::read(lun, &read10(0, 8), 4096))
         .await
         .unwrap();
     assert_eq!(r.status, GOOD);
@@ -493,19 +719,26 @@ async fn connection_loss_fails_in_flight_commands_then_reconnects() {
     s.logout().await.unwrap();
 }
 
-/// tgtd dying under a queue of writes: every write either completed or
-/// failed as ConnectionLost (none hangs, none reports another error), and
-/// reconnecting to the dead portal fails with a connect error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn target_killed_mid_write() {
-    let mut t = tgtd(16 << 20);
+both_targets!(
+    target_killed_mid_write,
+    tgtd_killed_mid_write,
+    scuzz_killed_mid_write,
+    Peer::tgtd(16 << 20),
+    Peer::scuzz(16 << 20, None)
+);
+
+/// The target dying under a queue of writes: every write either completed
+/// or failed as ConnectionLost (none hangs, none reports another error),
+/// and reconnecting to the dead portal fails.
+async fn target_killed_mid_write(mut t: Peer) {
+    let lun = t.lun();
     let s = session(&t).await;
     let data = Bytes::from(random_bytes(1 << 20, 7));
     let mut flights = Vec::new();
     for i in 0..16u32 {
         let cdb = write10(i * 2048, 2048);
         flights.push(
-            s.start(&CommandRequest::write(1, &cdb, data.clone()))
+            s.start(&CommandRequest::write(lun, &cdb, data.clone()))
                 .await
                 .unwrap(),
         );
@@ -518,7 +751,7 @@ async fn target_killed_mid_write() {
             Err(e) => panic!("{e}"),
         }
     }
-    let again = s.command(&CommandRequest::no_data(1, &[0; 6])).await;
+    let again = s.command(&CommandRequest::no_data(lun, &[0; 6])).await;
     assert!(
         matches!(
             again,
