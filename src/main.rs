@@ -32,6 +32,8 @@ enum Command {
     Import(cmd::import::Args),
     /// Convert a trace into another tool's format (fio iolog).
     Export(cmd::export::Args),
+    /// Record every command between an iSCSI initiator and target (proxy).
+    Record(cmd::record::Args),
     /// Serve the emulator as an iSCSI target.
     Serve(cmd::serve::Args),
 }
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => cmd::synth::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Record(a) => cmd::record::run(a),
         Command::Serve(a) => cmd::serve::run(a),
     };
     match result {

@@ -34,4 +34,5 @@ pub mod dext;
 pub mod fio_iolog;
 pub mod ftrace;
 pub mod import;
+pub mod proxy;
 pub mod synth;

@@ -5,4 +5,5 @@ pub mod stats;
 pub mod synth;
 pub mod import;
 pub mod export;
+pub mod record;
 pub mod serve;

@@ -3,4 +3,5 @@
 mod dext;
 mod ftrace;
 mod iolog;
+mod proxy;
 mod synth;
