@@ -902,3 +902,87 @@ fn handle(sh: &Shared, frame: Frame) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            cmd_sn: 10,
+            exp_cmd_sn: 10,
+            max_cmd_sn: 12,
+            exp_stat_sn: 0,
+            next_itt: RESERVED_TAG - 1,
+            tasks: HashMap::new(),
+            dead: None,
+        }
+    }
+
+    #[test]
+    fn data_in_reassembles_by_offset_in_any_order() {
+        let mut d = DataInBuf::Empty;
+        d.put(0, Bytes::from_static(b"abcd"));
+        assert!(
+            matches!(d, DataInBuf::Single(_)),
+            "first PDU kept without a copy"
+        );
+        d.put(8, Bytes::from_static(b"ijkl"));
+        d.put(4, Bytes::from_static(b"efgh"));
+        assert_eq!(&d.into_bytes()[..], b"abcdefghijkl");
+
+        let mut d = DataInBuf::Empty;
+        d.put(4, Bytes::from_static(b"efgh"));
+        d.put(0, Bytes::from_static(b"abcd"));
+        assert_eq!(&d.into_bytes()[..], b"abcdefgh");
+        assert!(DataInBuf::Empty.into_bytes().is_empty());
+    }
+
+    #[test]
+    fn window_follows_serial_arithmetic() {
+        let mut st = state();
+        assert!(st.window_open());
+        st.cmd_sn = 13;
+        assert!(!st.window_open(), "CmdSN 13 beyond MaxCmdSN 12");
+        assert!(st.update_window(11, 20));
+        assert!(st.window_open());
+        // §4.2.2.1: MaxCmdSN < ExpCmdSN - 1 is ignored entirely.
+        assert!(!st.update_window(30, 5));
+        assert_eq!((st.exp_cmd_sn, st.max_cmd_sn), (11, 20));
+        // Stale (older) values never move the window back.
+        assert!(!st.update_window(10, 15));
+        assert_eq!((st.exp_cmd_sn, st.max_cmd_sn), (11, 20));
+        // A zero-size window (MaxCmdSN = ExpCmdSN - 1) is legal.
+        st.cmd_sn = 21;
+        assert!(!st.update_window(21, 20));
+        assert!(!st.window_open());
+        // Across the 2^32 wrap.
+        let mut st = state();
+        st.cmd_sn = u32::MAX;
+        st.exp_cmd_sn = u32::MAX;
+        st.max_cmd_sn = u32::MAX - 1;
+        assert!(!st.window_open());
+        assert!(st.update_window(u32::MAX, 3));
+        assert!(st.window_open());
+    }
+
+    #[test]
+    fn itt_skips_the_reserved_tag_and_tags_in_use() {
+        let mut st = state();
+        let a = st.alloc_itt();
+        assert_eq!(a, RESERVED_TAG - 1);
+        let (reply, _rx) = oneshot::channel();
+        st.tasks.insert(0, Task::Ping(reply));
+        let b = st.alloc_itt();
+        assert_eq!(b, 1, "0xffffffff is reserved and 0 is in use");
+    }
+
+    #[test]
+    fn stat_sn_only_moves_forward() {
+        let mut st = state();
+        st.saw_stat_sn(5);
+        assert_eq!(st.exp_stat_sn, 6);
+        st.saw_stat_sn(3);
+        assert_eq!(st.exp_stat_sn, 6);
+    }
+}

@@ -439,3 +439,55 @@ pub(crate) async fn send_targets(
     }
     Ok(targets)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(pairs: &[(&str, &str)]) -> TextKeys {
+        let mut k = TextKeys::new();
+        for (a, b) in pairs {
+            k.push(*a, *b);
+        }
+        k
+    }
+
+    #[test]
+    fn chap_answer_follows_rfc1994() {
+        let chap = Chap {
+            user: "alice".into(),
+            secret: b"secret".to_vec(),
+        };
+        let challenge = [0xaa; 16];
+        let offer = keys(&[
+            ("CHAP_A", "5"),
+            ("CHAP_I", "1"),
+            ("CHAP_C", &chap::encode_hex(&challenge)),
+        ]);
+        let a = chap_answer(&chap, &offer).unwrap();
+        assert_eq!(a.get("CHAP_N"), Some("alice"));
+        assert_eq!(
+            a.get("CHAP_R"),
+            Some(chap::encode_hex(&chap::response(1, b"secret", &challenge)).as_str())
+        );
+    }
+
+    #[test]
+    fn chap_answer_refuses_bad_offers() {
+        let chap = Chap {
+            user: "u".into(),
+            secret: b"s".to_vec(),
+        };
+        for offer in [
+            keys(&[("CHAP_A", "7"), ("CHAP_I", "1"), ("CHAP_C", "0x01")]),
+            keys(&[("CHAP_A", "5"), ("CHAP_I", "300"), ("CHAP_C", "0x01")]),
+            keys(&[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", "zz")]),
+            keys(&[("CHAP_A", "5"), ("CHAP_I", "1")]),
+        ] {
+            assert!(
+                matches!(chap_answer(&chap, &offer), Err(InitiatorError::Chap(_))),
+                "{offer:?}"
+            );
+        }
+    }
+}
