@@ -7,6 +7,7 @@
 //! 20 GiB; all-zero blocks cost nothing, and only arbitrary data is kept as
 //! bytes.
 
+use std::sync::Arc;
 use trace::pattern::{self, BlockTag};
 
 /// The content of one logical block.
@@ -17,8 +18,9 @@ pub enum BlockData {
     /// A self-describing block, regenerated from its tag. The tag's LBA may
     /// differ from where the block is stored (misdirected data stays compact).
     Pattern(Tag),
-    /// Arbitrary bytes, exactly one block long.
-    Raw(Box<[u8]>),
+    /// Arbitrary bytes, exactly one block long; shared, so the cache and
+    /// the medium can hold the same block without copying it.
+    Raw(Arc<[u8]>),
 }
 
 /// The identity of a self-describing block: enough to regenerate it.

@@ -20,8 +20,9 @@ enum Extent {
         /// Tag of the extent's first block.
         first: Tag,
     },
-    /// Arbitrary bytes, `len * block_size` of them.
-    Raw(Vec<u8>),
+    /// Arbitrary bytes of one block (raw extents are always one block
+    /// long: splitting a longer one would copy it).
+    Raw(Arc<[u8]>),
     /// The same block repeated (WRITE SAME with non-zero data).
     Same(Arc<[u8]>),
 }
@@ -38,8 +39,9 @@ impl Extent {
                 },
             },
             Extent::Raw(b) => {
-                let s = off as usize * bs;
-                Extent::Raw(b[s..s + n as usize * bs].to_vec())
+                debug_assert!(off == 0 && n == 1, "raw extents are one block");
+                let _ = bs;
+                Extent::Raw(b.clone())
             }
             Extent::Same(b) => Extent::Same(b.clone()),
         }
@@ -53,10 +55,10 @@ impl Extent {
                 ..*first
             }),
             Extent::Raw(b) => {
-                let s = off as usize * bs;
-                BlockData::Raw(b[s..s + bs].into())
+                let _ = (off, bs);
+                BlockData::Raw(b.clone())
             }
-            Extent::Same(b) => BlockData::Raw(b.to_vec().into_boxed_slice()),
+            Extent::Same(b) => BlockData::Raw(b.clone()),
         }
     }
 }
@@ -88,7 +90,7 @@ impl Medium {
         let ext = match data {
             BlockData::Zero => Extent::Zero,
             BlockData::Pattern(t) => Extent::Pattern { first: *t },
-            BlockData::Raw(b) => Extent::Raw(b.to_vec()),
+            BlockData::Raw(b) => Extent::Raw(b.clone()),
         };
         self.insert(lba, 1, ext);
     }
@@ -206,11 +208,6 @@ impl Medium {
         if let Some((&k, (len, left))) = self.extents.range_mut(..lba).next_back() {
             if k + *len == lba && continues(left, *len, &ext) {
                 *len += n;
-                if let Extent::Raw(b) = left {
-                    if let Extent::Raw(more) = ext {
-                        b.extend_from_slice(&more);
-                    }
-                }
                 let total = *len;
                 self.merge_right(k, total);
                 return;
@@ -222,25 +219,19 @@ impl Medium {
 
     fn merge_right(&mut self, k: u64, len: u64) {
         let end = k + len;
-        let Some((rlen, right)) = self.extents.get(&end).cloned() else {
-            return;
+        let mergeable = match (self.extents.get(&k), self.extents.get(&end)) {
+            (Some((l, left)), Some((_, right))) => continues(left, *l, right),
+            _ => false,
         };
-        let mergeable =
-            matches!(self.extents.get(&k), Some((l, left)) if continues(left, *l, &right));
         if mergeable {
-            self.extents.remove(&end);
-            if let Some((l, left)) = self.extents.get_mut(&k) {
-                *l += rlen;
-                if let (Extent::Raw(b), Extent::Raw(more)) = (left, right) {
-                    b.extend_from_slice(&more);
+            if let Some((rlen, _)) = self.extents.remove(&end) {
+                if let Some((l, _)) = self.extents.get_mut(&k) {
+                    *l += rlen;
                 }
             }
         }
     }
 }
-
-/// Largest raw extent built by merging: keeps splits of raw runs cheap.
-const RAW_MERGE_LIMIT: usize = 1 << 20;
 
 /// Does `next` continue `left` (of `len` blocks) seamlessly?
 fn continues(left: &Extent, len: u64, next: &Extent) -> bool {
@@ -249,7 +240,9 @@ fn continues(left: &Extent, len: u64, next: &Extent) -> bool {
         (Extent::Pattern { first: a }, Extent::Pattern { first: b }) => {
             a.seed == b.seed && a.generation == b.generation && a.lba.wrapping_add(len) == b.lba
         }
-        (Extent::Raw(a), Extent::Raw(b)) => a.len() + b.len() <= RAW_MERGE_LIMIT,
+        // Raw runs are never merged: overwriting one block inside a merged
+        // run would copy the whole run to split it.
+        (Extent::Raw(_), Extent::Raw(_)) => false,
         (Extent::Same(a), Extent::Same(b)) => a == b,
         _ => false,
     }
