@@ -477,3 +477,176 @@ fn the_checked_in_quickstart_sample_is_what_its_generator_writes() {
         "regenerate: SCUZZ_REGENERATE_CORPUS=1 cargo test -p scuzz-trace --test file"
     );
 }
+
+/// The worked example of `docs/trace-format.md` ("A complete file"): a
+/// header, one Submit, the end frame. If this test fails, the document (and
+/// every C writer built from it) is wrong.
+#[test]
+fn the_format_documents_worked_example_is_what_the_writer_writes() {
+    let mut h = TraceHeader::new("c");
+    h.created_unix_s = 1;
+    h.block_size = 512;
+    h.capacity_blocks = 2048;
+    h.payload_mode = PayloadMode::Digest;
+    h.labels.insert("k".into(), "v".into());
+    let ev = Event::Submit(Submit {
+        seq: 300,
+        time_ns: 70_000,
+        nexus: Nexus { target: 0, lun: 1 },
+        tag: 7,
+        attr: TaskAttr::Simple,
+        cdb: vec![0x2a, 0, 0, 0, 0x08, 0, 0, 0, 0x08, 0],
+        dir: Direction::ToDevice,
+        xfer_len: 4096,
+        sg: vec![Segment::new(0x1_2000_0000, 4096)],
+        payload: Payload::Digests {
+            granularity: 4096,
+            crcs: vec![0xdead_beef],
+        },
+    });
+    let mut w = TraceWriter::new(Vec::new(), &h, Compression::None).unwrap();
+    w.write(&ev).unwrap();
+    let bytes = w.finish().unwrap();
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        // preamble: "SCZT", major 1, minor 0, compression 0, reserved, crc32c
+        0x53, 0x43, 0x5a, 0x54, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc8, 0x80, 0xb6, 0x9c,
+        // header frame: len 16, crc32c(len), crc32c(body), body
+        0x10, 0x00, 0x00, 0x00, 0xfa, 0xfa, 0x03, 0xa1, 0x57, 0x37, 0x03, 0xfc,
+        0x01, 0x63, 0x01, 0xfb, 0x00, 0x02, 0xfb, 0x00, 0x08, 0x00, 0x02, 0x01, 0x01, 0x6b, 0x01, 0x76,
+        // event frame: len 51, crc32c(len), crc32c(body), body
+        0x33, 0x00, 0x00, 0x00, 0x48, 0x67, 0x04, 0x14, 0x5e, 0xd5, 0x00, 0x7a,
+        0x00, 0xfb, 0x2c, 0x01, 0xfc, 0x70, 0x11, 0x01, 0x00, 0x00, 0x01, 0x07, 0x00, 0x0a, 0x2a, 0x00,
+        0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x00, 0x01, 0xfb, 0x00, 0x10, 0x01, 0xfd, 0x00, 0x00,
+        0x00, 0x20, 0x01, 0x00, 0x00, 0x00, 0xfb, 0x00, 0x10, 0x02, 0xfb, 0x00, 0x10, 0x01, 0xfc, 0xef,
+        0xbe, 0xad, 0xde,
+        // end frame: len 0, crc32c(len), crc32c of nothing
+        0x00, 0x00, 0x00, 0x00, 0xc7, 0x4b, 0x67, 0x48, 0x00, 0x00, 0x00, 0x00,
+    ];
+    assert_eq!(bytes, want);
+    let (events, err) = read_all(want);
+    assert!(err.is_none());
+    assert_eq!(events, vec![ev]);
+}
+
+/// `docs/examples/sczt_writer.c`, a C99 writer built from the format
+/// document alone, writes a trace this crate reads back event for event.
+#[test]
+fn a_c99_writer_built_from_the_format_document_is_read_back_exactly() {
+    use std::process::Command;
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/sczt_writer.c"
+    );
+    let dir = std::env::temp_dir().join(format!("scuzz-c-writer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("sczt_writer");
+    let out = dir.join("c.sczt");
+    // Building zstd-sys already needs a C compiler, so one is always here.
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O1",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(src)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(built.success(), "{cc} failed on {src}");
+    let ran = Command::new(&exe).arg(&out).status().unwrap();
+    assert!(ran.success());
+
+    let r = TraceReader::open(&out).unwrap();
+    let h = r.header().clone();
+    assert_eq!(h.producer, "sczt_writer.c");
+    assert_eq!(
+        (h.created_unix_s, h.block_size, h.capacity_blocks),
+        (1_764_028_800, 4096, 262_144)
+    );
+    assert_eq!(
+        (h.hba.as_ref(), h.payload_mode),
+        (None, PayloadMode::Digest)
+    );
+    assert_eq!(h.labels.get("host").map(String::as_str), Some("mac-pro"));
+    assert_eq!(h.labels.get("shim").map(String::as_str), Some("example"));
+    let mut r = r;
+    let events: Vec<Event> = (&mut r).collect::<Result<_, _>>().unwrap();
+    assert!(r.is_complete());
+    let mut sense = vec![0u8; 18];
+    sense[..14].copy_from_slice(&[0x70, 0, 0x03, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0c, 0]);
+    let submit = |seq, time_ns, tag, cdb: Vec<u8>, dir, xfer_len, sg, payload| {
+        Event::Submit(Submit {
+            seq,
+            time_ns,
+            nexus: Nexus { target: 0, lun: 0 },
+            tag,
+            attr: TaskAttr::Simple,
+            cdb,
+            dir,
+            xfer_len,
+            sg,
+            payload,
+        })
+    };
+    let want = vec![
+        submit(
+            0,
+            1000,
+            1,
+            vec![0x2a, 0, 0, 0, 0x08, 0, 0, 0, 2, 0],
+            Direction::ToDevice,
+            8192,
+            vec![
+                Segment::new(0xffff_f000, 4096),
+                Segment::new(0x1_2000_0000, 4096),
+            ],
+            Payload::Digests {
+                granularity: 4096,
+                crcs: vec![0x1234_5678, 0x9abc_def0],
+            },
+        ),
+        submit(
+            1,
+            2000,
+            2,
+            vec![0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Direction::None,
+            0,
+            vec![],
+            Payload::None,
+        ),
+        Event::Complete(Complete {
+            seq: 0,
+            time_ns: 80_000,
+            response: ServiceResponse::TaskComplete,
+            status: ScsiStatus::GOOD,
+            sense: vec![],
+            bytes_transferred: 8192,
+            residual: 0,
+            payload: Payload::None,
+        }),
+        Event::Complete(Complete {
+            seq: 1,
+            time_ns: 300_000,
+            response: ServiceResponse::TaskComplete,
+            status: ScsiStatus::CHECK_CONDITION,
+            sense,
+            bytes_transferred: 0,
+            residual: -1,
+            payload: Payload::None,
+        }),
+        Event::Note {
+            time_ns: 400_000,
+            text: "cut the power".into(),
+        },
+        Event::PowerLoss { time_ns: 500_000 },
+    ];
+    assert_eq!(events, want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
