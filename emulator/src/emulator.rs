@@ -246,6 +246,28 @@ impl Emulator {
         }
     }
 
+    /// LOGICAL UNIT RESET of one LUN (a task management function): as
+    /// [`Emulator::reset`], for that LUN only. Unknown LUNs are ignored.
+    pub fn reset_lun(&mut self, lun: u64) {
+        self.land(|d| d.lun == lun);
+        if let Some(d) = usize::try_from(lun).ok().and_then(|l| self.disks.get_mut(l)) {
+            d.reset();
+        }
+    }
+
+    /// An initiator's I_T nexus ended (logout, connection loss): its
+    /// reservations are released.
+    pub fn nexus_lost(&mut self, initiator: InitiatorId) {
+        for d in &mut self.disks {
+            d.nexus_lost(initiator);
+        }
+    }
+
+    /// Number of LUNs.
+    pub fn luns(&self) -> u64 {
+        self.disks.len() as u64
+    }
+
     /// Let background work finish: queued driver writes land and pending
     /// IMMED flushes complete.
     pub fn settle(&mut self) {

@@ -184,6 +184,14 @@ impl Disk {
         self.after_reset();
     }
 
+    /// The I_T nexus of `initiator` is gone (session logout or connection
+    /// loss): SPC-2 7.21.1 releases its reservation.
+    pub fn nexus_lost(&mut self, initiator: InitiatorId) {
+        if self.reservation == Some(initiator) {
+            self.reservation = None;
+        }
+    }
+
     fn after_reset(&mut self) {
         self.reservation = None;
         self.stopped = false;
