@@ -741,9 +741,10 @@ impl Disk {
             };
             BlockData::detect(b)
         };
-        // Thin units deallocate zero-filled WRITE SAME with UNMAP (SBC-3
-        // 4.7.3.4: LBPRZ=1, so the blocks still read as zeros).
-        let dealloc = unmap && block == BlockData::Zero;
+        // SBC-3 5.42: with UNMAP set, a thin unit unmaps the blocks rather
+        // than writing the Data-Out block; with LBPRZ=1 they then read as
+        // zeros whatever that block held.
+        let dealloc = unmap;
         self.invalidate(lba, n);
         if dealloc {
             self.medium.unmap(lba, n);
@@ -835,6 +836,12 @@ impl Disk {
         let n = usize::from(blocks) * bs;
         done.spdtl = (2 * n) as u32;
         if blocks == 0 {
+            // SBC-3 5.2: zero blocks is not an error and moves nothing; a
+            // Data-Out buffer sent anyway means the field cannot be what
+            // the initiator meant (a count of 256 wrapped to 0).
+            if !data_out.is_empty() {
+                return Err(bad_cdb(13));
+            }
             return Ok(());
         }
         if data_out.len() < 2 * n {
