@@ -103,6 +103,10 @@ mod show_stats {
         let out = stdout(&o);
         let commands: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
         assert_eq!(commands.len(), 312);
+        // Submission order, although completions arrive out of order.
+        for (i, l) in commands.iter().enumerate() {
+            assert!(l.starts_with(&format!("#{i} ")), "line {i}: {l}");
+        }
         assert_eq!(
             out.lines()
                 .filter(|l| l.starts_with("--") && l.contains("NOTE"))

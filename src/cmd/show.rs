@@ -1,23 +1,24 @@
 //! `scuzz show`: one line per command of a trace.
 //!
-//! A command's line is printed when its completion arrives (completions come
-//! later in the stream than their submissions), so lines follow completion
-//! order. Commands still pending when the trace ends are printed last, marked
-//! `(incomplete)`. At most [`MAX_PENDING`] commands wait for their completion;
-//! beyond that the oldest is printed as `(no completion yet)`, which keeps
-//! memory bounded on traces that never complete anything. Markers (power
-//! loss, reset, notes) get their own lines, whatever the filters.
+//! Lines follow the order of submissions (and of markers between them). A
+//! command's completion comes later in the stream than its submission, so its
+//! line waits in a window until the completion arrives and every earlier line
+//! has been printed. The window holds at most [`MAX_PENDING`] lines: beyond
+//! that the oldest is printed as `(no completion yet)`, which keeps memory
+//! bounded on traces that never complete anything. Commands still waiting
+//! when the trace ends are printed `(incomplete)`. Markers (power loss,
+//! reset, notes) get their own lines, whatever the filters.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trace::sense::describe_status;
 use trace::{Cdb, Complete, Event, ServiceResponse, Submit, TraceReader};
 
-/// Submissions waiting for their completion, at most.
+/// Lines waiting for a completion (or for an earlier line), at most.
 const MAX_PENDING: usize = 1 << 16;
 
 /// Arguments of `scuzz show`.
@@ -58,45 +59,26 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn show(args: &Args, filters: &[Filter], out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let mut reader = TraceReader::open(&args.trace)?;
-    let mut pending: BTreeMap<u64, Submit> = BTreeMap::new();
     let printer = Printer {
         json: args.json,
         filters,
     };
+    let mut window = Window::default();
     let mut failure = None;
     for item in &mut reader {
-        let ev = match item {
-            Ok(ev) => ev,
+        match item {
+            Ok(ev) => window.push(ev),
             Err(e) => {
                 failure = Some(e);
                 break;
             }
-        };
-        match ev {
-            Event::Submit(s) => {
-                if let Some(old) = pending.insert(s.seq, s) {
-                    printer.command(
-                        out,
-                        Some(&old),
-                        None,
-                        "(superseded by a later submission with the same seq)",
-                    )?;
-                }
-                if pending.len() > MAX_PENDING {
-                    if let Some((_, oldest)) = pending.pop_first() {
-                        printer.command(out, Some(&oldest), None, "(no completion yet)")?;
-                    }
-                }
-            }
-            Event::Complete(c) => {
-                let s = pending.remove(&c.seq);
-                printer.command(out, s.as_ref(), Some(&c), "")?;
-            }
-            marker => printer.marker(out, &marker)?,
+        }
+        while let Some(line) = window.pop_ready() {
+            printer.print(out, &line)?;
         }
     }
-    for s in pending.values() {
-        printer.command(out, Some(s), None, "(incomplete)")?;
+    for line in window.drain() {
+        printer.print(out, &line)?;
     }
     out.flush()?;
     if let Some(e) = failure {
@@ -111,12 +93,125 @@ fn show(args: &Args, filters: &[Filter], out: &mut impl Write) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line of output, waiting in the [`Window`] until it may be printed.
+enum Line {
+    Command {
+        submit: Option<Submit>,
+        complete: Option<Complete>,
+        note: &'static str,
+    },
+    Marker(Event),
+}
+
+/// Keeps output in stream order of submissions and markers while each
+/// command waits for its completion: a line leaves once every line before
+/// it has. At most [`MAX_PENDING`] lines wait; beyond that the oldest is
+/// printed without its completion.
+#[derive(Default)]
+struct Window {
+    lines: VecDeque<Line>,
+    /// Absolute index of `lines[0]`.
+    base: u64,
+    /// Submissions still waiting, by seq: absolute index into `lines`.
+    waiting: HashMap<u64, u64>,
+}
+
+impl Window {
+    fn push(&mut self, ev: Event) {
+        match ev {
+            Event::Submit(s) => {
+                let idx = self.base + self.lines.len() as u64;
+                if let Some(old) = self.waiting.insert(s.seq, idx) {
+                    if let Some(Line::Command { note, .. }) = self.line_mut(old) {
+                        *note = "(superseded by a later submission with the same seq)";
+                    }
+                }
+                self.lines.push_back(Line::Command {
+                    submit: Some(s),
+                    complete: None,
+                    note: "",
+                });
+            }
+            Event::Complete(c) => match self.waiting.remove(&c.seq) {
+                Some(idx) => {
+                    if let Some(Line::Command { complete, .. }) = self.line_mut(idx) {
+                        *complete = Some(c);
+                    }
+                }
+                None => self.lines.push_back(Line::Command {
+                    submit: None,
+                    complete: Some(c),
+                    note: "",
+                }),
+            },
+            marker => self.lines.push_back(Line::Marker(marker)),
+        }
+    }
+
+    fn line_mut(&mut self, idx: u64) -> Option<&mut Line> {
+        let pos = usize::try_from(idx.checked_sub(self.base)?).ok()?;
+        self.lines.get_mut(pos)
+    }
+
+    fn ready(line: &Line) -> bool {
+        match line {
+            Line::Command { complete, note, .. } => complete.is_some() || !note.is_empty(),
+            Line::Marker(_) => true,
+        }
+    }
+
+    /// The next line, if it may be printed now.
+    fn pop_ready(&mut self) -> Option<Line> {
+        let front = self.lines.front()?;
+        if Self::ready(front) || self.lines.len() > MAX_PENDING {
+            self.pop_front("(no completion yet)")
+        } else {
+            None
+        }
+    }
+
+    fn pop_front(&mut self, unfinished: &'static str) -> Option<Line> {
+        let mut line = self.lines.pop_front()?;
+        self.base += 1;
+        if let Line::Command {
+            submit: Some(s),
+            complete: None,
+            note,
+        } = &mut line
+        {
+            if note.is_empty() {
+                *note = unfinished;
+            }
+            if self.waiting.get(&s.seq) == Some(&(self.base - 1)) {
+                self.waiting.remove(&s.seq);
+            }
+        }
+        Some(line)
+    }
+
+    /// Everything left, at the end of the trace.
+    fn drain(&mut self) -> Vec<Line> {
+        std::iter::from_fn(|| self.pop_front("(incomplete)")).collect()
+    }
+}
+
 struct Printer<'a> {
     json: bool,
     filters: &'a [Filter],
 }
 
 impl Printer<'_> {
+    fn print(&self, out: &mut impl Write, line: &Line) -> anyhow::Result<()> {
+        match line {
+            Line::Command {
+                submit,
+                complete,
+                note,
+            } => self.command(out, submit.as_ref(), complete.as_ref(), note),
+            Line::Marker(ev) => self.marker(out, ev),
+        }
+    }
+
     fn command(
         &self,
         out: &mut impl Write,
@@ -457,6 +552,103 @@ mod tests {
             .to_string()
             .contains("unknown filter key"));
         assert!(Filter::parse("opcode").is_err());
+    }
+
+    fn submit(seq: u64) -> Event {
+        Event::Submit(Submit {
+            seq,
+            time_ns: seq,
+            nexus: Default::default(),
+            tag: seq,
+            attr: Default::default(),
+            cdb: vec![0; 6],
+            dir: Default::default(),
+            xfer_len: 0,
+            sg: vec![],
+            payload: Default::default(),
+        })
+    }
+
+    fn complete(seq: u64) -> Event {
+        Event::Complete(Complete {
+            seq,
+            time_ns: seq + 10,
+            response: ServiceResponse::TaskComplete,
+            status: trace::ScsiStatus::GOOD,
+            sense: vec![],
+            bytes_transferred: 0,
+            residual: 0,
+            payload: Default::default(),
+        })
+    }
+
+    fn seq_of(l: &Line) -> Option<u64> {
+        match l {
+            Line::Command {
+                submit, complete, ..
+            } => submit
+                .as_ref()
+                .map(|s| s.seq)
+                .or(complete.as_ref().map(|c| c.seq)),
+            Line::Marker(_) => None,
+        }
+    }
+
+    #[test]
+    fn window_prints_in_submission_order_as_completions_arrive() {
+        let mut w = Window::default();
+        let mut out = Vec::new();
+        for ev in [
+            submit(0),
+            submit(1),
+            Event::Reset { time_ns: 1 },
+            submit(2),
+            complete(1),
+        ] {
+            w.push(ev);
+        }
+        assert!(w.pop_ready().is_none(), "seq 0 still waits");
+        w.push(complete(0));
+        while let Some(l) = w.pop_ready() {
+            out.push(seq_of(&l));
+        }
+        assert_eq!(out, [Some(0), Some(1), None]);
+        w.push(complete(7));
+        let rest: Vec<_> = w
+            .drain()
+            .into_iter()
+            .map(|l| {
+                (
+                    seq_of(&l),
+                    matches!(
+                        l,
+                        Line::Command {
+                            note: "(incomplete)",
+                            ..
+                        }
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(rest, [(Some(2), true), (Some(7), false)]);
+    }
+
+    #[test]
+    fn window_is_bounded_when_nothing_completes() {
+        let mut w = Window::default();
+        for seq in 0..=MAX_PENDING as u64 {
+            w.push(submit(seq));
+        }
+        let first = w.pop_ready().expect("the oldest is forced out");
+        assert!(matches!(
+            first,
+            Line::Command {
+                note: "(no completion yet)",
+                ..
+            }
+        ));
+        assert!(w.pop_ready().is_none());
+        assert_eq!(w.waiting.len(), MAX_PENDING);
     }
 
     #[test]
