@@ -650,3 +650,28 @@ fn a_c99_writer_built_from_the_format_document_is_read_back_exactly() {
     assert_eq!(events, want);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Arbitrary damage (several bytes overwritten, the file cut anywhere)
+    /// never panics, never yields an event that was not written, and ends in
+    /// at most one error.
+    #[test]
+    fn damaged_traces_yield_a_prefix_and_never_panic(
+        zstd in proptest::bool::ANY,
+        edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..6),
+        cut in proptest::num::usize::ANY,
+    ) {
+        let events = write_stream(12);
+        let mode = if zstd { MODES[1] } else { MODES[0] };
+        let (mut bytes, _) = write_trace(&events, mode, 5, true);
+        for (at, v) in edits {
+            let i = at % bytes.len();
+            bytes[i] = v;
+        }
+        let keep = cut % (bytes.len() + 1);
+        let (got, _) = read_all(&bytes[..keep]);
+        proptest::prop_assert_eq!(&got[..], &events[..got.len()]);
+    }
+}
