@@ -250,7 +250,10 @@ impl Emulator {
     /// [`Emulator::reset`], for that LUN only. Unknown LUNs are ignored.
     pub fn reset_lun(&mut self, lun: u64) {
         self.land(|d| d.lun == lun);
-        if let Some(d) = usize::try_from(lun).ok().and_then(|l| self.disks.get_mut(l)) {
+        if let Some(d) = usize::try_from(lun)
+            .ok()
+            .and_then(|l| self.disks.get_mut(l))
+        {
             d.reset();
         }
     }

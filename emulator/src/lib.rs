@@ -41,6 +41,7 @@ pub mod medium;
 pub mod memory;
 pub mod mode;
 mod opcodes;
+pub mod pr;
 pub mod rng;
 pub mod sbc;
 pub mod vpd;

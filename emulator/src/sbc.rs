@@ -12,6 +12,7 @@ use crate::content::BlockData;
 use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
+use crate::pr::{Access, PersistentReservations};
 use crate::rng::Rng;
 use crate::vpd::{self, BlockLimits, Identity};
 use std::collections::HashMap;
@@ -88,6 +89,9 @@ pub struct Disk {
     ua_epoch: u64,
     ua_seen: HashMap<InitiatorId, u64>,
     reservation: Option<InitiatorId>,
+    pr: PersistentReservations,
+    /// Unit attentions raised for one nexus (reservations preempted, ...).
+    pending_ua: HashMap<InitiatorId, Vec<CheckCondition>>,
     stopped: bool,
     scratch: Vec<u8>,
 }
@@ -124,6 +128,8 @@ impl Disk {
             ua_epoch: 0,
             ua_seen: HashMap::new(),
             reservation: None,
+            pr: PersistentReservations::default(),
+            pending_ua: HashMap::new(),
             stopped: false,
             scratch: Vec::new(),
         }
@@ -174,6 +180,7 @@ impl Disk {
         self.pending_flush = None;
         let lost = self.cache.power_loss(&mut self.medium, rng);
         self.mode.power_on();
+        self.pr.power_loss();
         self.after_reset();
         lost
     }
@@ -194,6 +201,7 @@ impl Disk {
 
     fn after_reset(&mut self) {
         self.reservation = None;
+        self.pending_ua.clear();
         self.stopped = false;
         self.ua_epoch += 1;
     }
@@ -237,6 +245,31 @@ impl Disk {
         Ok(())
     }
 
+    /// How a command touches the unit, for persistent reservation conflicts.
+    fn access(cmd: &Command) -> Access {
+        match cmd {
+            Command::Cdb(c) => match c {
+                Cdb::Inquiry { .. }
+                | Cdb::ReportLuns { .. }
+                | Cdb::RequestSense { .. }
+                | Cdb::TestUnitReady
+                | Cdb::ReadCapacity10
+                | Cdb::ReadCapacity16 { .. } => Access::Always,
+                Cdb::Read(_)
+                | Cdb::Verify { .. }
+                | Cdb::PreFetch { .. }
+                | Cdb::GetLbaStatus { .. }
+                | Cdb::ModeSense { .. } => Access::Read,
+                _ => Access::Write,
+            },
+            Command::ReportSupportedOpcodes { .. }
+            | Command::PersistentReserveIn { .. }
+            | Command::PersistentReserveOut { .. }
+            | Command::PreventAllow { .. } => Access::Always,
+            Command::Reserve | Command::Release => Access::Write,
+        }
+    }
+
     /// Does this command touch the medium (and so conflict with reservations
     /// and a stopped unit)? SPC-2 table 35 lists what a reservation allows.
     fn allowed_when_reserved(cmd: &Command) -> bool {
@@ -271,11 +304,24 @@ impl Disk {
                 return Err(CheckCondition::power_on_reset().into());
             }
         }
+        if reports_ua {
+            if let Some(q) = self.pending_ua.get_mut(&ctx.initiator) {
+                if !q.is_empty() {
+                    return Err(q.remove(0).into());
+                }
+            }
+        }
         if let Some(holder) = self.reservation {
             if holder != ctx.initiator && !Self::allowed_when_reserved(cmd) {
                 return Err(CommandError::ReservationConflict);
             }
         }
+        // SPC-4 5.9.1: an SPC-2 RESERVE or RELEASE while a persistent
+        // reservation exists conflicts; otherwise table 69 decides.
+        if self.pr.is_reserved() && matches!(cmd, Command::Reserve | Command::Release) {
+            return Err(CommandError::ReservationConflict);
+        }
+        self.pr.check(ctx.initiator, Self::access(cmd))?;
         let mut done = Done {
             status: ScsiStatus::GOOD,
             spdtl: 0,
@@ -317,10 +363,30 @@ impl Disk {
                 )?;
                 truncate(data_in, *alloc_len as usize);
             }
-            // Persistent reservations are optional (SPC-4 5.9.1); this unit
-            // supports only SPC-2 RESERVE/RELEASE.
-            Command::PersistentReserveIn { .. } | Command::PersistentReserveOut { .. } => {
-                return Err(CheckCondition::invalid_opcode().into())
+            Command::PersistentReserveIn {
+                service_action,
+                alloc_len,
+            } => {
+                self.pr.read(*service_action, data_in)?;
+                truncate(data_in, usize::from(*alloc_len));
+            }
+            Command::PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                param_len,
+            } => {
+                done.spdtl = *param_len;
+                // SPC-4 6.16.3: without SPEC_I_PT the list is 24 bytes.
+                if *param_len != 24 || data_out.len() < 24 {
+                    return Err(CheckCondition::parameter_list_length().into());
+                }
+                let ua =
+                    self.pr
+                        .write(ctx.initiator, *service_action, *scope, *pr_type, data_out)?;
+                for (who, cc) in ua {
+                    self.pending_ua.entry(who).or_default().push(cc);
+                }
             }
         }
         if done.spdtl == 0 {
