@@ -125,7 +125,7 @@ pub enum TraceError {
         cause: std::io::Error,
     },
     /// The file does not start with `SCZT`: not a trace at all.
-    #[error("not a Scuzz trace: starts with {found:02x?}, expected \"SCZT\"")]
+    #[error("not a Scuzz trace: bytes 0..4 are {found:02x?}, expected \"SCZT\"")]
     BadMagic {
         /// The first bytes found.
         found: [u8; 4],

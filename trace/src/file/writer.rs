@@ -68,7 +68,7 @@ impl<W: Write> TraceWriter<W> {
             poisoned: None,
         };
         let preamble = Preamble::current(compression).encode();
-        tw.put(&preamble)?;
+        tw.put(&[&preamble])?;
         let mut body = Vec::new();
         codec::encode_header(header, &mut body).map_err(TraceError::Encode)?;
         if body.len() > MAX_EVENT_BODY as usize {
@@ -223,17 +223,23 @@ impl<W: Write> TraceWriter<W> {
             ))));
         }
         let header = frame_header(body);
-        self.put(&header)?;
-        self.put(body)
+        self.put(&[&header, body])
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
-        if let Err(cause) = self.w.write_all(bytes) {
-            let offset = self.offset;
-            self.poisoned = Some(offset);
-            return Err(self.with_path(TraceError::Io { offset, cause }));
+    /// Writes `parts` as one unit: on failure the writer is poisoned at the
+    /// unit's start, the last offset up to which the trace is known intact.
+    fn put(&mut self, parts: &[&[u8]]) -> Result<(), TraceError> {
+        let start = self.offset;
+        for part in parts {
+            if let Err(cause) = self.w.write_all(part) {
+                self.poisoned = Some(start);
+                return Err(self.with_path(TraceError::Io {
+                    offset: start,
+                    cause,
+                }));
+            }
+            self.offset += part.len() as u64;
         }
-        self.offset += bytes.len() as u64;
         Ok(())
     }
 }
@@ -262,5 +268,83 @@ impl TraceWriter<BufWriter<File>> {
             .get_ref()
             .sync_data()
             .map_err(|cause| self.with_path(TraceError::Io { offset, cause }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// Accepts `room` bytes, then fails every write.
+    struct Full {
+        room: usize,
+        data: Vec<u8>,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_poisons_the_writer() {
+        let h = TraceHeader::new("t");
+        let mut w = TraceWriter::new(
+            Full {
+                room: 80,
+                data: Vec::new(),
+            },
+            &h,
+            Compression::None,
+        )
+        .unwrap();
+        let start = w.bytes_written();
+        let note = Event::Note {
+            time_ns: 0,
+            text: "x".repeat(100),
+        };
+        let e = w.write(&note).unwrap_err();
+        assert!(
+            matches!(e, TraceError::Io { offset, .. } if offset == start),
+            "{e}"
+        );
+        let e = w.write(&Event::Reset { time_ns: 1 }).unwrap_err();
+        assert!(
+            matches!(e, TraceError::Poisoned { offset } if offset == start),
+            "{e}"
+        );
+        assert!(matches!(w.finish(), Err(TraceError::Poisoned { .. })));
+    }
+
+    #[test]
+    fn an_oversized_event_is_refused_and_the_writer_carries_on() {
+        let mut h = TraceHeader::new("t");
+        h.payload_mode = PayloadMode::Mixed;
+        let mut w = TraceWriter::new(Vec::new(), &h, Compression::ZSTD_DEFAULT).unwrap();
+        let huge = Event::Note {
+            time_ns: 0,
+            text: "x".repeat(MAX_EVENT_BODY as usize),
+        };
+        assert!(matches!(w.write(&huge), Err(TraceError::Encode(_))));
+        w.write(&Event::Reset { time_ns: 1 }).unwrap();
+        assert_eq!(w.events_written(), 1);
+        let bytes = w.finish().unwrap();
+        let events: Vec<Event> = crate::file::TraceReader::new(&bytes[..])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(events, vec![Event::Reset { time_ns: 1 }]);
     }
 }
