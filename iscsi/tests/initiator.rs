@@ -25,6 +25,7 @@ enum Peer {
         addr: SocketAddr,
         iqn: String,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
+        served: Option<tokio::task::JoinHandle<()>>,
     },
 }
 
@@ -68,7 +69,7 @@ impl Peer {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let target = Target::new(cfg, device);
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = target
                 .serve(listener, async {
                     let _ = stopped.await;
@@ -79,6 +80,7 @@ impl Peer {
             addr,
             iqn,
             stop: Some(stop),
+            served: Some(served),
         }
     }
 
@@ -117,6 +119,16 @@ impl Peer {
                 if let Some(s) = stop.take() {
                     let _ = s.send(());
                 }
+            }
+        }
+    }
+
+    /// [`Peer::kill`], returning once every connection is closed.
+    async fn kill_and_wait(&mut self) {
+        self.kill();
+        if let Peer::Scuzz { served, .. } = self {
+            if let Some(h) = served.take() {
+                let _ = h.await;
             }
         }
     }
@@ -743,7 +755,7 @@ async fn target_killed_mid_write(mut t: Peer) {
                 .unwrap(),
         );
     }
-    t.kill();
+    t.kill_and_wait().await;
     for f in flights {
         match f.await {
             Ok(r) => assert_eq!(r.status, GOOD),
@@ -755,7 +767,9 @@ async fn target_killed_mid_write(mut t: Peer) {
     assert!(
         matches!(
             again,
-            Err(InitiatorError::Connect { .. }) | Err(InitiatorError::ConnectionLost { .. })
+            Err(InitiatorError::Connect { .. })
+                | Err(InitiatorError::ConnectionLost { .. })
+                | Err(InitiatorError::Closed(_))
         ),
         "{again:?}"
     );

@@ -1,12 +1,18 @@
 //! One full-feature-phase connection: the command window, the task table,
 //! and the two tasks that own the socket.
 //!
-//! * Submitters take a CmdSN and an ITT under one lock and queue their PDUs
-//!   on an unbounded channel in that same critical section, so commands
-//!   reach the wire in CmdSN order (RFC 7143 §4.2.2.1 lets a target hold
-//!   out-of-order commands, but nothing gains from making it).
-//! * The writer task drains the channel into one buffer per `write`, so at
-//!   queue depth 32 many commands share a system call.
+//! * Submitters take a CmdSN and an ITT under one lock and encode their
+//!   PDUs into the connection's outgoing buffer in that same critical
+//!   section, so commands reach the wire in CmdSN order (RFC 7143 §4.2.2.1
+//!   lets a target hold out-of-order commands, but nothing gains from
+//!   making it).
+//! * A command submitted while nothing else is in flight is written at
+//!   once with a non-blocking `write` (no task switch on the path of a QD1
+//!   command). With other commands in flight the writer task is woken
+//!   instead: it runs after the tasks already runnable, which are typically
+//!   the submitters woken by the same batch of responses, so at queue depth
+//!   32 many commands share one system call. The writer task also finishes
+//!   any write the socket could not take at once.
 //! * The reader task decodes every PDU from the target, advances
 //!   ExpStatSN and the window, reassembles Data-In, answers R2T with
 //!   Data-Out and NOP-In pings with NOP-Out, and completes tasks. It never
@@ -19,7 +25,7 @@
 use super::error::{InitiatorError, TaskId};
 use super::login::LoggedIn;
 use super::{CommandResponse, Residual};
-use crate::codec::{read_frame, PduCodec};
+use crate::codec::PduCodec;
 use crate::login::{Negotiated, OperationalParams};
 use crate::pdu::{
     opcode, DataOut, Digests, Frame, Header, LogoutRequest, LogoutResponse, Lun, NopOut, Pdu,
@@ -27,12 +33,14 @@ use crate::pdu::{
     RESERVED_TAG,
 };
 use crate::sn;
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 /// Largest CDB a SCSI Command can carry: 16 bytes in the BHS plus an
@@ -40,8 +48,8 @@ use tokio::task::JoinHandle;
 /// far below this.
 pub(crate) const MAX_CDB_LEN: usize = 260;
 
-/// How many bytes the writer gathers before one `write`.
-const WRITE_BATCH: usize = 256 * 1024;
+/// Read buffer growth: one `read` takes many small responses at once.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Data-In collected for one command.
 #[derive(Debug, Default)]
@@ -158,9 +166,26 @@ struct State {
     tasks: HashMap<u32, Task>,
     /// Why the connection ended; set once.
     dead: Option<String>,
+    /// Encoded PDUs not yet handed to the socket.
+    out: BytesMut,
+    /// Someone (a submitter or the writer task) is writing; others only
+    /// append to `out`.
+    flushing: bool,
+    /// Bytes a non-blocking write could not place, for the writer task.
+    stalled: Option<Bytes>,
+    /// The socket's write side; `None` once the connection ended.
+    wr: Option<Arc<OwnedWriteHalf>>,
+    digests: Digests,
 }
 
 impl State {
+    /// Appends a PDU to the outgoing buffer.
+    fn push(&mut self, pdu: &Pdu) {
+        if self.wr.is_some() {
+            pdu.encode(self.digests, &mut self.out);
+        }
+    }
+
     /// A tag not in use and not the reserved 0xffffffff (§11.2.1.8).
     fn alloc_itt(&mut self) -> u32 {
         loop {
@@ -211,8 +236,11 @@ struct Shared {
     stop_writer: Notify,
     /// Tells the reader to stop reading.
     stop_reader: Notify,
-    tx: mpsc::UnboundedSender<Pdu>,
+    /// Hands a stalled write to the writer task.
+    writer_wake: Notify,
     negotiated: Negotiated,
+    /// Mirrors `State::dead.is_some()` for readers that need no lock.
+    ended: AtomicBool,
 }
 
 impl Shared {
@@ -229,6 +257,10 @@ impl Shared {
             if st.dead.is_none() {
                 st.dead = Some(reason.clone());
             }
+            st.wr = None;
+            st.out = BytesMut::new();
+            st.stalled = None;
+            self.ended.store(true, Ordering::Release);
             st.tasks.drain().map(|(_, t)| t).collect()
         };
         let reason = self.lock().dead.clone().unwrap_or(reason);
@@ -242,6 +274,56 @@ impl Shared {
 
     fn params(&self) -> &OperationalParams {
         &self.negotiated.params
+    }
+
+    /// Gets the outgoing buffer written: now (`direct`, non-blocking, so it
+    /// may run under any task) if nobody else is writing, else by the writer
+    /// task; what the socket cannot take at once goes to the writer task.
+    fn kick(&self, direct: bool) {
+        if !direct {
+            self.writer_wake.notify_one();
+            return;
+        }
+        let (mut chunk, wr) = {
+            let mut st = self.lock();
+            if st.flushing || st.out.is_empty() {
+                return;
+            }
+            let Some(wr) = st.wr.clone() else {
+                return;
+            };
+            st.flushing = true;
+            (st.out.split().freeze(), wr)
+        };
+        loop {
+            match wr.try_write(&chunk) {
+                Ok(n) if n > 0 => {
+                    chunk.advance(n);
+                    if !chunk.is_empty() {
+                        continue;
+                    }
+                    let mut st = self.lock();
+                    if st.out.is_empty() || st.wr.is_none() {
+                        st.flushing = false;
+                        return;
+                    }
+                    chunk = st.out.split().freeze();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.lock().stalled = Some(chunk);
+                    self.writer_wake.notify_one();
+                    return;
+                }
+                Ok(_) => {
+                    self.fail_all(format!("write to {}: socket accepts nothing", self.addr));
+                    return;
+                }
+                Err(e) => {
+                    self.fail_all(format!("write to {}: {e}", self.addr));
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -269,12 +351,13 @@ pub(crate) struct Submitted {
 impl Connection {
     /// Takes over a logged-in socket and starts the reader and writer.
     pub(crate) fn start(li: LoggedIn, addr: &str) -> Arc<Connection> {
-        let (tx, rx) = mpsc::unbounded_channel();
         let params = li.negotiated.params;
         let digests = Digests {
             header: params.header_digest,
             data: params.data_digest,
         };
+        let (rd, wr) = li.stream.into_split();
+        let wr = Arc::new(wr);
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             state: Mutex::new(State {
@@ -285,20 +368,25 @@ impl Connection {
                 next_itt: 0x10,
                 tasks: HashMap::new(),
                 dead: None,
+                out: BytesMut::with_capacity(64 * 1024),
+                flushing: false,
+                stalled: None,
+                wr: Some(wr.clone()),
+                digests,
             }),
             window: Notify::new(),
             stop_writer: Notify::new(),
             stop_reader: Notify::new(),
-            tx,
+            writer_wake: Notify::new(),
             negotiated: li.negotiated,
+            ended: AtomicBool::new(false),
         });
-        let (rd, wr) = li.stream.into_split();
         let codec = PduCodec {
             digests,
             max_recv_data_segment: li.our_max_recv,
         };
         let reader = tokio::spawn(read_loop(shared.clone(), rd, li.buf, codec));
-        let writer = tokio::spawn(write_loop(shared.clone(), wr, rx, digests));
+        let writer = tokio::spawn(write_loop(shared.clone(), wr));
         Arc::new(Connection {
             shared,
             reader,
@@ -310,9 +398,9 @@ impl Connection {
         self.shared.negotiated
     }
 
-    /// Why the connection ended, if it has.
-    pub(crate) fn dead(&self) -> Option<String> {
-        self.shared.lock().dead.clone()
+    /// Whether the connection has ended (lock-free: checked per command).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.shared.ended.load(Ordering::Acquire)
     }
 
     /// Queues a SCSI Command (with its immediate and unsolicited data) once
@@ -383,12 +471,12 @@ impl Connection {
                         // length in an AHS.
                         bidi_read_length: (write && read).then_some(expected_in),
                     };
-                    let _ = sh.tx.send(Pdu::new(
+                    st.push(&Pdu::new(
                         Header::ScsiCommand(cmd),
                         data_out.slice(..immediate),
                     ));
                     queue_data_out(
-                        &sh.tx,
+                        &mut st,
                         &data_out,
                         lun,
                         itt,
@@ -410,6 +498,10 @@ impl Connection {
                             data_in: DataInBuf::Empty,
                         }),
                     );
+                    // Alone in flight: nothing to batch with, write now.
+                    let direct = st.tasks.len() == 1;
+                    drop(st);
+                    sh.kick(direct);
                     return Ok(Submitted { id, rx });
                 }
             }
@@ -447,7 +539,7 @@ impl Connection {
                 ref_cmd_sn: referenced.map_or(cmd_sn, |t| t.cmd_sn),
                 exp_data_sn: 0,
             };
-            let _ = sh.tx.send(Pdu::header_only(Header::TaskMgmtRequest(req)));
+            st.push(&Pdu::header_only(Header::TaskMgmtRequest(req)));
             let (reply, rx) = oneshot::channel();
             st.tasks.insert(
                 itt,
@@ -461,6 +553,7 @@ impl Connection {
             );
             rx
         };
+        sh.kick(true);
         rx.await
             .unwrap_or_else(|_| Err(InitiatorError::Closed("connection dropped".into())))
     }
@@ -483,11 +576,12 @@ impl Connection {
                 cmd_sn: st.cmd_sn,
                 exp_stat_sn: st.exp_stat_sn,
             };
-            let _ = sh.tx.send(Pdu::header_only(Header::NopOut(req)));
+            st.push(&Pdu::header_only(Header::NopOut(req)));
             let (reply, rx) = oneshot::channel();
             st.tasks.insert(itt, Task::Ping(reply));
             rx
         };
+        sh.kick(true);
         rx.await
             .unwrap_or_else(|_| Err(InitiatorError::Closed("connection dropped".into())))
     }
@@ -510,11 +604,12 @@ impl Connection {
                 cmd_sn: st.cmd_sn,
                 exp_stat_sn: st.exp_stat_sn,
             };
-            let _ = sh.tx.send(Pdu::header_only(Header::LogoutRequest(req)));
+            st.push(&Pdu::header_only(Header::LogoutRequest(req)));
             let (reply, rx) = oneshot::channel();
             st.tasks.insert(itt, Task::Logout(reply));
             rx
         };
+        sh.kick(true);
         let r = rx
             .await
             .unwrap_or_else(|_| Err(InitiatorError::Closed("connection dropped".into())));
@@ -534,7 +629,7 @@ impl Connection {
 /// unsolicited burst).
 #[allow(clippy::too_many_arguments)]
 fn queue_data_out(
-    tx: &mpsc::UnboundedSender<Pdu>,
+    st: &mut State,
     data: &Bytes,
     lun: Lun,
     itt: u32,
@@ -557,39 +652,66 @@ fn queue_data_out(
             data_sn,
             buffer_offset: off as u32,
         };
-        let _ = tx.send(Pdu::new(Header::DataOut(h), data.slice(off..off + n)));
+        st.push(&Pdu::new(Header::DataOut(h), data.slice(off..off + n)));
         off += n;
         data_sn = data_sn.wrapping_add(1);
     }
 }
 
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Pdu>,
-    digests: Digests,
-) {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
+/// Finishes writes the socket could not take at once, then hands the
+/// socket back to non-blocking writers.
+async fn write_loop(sh: Arc<Shared>, wr: Arc<OwnedWriteHalf>) {
     loop {
-        let first = tokio::select! {
-            p = rx.recv() => p,
-            _ = shared.stop_writer.notified() => None,
-        };
-        let Some(first) = first else { break };
-        buf.clear();
-        first.encode(digests, &mut buf);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(p) => p.encode(digests, &mut buf),
-                Err(_) => break,
+        tokio::select! {
+            _ = sh.writer_wake.notified() => {}
+            _ = sh.stop_writer.notified() => return,
+        }
+        // Become the writer: a stalled direct write hands over ownership;
+        // otherwise only if nobody is writing (that writer drains `out`).
+        let mut owner = false;
+        loop {
+            let mut chunk = {
+                let mut st = sh.lock();
+                if st.wr.is_none() {
+                    return;
+                }
+                if let Some(c) = st.stalled.take() {
+                    owner = true;
+                    c
+                } else if !owner && st.flushing {
+                    break;
+                } else if !st.out.is_empty() {
+                    owner = true;
+                    st.flushing = true;
+                    st.out.split().freeze()
+                } else {
+                    if owner {
+                        st.flushing = false;
+                    }
+                    break;
+                }
+            };
+            while !chunk.is_empty() {
+                let ready = tokio::select! {
+                    r = wr.writable() => r,
+                    _ = sh.stop_writer.notified() => return,
+                };
+                let r = ready.and_then(|()| wr.try_write(&chunk));
+                match r {
+                    Ok(n) if n > 0 => chunk.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Ok(_) => {
+                        sh.fail_all(format!("write to {}: socket accepts nothing", sh.addr));
+                        return;
+                    }
+                    Err(e) => {
+                        sh.fail_all(format!("write to {}: {e}", sh.addr));
+                        return;
+                    }
+                }
             }
         }
-        if let Err(e) = wr.write_all(&buf).await {
-            shared.fail_all(format!("write to {}: {e}", shared.addr));
-            break;
-        }
     }
-    let _ = wr.shutdown().await;
 }
 
 async fn read_loop(
@@ -598,18 +720,40 @@ async fn read_loop(
     mut buf: BytesMut,
     codec: PduCodec,
 ) {
-    let reason = loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut rd, &mut buf, &codec) => f,
+    let reason = 'conn: loop {
+        // Every whole PDU already buffered, then one write for whatever
+        // they queued (Data-Out for R2Ts, NOP-Out answers).
+        loop {
+            match Frame::decode(&mut buf, codec.digests, codec.max_recv_data_segment) {
+                Ok(Some(frame)) => {
+                    if let Err(why) = handle(&shared, frame) {
+                        break 'conn format!(
+                            "{why}; closing the connection (ErrorRecoveryLevel 0)"
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'conn format!("read from {}: {e}", shared.addr),
+            }
+        }
+        shared.kick(true);
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = tokio::select! {
+            n = rd.read_buf(&mut buf) => n,
             _ = shared.stop_reader.notified() => break String::new(),
         };
-        match frame {
-            Ok(Some(frame)) => {
-                if let Err(why) = handle(&shared, frame) {
-                    break format!("{why}; closing the connection (ErrorRecoveryLevel 0)");
-                }
+        match n {
+            Ok(0) if buf.is_empty() => break format!("{} closed the connection", shared.addr),
+            Ok(0) => {
+                break format!(
+                    "{} closed the connection inside a PDU ({} bytes buffered)",
+                    shared.addr,
+                    buf.len()
+                )
             }
-            Ok(None) => break format!("{} closed the connection", shared.addr),
+            Ok(_) => {}
             Err(e) => break format!("read from {}: {e}", shared.addr),
         }
     };
@@ -747,10 +891,11 @@ fn handle(sh: &Shared, frame: Frame) -> Result<(), String> {
             // §11.8.3: DesiredDataTransferLength never exceeds
             // MaxBurstLength; a target asking more is answered anyway,
             // split into PDUs it can receive.
+            let (data, lun) = (t.data_out.clone(), t.lun);
             queue_data_out(
-                &sh.tx,
-                &t.data_out,
-                t.lun,
+                &mut st,
+                &data,
+                lun,
                 r.itt,
                 r.ttt,
                 exp_stat_sn,
@@ -782,7 +927,7 @@ fn handle(sh: &Shared, frame: Frame) -> Result<(), String> {
                     exp_stat_sn: st.exp_stat_sn,
                 };
                 let echo = data.slice(..data.len().min(sh.negotiated.target_max_recv as usize));
-                let _ = sh.tx.send(Pdu::new(Header::NopOut(out), echo));
+                st.push(&Pdu::new(Header::NopOut(out), echo));
             }
         }
         Header::TaskMgmtResponse(r) => {
@@ -916,6 +1061,11 @@ mod tests {
             next_itt: RESERVED_TAG - 1,
             tasks: HashMap::new(),
             dead: None,
+            out: BytesMut::new(),
+            flushing: false,
+            stalled: None,
+            wr: None,
+            digests: Digests::NONE,
         }
     }
 

@@ -313,7 +313,7 @@ impl Session {
     async fn connection(inner: &Inner) -> Result<Arc<Connection>, InitiatorError> {
         let get = || inner.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let c = get();
-        if c.dead().is_none() {
+        if !c.is_dead() {
             return Ok(c);
         }
         if inner.logged_out.load(Ordering::Acquire) {
@@ -321,7 +321,7 @@ impl Session {
         }
         let _guard = inner.reconnect.lock().await;
         let c = get();
-        if c.dead().is_none() {
+        if !c.is_dead() {
             return Ok(c);
         }
         let fresh = open(&inner.addr, &inner.opts, inner.isid).await?;
