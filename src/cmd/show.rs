@@ -33,7 +33,8 @@ pub struct Args {
     /// matches any of the values. Keys: opcode=0x2a (hex or decimal),
     /// name=WRITE(10) (or a family: name=write), lba=A..B (overlapping the
     /// range; A..=B, A.., A also work), status=good|check|busy|0x02|incomplete,
-    /// seq=A..B, target=N, lun=N.
+    /// seq=A..B, target=N, lun=N. Markers (power loss, reset, notes) are always
+    /// shown.
     #[arg(long, value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
 }
