@@ -705,3 +705,36 @@ fn flushed_events_are_readable_before_finish() {
         assert!(!r.is_complete());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any header survives a trace file, with or without an HBA preset.
+    #[test]
+    fn headers_round_trip(
+        producer in ".{0,40}",
+        created in proptest::num::u64::ANY,
+        block_size in proptest::num::u32::ANY,
+        capacity in proptest::num::u64::ANY,
+        hba in proptest::option::of(proptest::sample::select(trace::HbaPreset::NAMES)),
+        mode in 0usize..5,
+        labels in proptest::collection::btree_map(".{0,12}", ".{0,24}", 0..6),
+        zstd in proptest::bool::ANY,
+    ) {
+        let h = TraceHeader {
+            producer,
+            created_unix_s: created,
+            block_size,
+            capacity_blocks: capacity,
+            hba: hba.map(|n| trace::HbaPreset::by_name(n).unwrap().with_os_max_transfer(block_size)),
+            payload_mode: [PayloadMode::None, PayloadMode::Full, PayloadMode::Digest, PayloadMode::Pattern, PayloadMode::Mixed][mode],
+            labels,
+        };
+        let mode = if zstd { MODES[1] } else { MODES[0] };
+        let bytes = TraceWriter::new(Vec::new(), &h, mode).unwrap().finish().unwrap();
+        let mut r = TraceReader::new(&bytes[..]).unwrap();
+        proptest::prop_assert_eq!(r.header(), &h);
+        proptest::prop_assert!(r.next().is_none());
+        proptest::prop_assert!(r.is_complete());
+    }
+}
