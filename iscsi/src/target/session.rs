@@ -77,6 +77,15 @@ impl Connection {
         pdu.encode(self.codec.digests, &mut self.out);
     }
 
+    /// Queues a PDU whose data segment is borrowed (Data-In straight from
+    /// the device's buffer, without an intermediate copy).
+    pub fn send_borrowed(&mut self, header: &Header, data: &[u8]) {
+        let mut ahs = Vec::new();
+        let data = &data[..data.len().min(crate::pdu::MAX_DATA_SEGMENT as usize)];
+        let bhs = header.encode(data.len() as u32, &mut ahs);
+        crate::pdu::encode_parts(&bhs, &ahs, data, self.codec.digests, &mut self.out);
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
