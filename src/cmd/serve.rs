@@ -77,7 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let bug: Bug = name.parse().with_context(|| format!("--bug {name}"))?;
         bugs = bugs.with(bug);
     }
-    if args.capacity % u64::from(args.block_size.max(1)) != 0 {
+    let bs = u64::from(args.block_size.max(1));
+    if args.capacity / bs * bs != args.capacity {
         bail!(
             "--capacity {} is not a multiple of --block-size {}",
             args.capacity,

@@ -164,13 +164,16 @@ impl std::fmt::Display for TargetEvent {
 /// Receives [`TargetEvent`]s.
 pub type EventSink = Arc<dyn Fn(TargetEvent) + Send + Sync>;
 
+/// (InitiatorName, ISID): what identifies a session for reinstatement.
+type SessionKey = (String, [u8; 6]);
+
 /// Live sessions, for TSIH allocation and session reinstatement (RFC 7143
 /// §6.3.5: a login with the ISID and InitiatorName of a live session and
 /// TSIH 0 replaces it).
 #[derive(Default)]
 pub(crate) struct Registry {
     next_tsih: AtomicU16,
-    live: Mutex<HashMap<(String, [u8; 6]), (u16, Arc<Notify>)>>,
+    live: Mutex<HashMap<SessionKey, (u16, Arc<Notify>)>>,
 }
 
 impl Registry {
