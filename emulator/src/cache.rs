@@ -7,7 +7,7 @@
 //! puts it on the medium. A power loss therefore leaves any subset of the
 //! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
 
-use crate::content::BlockData;
+use crate::content::{BlockData, Detected};
 use crate::medium::Medium;
 use crate::rng::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -180,18 +180,37 @@ impl Cache {
 
     /// Store a write in the cache (dirty), evicting a line if full.
     pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
+        self.write_detected(lba, Detected::Zero, Some(data), medium, rng);
+    }
+
+    /// [`Cache::write`] from a classified block: a line that already owns an
+    /// unshared raw buffer is overwritten in place (no allocation).
+    pub fn write_block(&mut self, lba: u64, d: Detected<'_>, medium: &mut Medium, rng: &mut Rng) {
+        self.write_detected(lba, d, None, medium, rng);
+    }
+
+    fn write_detected(
+        &mut self,
+        lba: u64,
+        d: Detected<'_>,
+        owned: Option<BlockData>,
+        medium: &mut Medium,
+        rng: &mut Rng,
+    ) {
         let stamp = self.tick();
         if let Some(l) = self.lines.get_mut(&lba) {
             if !l.dirty {
                 self.dirty += 1;
             }
-            *l = Line {
-                data,
-                dirty: true,
-                stamp,
-                dirtied: stamp,
-            };
+            match owned {
+                Some(data) => l.data = data,
+                None => d.store_into(&mut l.data),
+            }
+            l.dirty = true;
+            l.stamp = stamp;
+            l.dirtied = stamp;
         } else {
+            let data = owned.unwrap_or_else(|| d.to_data());
             self.make_room(medium, rng);
             self.lines.insert(
                 lba,

@@ -54,22 +54,63 @@ impl From<Tag> for BlockTag {
     }
 }
 
+/// What [`BlockData::classify`] found, borrowing raw bytes instead of
+/// copying them, so a cache line that already owns a raw buffer can be
+/// overwritten in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected<'a> {
+    /// All zeros.
+    Zero,
+    /// A valid self-describing block.
+    Pattern(Tag),
+    /// Anything else.
+    Raw(&'a [u8]),
+}
+
+impl Detected<'_> {
+    /// The owned form.
+    pub fn to_data(self) -> BlockData {
+        match self {
+            Detected::Zero => BlockData::Zero,
+            Detected::Pattern(t) => BlockData::Pattern(t),
+            Detected::Raw(b) => BlockData::Raw(Arc::from(b)),
+        }
+    }
+
+    /// Store into `slot`, reusing its raw buffer when nothing else shares it.
+    pub fn store_into(self, slot: &mut BlockData) {
+        if let (Detected::Raw(b), BlockData::Raw(arc)) = (self, &mut *slot) {
+            if let Some(mine) = Arc::get_mut(arc) {
+                if mine.len() == b.len() {
+                    mine.copy_from_slice(b);
+                    return;
+                }
+            }
+        }
+        *slot = self.to_data();
+    }
+}
+
 impl BlockData {
+    /// Classify one block without copying it.
+    pub fn classify(buf: &[u8]) -> Detected<'_> {
+        if buf.starts_with(&pattern::MAGIC) {
+            if let pattern::BlockState::Valid { tag } = pattern::inspect(buf) {
+                return Detected::Pattern(Tag::from(&tag));
+            }
+        }
+        if is_zero(buf) {
+            return Detected::Zero;
+        }
+        Detected::Raw(buf)
+    }
+
     /// Recognise `buf` (one block): zero, a valid self-describing block (its
     /// header and body CRC32C both verify, so regenerating it from the tag
     /// gives these bytes back unless someone forged a block with a matching
     /// CRC), or raw bytes.
     pub fn detect(buf: &[u8]) -> BlockData {
-        // Cheap rejection first: most arbitrary data fails on the magic.
-        if buf.starts_with(&pattern::MAGIC) {
-            if let pattern::BlockState::Valid { tag } = pattern::inspect(buf) {
-                return BlockData::Pattern(Tag::from(&tag));
-            }
-        }
-        if is_zero(buf) {
-            return BlockData::Zero;
-        }
-        BlockData::Raw(buf.into())
+        Self::classify(buf).to_data()
     }
 
     /// Write the block's bytes into `out` (one block).

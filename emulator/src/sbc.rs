@@ -666,7 +666,7 @@ impl Disk {
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
         for block in &mut chunks {
-            self.store(ctx, l, BlockData::detect(block), through, done);
+            self.store_block(ctx, l, BlockData::classify(block), through, done);
             l += 1;
         }
         let tail = chunks.remainder();
@@ -682,6 +682,26 @@ impl Disk {
         if !through {
             self.cache.destage(&mut self.medium, ctx.rng);
         }
+    }
+
+    /// [`Disk::store`] without copying raw data when a cache line can take
+    /// it in place.
+    fn store_block(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lba: u64,
+        d: crate::content::Detected<'_>,
+        through: bool,
+        done: &mut Done,
+    ) {
+        if through {
+            self.store(ctx, lba, d.to_data(), through, done);
+            return;
+        }
+        if self.cache.is_full() && !self.cache.is_dirty(lba) {
+            done.cache.evicted = true;
+        }
+        self.cache.write_block(lba, d, &mut self.medium, ctx.rng);
     }
 
     fn store(&mut self, ctx: &mut Ctx<'_>, lba: u64, d: BlockData, through: bool, done: &mut Done) {
