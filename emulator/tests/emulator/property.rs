@@ -2,7 +2,7 @@
 //! writes, WCE toggles, resets and power losses, through random SG plans at
 //! addresses up to 2^40, never violate the consistency oracle.
 
-use crate::rig::{is_unsplittable, Rig};
+use crate::rig::{is_unsplittable, Rig, Zeroing};
 use emulator::{CacheConfig, Destage, EmulatorConfig};
 use proptest::prelude::*;
 use trace::{HbaConstraints, HbaPreset, Segment};
@@ -26,6 +26,11 @@ enum Op {
         lba: u64,
         blocks: u32,
         immed: bool,
+    },
+    Zero {
+        lba: u64,
+        blocks: u32,
+        how: Zeroing,
     },
     Wce(bool),
     Reset,
@@ -91,6 +96,12 @@ fn op() -> impl Strategy<Value = Op> {
             blocks: b.min((CAPACITY - lba) as u32),
             immed
         }),
+        1 => (range(), prop_oneof![
+            Just(Zeroing::Unmap),
+            Just(Zeroing::WriteSame { unmap: false }),
+            Just(Zeroing::WriteSame { unmap: true })
+        ])
+            .prop_map(|((lba, blocks), how)| Op::Zero { lba, blocks, how }),
         1 => any::<bool>().prop_map(Op::Wce),
         1 => Just(Op::Reset),
         1 => Just(Op::PowerLoss),
@@ -168,6 +179,10 @@ proptest! {
                 Op::Flush { lba, blocks, immed } => {
                     prop_assert!(r.flush(*lba, *blocks, *immed).is_good());
                 }
+                Op::Zero { lba, blocks, how } => {
+                    let out = r.zero(*lba, *blocks, *how);
+                    prop_assert!(out.is_good() || is_unsplittable(&out), "{:?}: {:?}", how, out);
+                }
                 Op::Wce(on) => prop_assert!(r.set_wce(*on).is_good()),
                 Op::Reset => r.reset(),
                 Op::PowerLoss => r.power_loss(),
@@ -188,7 +203,11 @@ fn one_seed_replays_exactly() {
         let mut r = Rig::new(EmulatorConfig {
             capacity_blocks: CAPACITY,
             seed,
-            cache: CacheConfig { capacity_blocks: 64, destage: Destage::Random, wce_default: true },
+            cache: CacheConfig {
+                capacity_blocks: 64,
+                destage: Destage::Random,
+                wce_default: true,
+            },
             ..EmulatorConfig::default()
         });
         r.emu.enable_coverage();
@@ -198,9 +217,21 @@ fn one_seed_replays_exactly() {
         }
         r.power_loss();
         let mut data = Vec::new();
-        let out = r.emu.execute(0, &[0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0], &[], &mut data, 256 * r.bs);
+        let out = r.emu.execute(
+            0,
+            &[0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+            &[],
+            &mut data,
+            256 * r.bs,
+        );
         let out = if out.is_unit_attention() {
-            r.emu.execute(0, &[0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0], &[], &mut data, 256 * r.bs)
+            r.emu.execute(
+                0,
+                &[0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+                &[],
+                &mut data,
+                256 * r.bs,
+            )
         } else {
             out
         };

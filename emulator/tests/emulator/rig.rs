@@ -10,6 +10,18 @@ use trace::{Direction, Segment, TaskAttr};
 /// Stream seed of the data the rig writes.
 pub const SEED: u64 = 0x5c022;
 
+/// How [`Rig::zero`] zeroes blocks.
+#[derive(Debug, Clone, Copy)]
+pub enum Zeroing {
+    /// WRITE SAME(16) of a zero block.
+    WriteSame {
+        /// With the UNMAP bit.
+        unmap: bool,
+    },
+    /// UNMAP.
+    Unmap,
+}
+
 pub struct Rig {
     pub emu: Emulator,
     pub oracle: Oracle,
@@ -157,6 +169,39 @@ impl Rig {
             done += n;
         }
         v
+    }
+
+    /// Zero `blocks` blocks at `lba`: WRITE SAME(16) of a zero block (with
+    /// UNMAP or not), or UNMAP with one descriptor.
+    pub fn zero(&mut self, lba: u64, blocks: u32, how: Zeroing) -> Outcome {
+        let seq = self.next_seq();
+        self.oracle
+            .submit_write(seq, lba, blocks, WriteData::Zeros, false);
+        let addr = 0x5000_0000;
+        let out = match how {
+            Zeroing::WriteSame { unmap } => {
+                self.emu.memory().write(addr, &vec![0u8; self.bs as usize]);
+                let cdb = cdb16(0x93, lba, blocks, if unmap { 0x08 } else { 0 });
+                self.submit(
+                    &cdb,
+                    Direction::ToDevice,
+                    self.bs,
+                    &[Segment::new(addr, self.bs)],
+                )
+            }
+            Zeroing::Unmap => {
+                let mut p = vec![0u8; 24];
+                p[0..2].copy_from_slice(&22u16.to_be_bytes());
+                p[2..4].copy_from_slice(&16u16.to_be_bytes());
+                p[8..16].copy_from_slice(&lba.to_be_bytes());
+                p[16..20].copy_from_slice(&blocks.to_be_bytes());
+                self.emu.memory().write(addr, &p);
+                let cdb = [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0];
+                self.submit(&cdb, Direction::ToDevice, 24, &[Segment::new(addr, 24)])
+            }
+        };
+        self.oracle.complete_write(seq, out.is_good());
+        out
     }
 
     pub fn flush(&mut self, lba: u64, blocks: u32, immed: bool) -> Outcome {
