@@ -435,8 +435,7 @@ impl Connection {
             out_len.min(first_burst)
         };
         loop {
-            let notified = sh.window.notified();
-            {
+            let notified = {
                 let mut st = sh.lock();
                 if let Some(reason) = &st.dead {
                     return Err(InitiatorError::Closed(reason.clone()));
@@ -504,7 +503,12 @@ impl Connection {
                     sh.kick(direct);
                     return Ok(Submitted { id, rx });
                 }
-            }
+                // Registered while the lock keeps the reader from moving
+                // the window, so its wake-up cannot be missed.
+                let notified = sh.window.notified();
+                drop(st);
+                notified
+            };
             notified.await;
         }
     }
@@ -661,10 +665,12 @@ fn queue_data_out(
 /// Finishes writes the socket could not take at once, then hands the
 /// socket back to non-blocking writers.
 async fn write_loop(sh: Arc<Shared>, wr: Arc<OwnedWriteHalf>) {
+    let stop = sh.stop_writer.notified();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = sh.writer_wake.notified() => {}
-            _ = sh.stop_writer.notified() => return,
+            _ = &mut stop => return,
         }
         // Become the writer: a stalled direct write hands over ownership;
         // otherwise only if nobody is writing (that writer drains `out`).
@@ -694,7 +700,7 @@ async fn write_loop(sh: Arc<Shared>, wr: Arc<OwnedWriteHalf>) {
             while !chunk.is_empty() {
                 let ready = tokio::select! {
                     r = wr.writable() => r,
-                    _ = sh.stop_writer.notified() => return,
+                    _ = &mut stop => return,
                 };
                 let r = ready.and_then(|()| wr.try_write(&chunk));
                 match r {
@@ -720,6 +726,8 @@ async fn read_loop(
     mut buf: BytesMut,
     codec: PduCodec,
 ) {
+    let stop = shared.stop_reader.notified();
+    tokio::pin!(stop);
     let reason = 'conn: loop {
         // Every whole PDU already buffered, then one write for whatever
         // they queued (Data-Out for R2Ts, NOP-Out answers).
@@ -742,7 +750,7 @@ async fn read_loop(
         }
         let n = tokio::select! {
             n = rd.read_buf(&mut buf) => n,
-            _ = shared.stop_reader.notified() => break String::new(),
+            _ = &mut stop => break String::new(),
         };
         match n {
             Ok(0) if buf.is_empty() => break format!("{} closed the connection", shared.addr),
