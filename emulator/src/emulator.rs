@@ -121,13 +121,10 @@ impl Emulator {
         let bs = u64::from(cfg.block_size);
         let ctl = &cfg.hba.controller;
         // MAXIMUM TRANSFER LENGTH: what one controller command can carry
-        // (the driver splits larger tasks), 0 ("no limit") when unlimited.
-        let max_bytes = u64::from(ctl.max_bytes_read.min(ctl.max_bytes_write));
-        let max_transfer = if max_bytes >= u64::from(u32::MAX) {
-            0
-        } else {
-            (max_bytes / bs) as u32
-        };
+        // (the driver splits larger tasks).
+        let max_bytes =
+            hba::controller_max_bytes(ctl, false).min(hba::controller_max_bytes(ctl, true));
+        let max_transfer = (max_bytes / bs) as u32;
         let limits = BlockLimits {
             max_transfer,
             optimal_transfer: (0x10_0000 / bs) as u32,

@@ -26,6 +26,22 @@ use crate::sbc::InitiatorId;
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::{Direction, HbaConstraints, HbaPreset, Segment, TaskAttr};
 
+/// The most one controller command moves, whatever the preset says: an
+/// "unlimited" controller still has a transfer register, and the emulator
+/// must not allocate what a hostile length field asks for. Tasks above it
+/// are split like any other oversize task.
+pub const MAX_COMMAND_BYTES: u64 = 256 << 20;
+
+/// The largest task the driver accepts (1 GiB): no OS builds larger I/O,
+/// and refusing it up front keeps a hostile transfer length from making
+/// the emulator fill gigabytes of host memory.
+pub const MAX_TASK_BYTES: u32 = 1 << 30;
+
+/// The byte limit the controller really enforces.
+pub fn controller_max_bytes(ctl: &HbaConstraints, write: bool) -> u64 {
+    u64::from(ctl.max_bytes(write)).min(MAX_COMMAND_BYTES)
+}
+
 /// A task as the OS hands it to the driver (DriverKit's
 /// `SCSIUserParallelTask`, with the buffer already described as segments).
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +159,9 @@ pub fn plan(
     let write = task.dir == Direction::ToDevice;
     let mut p = Plan::default();
     bounce.clear();
+    if task.xfer_len > MAX_TASK_BYTES {
+        return Err(CheckCondition::invalid_field_in_cdb(0, None));
+    }
 
     // The driver honours the requested length even if the SG list is longer.
     let mut entries = Vec::with_capacity(task.sg.len());
@@ -195,7 +214,7 @@ pub fn plan(
     }
 
     let max_segs = ctl.max_segments(write) as usize;
-    let max_bytes = u64::from(ctl.max_bytes(write));
+    let max_bytes = controller_max_bytes(ctl, write);
     if entries.len() > max_segs && bugs.has(Bug::SgOverflowDrop) {
         // The mistake: copy only as many entries as the controller's SG
         // table holds and forget the rest.
@@ -410,7 +429,7 @@ pub fn check_controller(
     write: bool,
 ) -> Result<(), CheckCondition> {
     if c.entries.len() > ctl.max_segments(write) as usize
-        || c.bytes() > u64::from(ctl.max_bytes(write))
+        || c.bytes() > controller_max_bytes(ctl, write)
     {
         return Err(CheckCondition::invalid_field_in_cdb(0, None));
     }

@@ -312,3 +312,35 @@ fn hostile_cdbs_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_2_tib_disk_costs_memory_only_for_what_is_written() {
+    let mut e = Emulator::new(EmulatorConfig {
+        capacity_blocks: 1 << 32,
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    let last = (1u64 << 32) - 1;
+    let mut w = [0u8; 16];
+    w[0] = 0x8a;
+    w[2..10].copy_from_slice(&last.to_be_bytes());
+    w[13] = 1;
+    assert!(e
+        .execute(0, &w, &[0x77; 512], &mut Vec::new(), 512)
+        .is_good());
+    let mut r = w;
+    r[0] = 0x88;
+    let mut d = Vec::new();
+    assert!(e.execute(0, &r, &[], &mut d, 512).is_good());
+    assert_eq!(d, vec![0x77; 512]);
+    // A READ of 2^32-1 blocks is refused before anything is allocated
+    // (MAXIMUM TRANSFER LENGTH), not attempted; so is a 4 GiB buffer.
+    let mut huge = [0u8; 16];
+    huge[0] = 0x88;
+    huge[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
+    let o = e.execute(0, &huge, &[], &mut d, 512);
+    assert_eq!(sense(&o), Some((5, 0x24, 0)));
+    let o = e.execute(0, &huge, &[], &mut d, u32::MAX);
+    assert_eq!(sense(&o), Some((5, 0x24, 0)));
+    assert!(e.disk(0).unwrap().medium().extent_count() <= 1);
+}
