@@ -397,3 +397,50 @@ async fn write_with_a_wrong_datasn_fails_and_the_connection_stays() {
     let seen = h.ping(0x21).await;
     assert_eq!(seen.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_fields_cannot_make_the_target_buffer_without_bound() {
+    let t = start().await;
+    let mut h = Raw::login(t.addr).await;
+    // A READ(16) asking for 128 MiB: refused before the device runs it.
+    let read = h.command(
+        0x30,
+        &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0],
+        false,
+        128 << 20,
+    );
+    h.send(&Pdu::header_only(Header::ScsiCommand(read))).await;
+    let Some(Pdu {
+        header: Header::ScsiResponse(r),
+        data,
+    }) = h.recv().await
+    else {
+        panic!("expected SCSI Response");
+    };
+    assert_eq!((r.itt, r.status), (0x30, 0x02));
+    assert_eq!(
+        (data[2 + 2] & 0x0f, data[2 + 12]),
+        (0x05, 0x24),
+        "INVALID FIELD IN CDB"
+    );
+    // Four 64 MiB writes wait for Data-Out (256 MiB, the session's
+    // budget); the fifth is answered TASK SET FULL.
+    for i in 0..5u32 {
+        let w = h.command(
+            0x40 + i,
+            &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0],
+            true,
+            64 << 20,
+        );
+        h.send(&Pdu::header_only(Header::ScsiCommand(w))).await;
+    }
+    let seen = h.ping(0x50).await;
+    let r2ts = seen
+        .iter()
+        .filter(|p| matches!(p.header, Header::R2t(_)))
+        .count();
+    assert_eq!(r2ts, 4, "one R2T per waiting write (MaxOutstandingR2T=1)");
+    assert!(seen.iter().any(
+        |p| matches!(&p.header, Header::ScsiResponse(r) if r.itt == 0x44 && r.status == 0x28)
+    ));
+}

@@ -70,6 +70,9 @@ pub struct TargetConfig {
     /// ones fail with INVALID FIELD IN CDB rather than make the target
     /// buffer what a length field asks for.
     pub max_command_bytes: u32,
+    /// Largest total ExpectedDataTransferLength of the writes one session
+    /// may have waiting for Data-Out; beyond it new writes get TASK SET FULL.
+    pub max_pending_write_bytes: u64,
     /// How long a connection may take to complete login.
     pub login_timeout: Duration,
 }
@@ -100,6 +103,7 @@ impl TargetConfig {
             max_recv_data_segment: 262_144,
             cmd_window: 128,
             max_command_bytes: 64 << 20,
+            max_pending_write_bytes: 256 << 20,
             login_timeout: Duration::from_secs(30),
         }
     }

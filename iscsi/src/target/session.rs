@@ -408,6 +408,21 @@ impl Session {
 
     fn scsi_command(&mut self, cmd: ScsiCommand, data: Bytes) -> Result<(), SessionError> {
         let edtl = cmd.expected_length;
+        let read_len = cmd
+            .bidi_read_length
+            .unwrap_or(0)
+            .max(if cmd.write { 0 } else { edtl });
+        if edtl > self.cfg.max_command_bytes || read_len > self.cfg.max_command_bytes {
+            // Answer at once, before buffering anything a length field asks
+            // for; any Data-Out that follows finds no task and is dropped.
+            let outcome = ScsiOutcome {
+                status: 0x02,
+                sense: fixed_sense(0x05, 0x24, 0x00),
+                residual: i64::from(edtl),
+            };
+            self.respond(cmd.itt, &outcome, 0);
+            return Ok(());
+        }
         if !cmd.write || edtl == 0 {
             if !data.is_empty() {
                 return Err(SessionError::Protocol(format!(
@@ -419,12 +434,18 @@ impl Session {
             self.execute(&cmd, &[]);
             return Ok(());
         }
-        if edtl > self.cfg.max_command_bytes {
-            // Answer at once; any Data-Out that follows finds no task and is
-            // dropped.
+        // Writes waiting for data hold their buffers: bound the session's
+        // total so a peer cannot open a window's worth of 64 MiB writes.
+        // SAM-5 §5.3: TASK SET FULL tells the initiator to retry later.
+        let pending: u64 = self
+            .writes
+            .values()
+            .map(|w| u64::from(w.cmd.expected_length))
+            .sum();
+        if pending + u64::from(edtl) > self.cfg.max_pending_write_bytes {
             let outcome = ScsiOutcome {
-                status: 0x02,
-                sense: fixed_sense(0x05, 0x24, 0x00),
+                status: 0x28,
+                sense: Vec::new(),
                 residual: i64::from(edtl),
             };
             self.respond(cmd.itt, &outcome, 0);
