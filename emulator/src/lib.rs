@@ -11,7 +11,28 @@
 //! executes each command against a [`Cache`] in front of a sparse
 //! [`Medium`]. Bugs from the [`Bug`] catalogue replace one correct step
 //! each. Transports that hold data as byte buffers (the iSCSI target) use
-//! [`Emulator::execute`], which stages them in host memory first.
+//! [`Emulator::execute`] / [`Emulator::execute_from`] (which names the
+//! initiator, for unit attentions and reservations), which stage them in
+//! host memory first.
+//!
+//! Around the data path: [`Emulator::power_loss`] (a seeded subset of dirty
+//! lines survives), [`Emulator::reset`] / [`Emulator::reset_lun`] (cache
+//! kept, unit attention 29/00), [`Emulator::settle`] (background work
+//! completes), [`Emulator::enable_coverage`] / [`Emulator::coverage`] (the
+//! fuzzer's state-transition map, [`coverage`]). The consistency oracle that
+//! judges what reads return lives in `trace::oracle`, so it can judge any
+//! device. `docs/bug-catalogue.md` describes every [`Bug`].
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`memory`] | sparse 64-bit host physical address space |
+//! | [`hba`] | driver (SG list, bounce, split) and controller limits |
+//! | [`sbc`] | the SBC-3 device server of one LUN |
+//! | [`cache`], [`medium`], [`content`] | write-back cache, sparse extents, compact block content |
+//! | [`mode`], [`vpd`], [`pr`] | mode pages, INQUIRY data, persistent reservations |
+//! | [`command`] | CDB decoding for the executor |
+//! | [`bugs`], [`coverage`], [`rng`] | bug catalogue, coverage map, seeded randomness |
+//! | [`error`] | errors and the sense data they become |
 //!
 //! ```
 //! use emulator::{Emulator, EmulatorConfig};
