@@ -18,7 +18,11 @@ fn emulator(cache_blocks: u64) -> Emulator {
     Emulator::new(EmulatorConfig {
         block_size: 4096,
         capacity_blocks: 1 << 20,
-        cache: CacheConfig { capacity_blocks: cache_blocks, destage: Destage::Lru, wce_default: true },
+        cache: CacheConfig {
+            capacity_blocks: cache_blocks,
+            destage: Destage::Lru,
+            wce_default: true,
+        },
         ..Default::default()
     })
     .unwrap()
@@ -39,7 +43,14 @@ fn bench_writes(c: &mut Criterion, name: &str, pattern: bool, span: u64, cache_b
     let sg = [Segment::new(BUF, 4096)];
     let mut block = vec![0x5au8; 4096];
     if pattern {
-        fill_block(&BlockTag { lba: 0, generation: 1, seed: 7 }, &mut block);
+        fill_block(
+            &BlockTag {
+                lba: 0,
+                generation: 1,
+                seed: 7,
+            },
+            &mut block,
+        );
     }
     emu.memory().write(BUF, &block);
     let mut lba = 0u64;
@@ -70,7 +81,13 @@ fn writes(c: &mut Criterion) {
     bench_writes(c, "emulator/write_4k_pattern_cache_hit", true, 8192, 16_384);
     // Working set four times the cache: LRU write-back to the medium.
     bench_writes(c, "emulator/write_4k_raw_destaging", false, 65_536, 16_384);
-    bench_writes(c, "emulator/write_4k_pattern_destaging", true, 65_536, 16_384);
+    bench_writes(
+        c,
+        "emulator/write_4k_pattern_destaging",
+        true,
+        65_536,
+        16_384,
+    );
 
     // The same stream through execute(): the byte buffer is staged in host
     // memory first (what the iSCSI target does).
@@ -92,12 +109,63 @@ fn writes(c: &mut Criterion) {
     let mut lba = 0u64;
     c.bench_function("peer/hashmap_ramdisk_write_4k", |b| {
         b.iter(|| {
-            let e = peer.entry(lba % 8192).or_insert_with(|| Box::new([0u8; 4096]));
+            let e = peer
+                .entry(lba % 8192)
+                .or_insert_with(|| Box::new([0u8; 4096]));
             e.copy_from_slice(black_box(&block));
             lba += 1;
         })
     });
 }
 
-criterion_group!(benches, writes);
+/// What a fuzz execution costs the emulator: a fresh 64 MiB emulator with
+/// coverage on, 32 commands (4 KiB writes and reads, a flush), a power loss.
+fn fuzz_exec(c: &mut Criterion) {
+    let sg = [Segment::new(BUF, 4096)];
+    let block = [0x6bu8; 4096];
+    c.bench_function("emulator/fuzz_exec_32_ops_fresh_64mib", |b| {
+        b.iter(|| {
+            let mut emu = Emulator::new(EmulatorConfig {
+                block_size: 4096,
+                capacity_blocks: 16_384,
+                hba: trace::HbaPreset::lsi3108(),
+                ..Default::default()
+            })
+            .unwrap();
+            emu.enable_coverage();
+            emu.memory().write(BUF, &block);
+            for i in 0..32u64 {
+                let (op, dir) = match i % 4 {
+                    0 | 1 => (0x8a, Direction::ToDevice),
+                    2 => (0x88, Direction::FromDevice),
+                    _ => (0x91, Direction::None),
+                };
+                let mut cdb = write16(i * 7 % 16_000);
+                cdb[0] = op;
+                let (xfer, sg): (u32, &[Segment]) = if dir == Direction::None {
+                    (0, &[])
+                } else {
+                    (4096, &sg)
+                };
+                if op == 0x91 {
+                    cdb[10..14].copy_from_slice(&[0; 4]);
+                }
+                let t = Task {
+                    initiator: 0,
+                    lun: 0,
+                    cdb: &cdb,
+                    dir,
+                    xfer_len: xfer,
+                    sg,
+                    attr: TaskAttr::Simple,
+                };
+                black_box(emu.submit(&t));
+            }
+            emu.power_loss();
+            black_box(emu.coverage().map(|m| m[0]))
+        })
+    });
+}
+
+criterion_group!(benches, writes, fuzz_exec);
 criterion_main!(benches);
