@@ -297,12 +297,10 @@ impl Disk {
             cmd,
             Command::Cdb(Cdb::Inquiry { .. } | Cdb::ReportLuns { .. } | Cdb::RequestSense { .. })
         );
-        if reports_ua && self.ua_epoch > 0 {
-            let seen = self.ua_seen.entry(ctx.initiator).or_insert(0);
-            if *seen < self.ua_epoch {
-                *seen = self.ua_epoch;
-                return Err(CheckCondition::power_on_reset().into());
-            }
+        let seen = self.ua_seen.entry(ctx.initiator).or_insert(0);
+        if reports_ua && *seen < self.ua_epoch {
+            *seen = self.ua_epoch;
+            return Err(CheckCondition::power_on_reset().into());
         }
         if reports_ua {
             if let Some(q) = self.pending_ua.get_mut(&ctx.initiator) {
@@ -468,7 +466,24 @@ impl Disk {
                 param_len,
             } => {
                 done.spdtl = u32::from(*param_len);
+                let before = self.mode.current;
                 self.mode_select(*size, *pf, *sp, *param_len, data_out)?;
+                if self.mode.current != before {
+                    // SPC-4 6.9: every other I_T nexus gets MODE
+                    // PARAMETERS CHANGED (those this unit has seen).
+                    let others: Vec<InitiatorId> = self
+                        .ua_seen
+                        .keys()
+                        .copied()
+                        .filter(|w| *w != ctx.initiator)
+                        .collect();
+                    for w in others {
+                        self.pending_ua
+                            .entry(w)
+                            .or_default()
+                            .push(CheckCondition::mode_parameters_changed());
+                    }
+                }
             }
             Cdb::StartStopUnit {
                 power_condition,

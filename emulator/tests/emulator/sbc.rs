@@ -344,3 +344,58 @@ fn a_2_tib_disk_costs_memory_only_for_what_is_written() {
     assert_eq!(sense(&o), Some((5, 0x24, 0)));
     assert!(e.disk(0).unwrap().medium().extent_count() <= 1);
 }
+
+#[test]
+fn mode_select_tells_other_initiators_their_parameters_changed() {
+    let mut e = emu();
+    let mut d = Vec::new();
+    assert!(e
+        .execute_from(2, 0, &[0x00, 0, 0, 0, 0, 0], &[], &mut d, 0)
+        .is_good());
+    let mut list = vec![0u8, 0, 0, 0, 0x08, 0x12];
+    list.extend_from_slice(&[0; 18]);
+    assert!(e
+        .execute_from(1, 0, &[0x15, 0x10, 0, 0, 24, 0], &list, &mut d, 24)
+        .is_good());
+    let o = e.execute_from(2, 0, &[0x00, 0, 0, 0, 0, 0], &[], &mut d, 0);
+    assert_eq!(sense(&o), Some((6, 0x2a, 0x01)));
+    assert!(e
+        .execute_from(2, 0, &[0x00, 0, 0, 0, 0, 0], &[], &mut d, 0)
+        .is_good());
+    assert!(
+        e.execute_from(1, 0, &[0x00, 0, 0, 0, 0, 0], &[], &mut d, 0)
+            .is_good(),
+        "not the sender"
+    );
+}
+
+#[test]
+fn persistent_reservations_through_execute() {
+    let mut e = emu();
+    let mut d = Vec::new();
+    let prout = |sa: u8, ty: u8| [0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0];
+    let params = |rk: u64, sark: u64| {
+        let mut p = vec![0u8; 24];
+        p[0..8].copy_from_slice(&rk.to_be_bytes());
+        p[8..16].copy_from_slice(&sark.to_be_bytes());
+        p
+    };
+    assert!(e
+        .execute_from(1, 0, &prout(6, 0), &params(0, 0x11), &mut d, 24)
+        .is_good());
+    assert!(
+        e.execute_from(1, 0, &prout(1, 3), &params(0x11, 0), &mut d, 24)
+            .is_good(),
+        "EXCLUSIVE ACCESS"
+    );
+    let o = e.execute_from(2, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], &mut d, 512);
+    assert_eq!(o.status, trace::ScsiStatus::RESERVATION_CONFLICT);
+    assert!(e
+        .execute_from(2, 0, &[0x12, 0, 0, 0, 36, 0], &[], &mut d, 36)
+        .is_good());
+    let prin = [0x5e, 0x01, 0, 0, 0, 0, 0, 0, 64, 0];
+    assert!(e.execute_from(2, 0, &prin, &[], &mut d, 64).is_good());
+    assert_eq!((d.len(), d[21]), (24, 3));
+    let o = e.execute_from(1, 0, &prout(0, 0), &params(0x11, 0)[..20], &mut d, 20);
+    assert_eq!(sense(&o), Some((5, 0x1a, 0)));
+}
