@@ -9,7 +9,7 @@ use crate::error::{CheckCondition, CommandError, EmulatorError};
 use crate::hba::{self, ControllerCommand, Geometry, Task};
 use crate::memory::HostMemory;
 use crate::rng::Rng;
-use crate::sbc::{Ctx, Disk, DiskConfig, Done, InitiatorId};
+use crate::sbc::{CacheUse, Ctx, Disk, DiskConfig, Done, InitiatorId};
 use crate::vpd::{self, BlockLimits, Identity};
 use trace::cdb::Cdb;
 use trace::{Direction, ScsiStatus, Segment, TaskAttr};
@@ -103,6 +103,8 @@ pub struct Emulator {
     scratch: Vec<u8>,
     data_in: Vec<u8>,
     deferred: Vec<Deferred>,
+    /// What the current task's controller commands did to the cache.
+    cache_use: CacheUse,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -170,6 +172,7 @@ impl Emulator {
             scratch: Vec::new(),
             data_in: Vec::new(),
             deferred: Vec::new(),
+            cache_use: CacheUse::default(),
         })
     }
 
@@ -288,6 +291,7 @@ impl Emulator {
             self.land(|d| !d.after_next);
         }
         let queued_before = self.deferred.len();
+        self.cache_use = CacheUse::default();
         let (out, op, path, shape, cache) = self.run(task, parsed);
         if is_flush {
             self.land(|d| !d.after_next);
@@ -319,6 +323,15 @@ impl Emulator {
                 fired |= 1 << (b as u32 % 14);
             }
             c.mark(op, cache, shape, path, fired);
+            // What the command did to the cache (hit, forced write-back,
+            // write-through) per command class: transitions the tuple alone
+            // does not show.
+            let u = self.cache_use;
+            let bits =
+                u32::from(u.hit) | u32::from(u.evicted) << 1 | u32::from(u.wrote_through) << 2;
+            if bits != 0 {
+                c.event(2, bits | (op as u32) << 3);
+            }
         }
         out
     }
@@ -529,6 +542,9 @@ impl Emulator {
             match self.controller(task.lun, task.initiator, task.dir, c, &mut bounce) {
                 Ok(done) => {
                     spdtl_sum += u64::from(done.spdtl);
+                    self.cache_use.hit |= done.cache.hit;
+                    self.cache_use.evicted |= done.cache.evicted;
+                    self.cache_use.wrote_through |= done.cache.wrote_through;
                     last_status = done.status;
                 }
                 Err(e) => {
