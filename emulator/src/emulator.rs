@@ -105,6 +105,8 @@ pub struct Emulator {
     deferred: Vec<Deferred>,
     /// What the current task's controller commands did to the cache.
     cache_use: CacheUse,
+    /// Where `execute` stages buffers.
+    window: u64,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -173,6 +175,7 @@ impl Emulator {
             data_in: Vec::new(),
             deferred: Vec::new(),
             cache_use: CacheUse::default(),
+            window: STAGING_WINDOW,
         })
     }
 
@@ -266,6 +269,14 @@ impl Emulator {
         }
     }
 
+    /// Move the host-memory window [`Emulator::execute`] stages buffers in
+    /// (default [`STAGING_WINDOW`], above 4 GiB): below 4 GiB, a 32-bit
+    /// controller reaches it without bouncing, and `dma-truncate-32` no
+    /// longer applies to iSCSI traffic.
+    pub fn set_staging_window(&mut self, addr: u64) {
+        self.window = addr;
+    }
+
     /// Number of LUNs.
     pub fn luns(&self) -> u64 {
         self.disks.len() as u64
@@ -337,7 +348,8 @@ impl Emulator {
     }
 
     /// Run a task whose data is a byte buffer (what an iSCSI target holds):
-    /// the buffer is staged in host memory at [`STAGING_WINDOW`] and moves
+    /// the buffer is staged in host memory (at [`STAGING_WINDOW`] unless
+    /// [`Emulator::set_staging_window`] moved it) and moves
     /// through the HBA like any other. `data_in` receives what the device
     /// returned (at most `xfer_len` bytes). Initiator 0.
     pub fn execute(
@@ -374,14 +386,14 @@ impl Emulator {
         };
         if dir == Direction::ToDevice {
             let n = data_out.len().min(xfer_len as usize);
-            self.mem.write(STAGING_WINDOW, &data_out[..n]);
+            self.mem.write(self.window, &data_out[..n]);
             if n < xfer_len as usize {
                 // Whatever the initiator did not send reads as zeros.
-                self.mem
-                    .free(STAGING_WINDOW + n as u64, u64::from(xfer_len) - n as u64);
+                let rest = u64::from(xfer_len) - n as u64;
+                self.mem.free(self.window.saturating_add(n as u64), rest);
             }
         }
-        let sg = [Segment::new(STAGING_WINDOW, xfer_len)];
+        let sg = [Segment::new(self.window, xfer_len)];
         let sg: &[Segment] = if xfer_len == 0 { &[] } else { &sg };
         let task = Task {
             initiator,
@@ -396,7 +408,7 @@ impl Emulator {
         data_in.clear();
         if dir == Direction::FromDevice && out.bytes_transferred > 0 {
             data_in.resize(out.bytes_transferred as usize, 0);
-            self.mem.read(STAGING_WINDOW, data_in);
+            self.mem.read(self.window, data_in);
         }
         out
     }

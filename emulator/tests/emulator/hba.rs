@@ -158,3 +158,18 @@ fn spread_helper_never_overlaps() {
     let s = spread(0, 10_000, 3000);
     assert!(s.windows(2).all(|w| w[0].end() < w[1].addr.0));
 }
+
+#[test]
+fn a_low_staging_window_is_not_bounced() {
+    let mut r = lsi(BugSet::NONE);
+    r.emu.set_staging_window(0x2000_0000);
+    let w = [0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+    let out = r.emu.execute(0, &w, &[1u8; 4096], &mut Vec::new(), 4096);
+    let out = if out.is_unit_attention() {
+        r.emu.execute(0, &w, &[1u8; 4096], &mut Vec::new(), 4096)
+    } else {
+        out
+    };
+    assert!(out.is_good());
+    assert_eq!(out.bounced_bytes, 0);
+}
