@@ -526,6 +526,14 @@ impl Disk {
             Cdb::Read(rw) => {
                 self.not_ready()?;
                 self.check_rw(rw)?;
+                if rw.fua {
+                    // SBC-3 5.8: with FUA the data comes from the medium, so
+                    // a newer cached version is written to it first.
+                    let end = rw.lba + u64::from(rw.blocks);
+                    if self.cache.flush(rw.lba, end, &mut self.medium) > 0 {
+                        done.cache.wrote_through = true;
+                    }
+                }
                 self.read_blocks(ctx, rw.lba, rw.blocks, data_in, done);
             }
             Cdb::Write(rw) => {
