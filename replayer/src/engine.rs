@@ -15,11 +15,12 @@ use crate::options::{Order, ReplayOptions, Timing};
 use crate::progress::Progress;
 use crate::report::Summary;
 use crate::source::TraceSource;
-use crate::verify::{oracle_seq, CommandRef, Verifier, READ_BACK_SEQ};
+use crate::verify::{oracle_seq, CdbText, CommandRef, Verifier, READ_BACK_SEQ};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use trace::oracle::InitialContent;
 use trace::{Cdb, Complete, Direction, Event, Submit, TaskAttr};
@@ -48,6 +49,30 @@ impl RunResult {
         self.summary.verify.as_ref().is_some_and(|v| !v.passed())
     }
 }
+
+/// Hashes a command id or sequence number with one multiply (Fibonacci
+/// hashing): the maps below are touched several times per command, and
+/// SipHash's flood resistance buys nothing for keys the engine assigns.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Geometry the engine learnt from a LUN (READ CAPACITY).
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +112,9 @@ struct Meta {
     pass: u32,
     lun: u64,
     op: std::borrow::Cow<'static, str>,
-    cdb_text: String,
+    /// The decoded CDB, or the raw bytes when it does not decode; turned
+    /// into text only for a finding.
+    cdb: CdbText,
     kind: Kind,
     xfer_len: u32,
     data_out: Option<Vec<u8>>,
@@ -177,14 +204,14 @@ pub struct Engine<'b, B: Backend> {
     latency: Latency,
     progress: Progress,
     inflight: InFlight<'b>,
-    meta: HashMap<u64, Meta>,
+    meta: IdMap<Meta>,
     sched: Scheduler,
     /// Trace seq -> id of in-flight commands of the current pass.
-    by_seq: HashMap<u64, u64>,
+    by_seq: IdMap<u64>,
     /// Recorded completions that arrived before the replayed one finished.
-    recorded: HashMap<u64, Complete>,
+    recorded: IdMap<Complete>,
     /// Replayed outcomes waiting for their recorded completion.
-    replayed: HashMap<u64, (CommandRef, Outcome)>,
+    replayed: IdMap<(CommandRef, Outcome)>,
     next_id: u64,
     write_number: u32,
     issued: u64,
@@ -242,11 +269,11 @@ impl<'b, B: Backend> Engine<'b, B> {
             latency: Latency::new(hlog),
             progress,
             inflight: FuturesUnordered::new(),
-            meta: HashMap::new(),
+            meta: IdMap::default(),
             sched: Scheduler::default(),
-            by_seq: HashMap::new(),
-            recorded: HashMap::new(),
-            replayed: HashMap::new(),
+            by_seq: IdMap::default(),
+            recorded: IdMap::default(),
+            replayed: IdMap::default(),
             next_id: 0,
             write_number: 0,
             issued: 0,
@@ -366,8 +393,7 @@ impl<'b, B: Backend> Engine<'b, B> {
                 (false, _, true) | (true, None, _) => break,
             }
         }
-        self.issue(p);
-        Ok(())
+        self.issue(p)
     }
 
     /// When a command recorded at `time_ns` is due, under `--timing`.
@@ -449,17 +475,16 @@ impl<'b, B: Backend> Engine<'b, B> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let cdb_text = match &cdb {
-            Some(c) => c.to_string(),
-            None => format!("CDB {:02x?}", s.cdb),
-        };
         let meta = Meta {
             seq: s.seq,
             oseq: oracle_seq(self.pass, s.seq),
             pass: self.pass,
             lun,
             op: opcode_class(&s.cdb),
-            cdb_text,
+            cdb: match cdb {
+                Some(c) => CdbText::Decoded(c),
+                None => CdbText::Raw(s.cdb.clone()),
+            },
             kind,
             xfer_len: s.xfer_len,
             data_out: None,
@@ -487,7 +512,7 @@ impl<'b, B: Backend> Engine<'b, B> {
         })
     }
 
-    fn issue(&mut self, p: Prepared) {
+    fn issue(&mut self, p: Prepared) -> Result<(), ReplayError> {
         let id = p.id;
         // The oracle hears of a command when the device does: a write
         // announced while it still waited for its turn would look as if it
@@ -516,7 +541,7 @@ impl<'b, B: Backend> Engine<'b, B> {
         self.meta.insert(id, p.meta);
         let backend = self.backend;
         let req = p.req;
-        self.inflight.push(Box::pin(async move {
+        let mut fut: Pin<Box<dyn Future<Output = Done> + 'b>> = Box::pin(async move {
             let start = Instant::now();
             let result = backend.execute(req).await;
             Done {
@@ -524,10 +549,21 @@ impl<'b, B: Backend> Engine<'b, B> {
                 ns: start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64,
                 result,
             }
-        }));
+        });
         self.issued += 1;
         if power_after {
             self.pending_power_loss = true;
+        }
+        // A backend that completes synchronously (the in-process emulator)
+        // is done after one poll: account for it now instead of queueing
+        // it. Otherwise the in-flight set polls it again with a real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(done) => self.finish(done),
+            Poll::Pending => {
+                self.inflight.push(fut);
+                Ok(())
+            }
         }
     }
 
@@ -753,7 +789,7 @@ impl<'b, B: Backend> Engine<'b, B> {
             cdb[0] = 0x88;
             cdb[2..10].copy_from_slice(&lba.to_be_bytes());
             cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
-            let text = Cdb::parse(&cdb).map(|c| c.to_string()).unwrap_or_default();
+            let text = CdbText::new(&cdb);
             let o = control(self.backend, lun, cdb, len)
                 .await
                 .map_err(|e| self.backend_error(e))?;
@@ -780,7 +816,7 @@ impl Meta {
         CommandRef {
             seq: Some(self.seq),
             pass: self.pass,
-            cdb: self.cdb_text.clone(),
+            cdb: self.cdb.clone(),
         }
     }
 }

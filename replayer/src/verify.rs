@@ -25,8 +25,34 @@ pub struct CommandRef {
     pub seq: Option<u64>,
     /// Pass of `--repeat` (0-based).
     pub pass: u32,
-    /// The decoded CDB.
-    pub cdb: String,
+    /// The CDB, formatted only when a finding names it.
+    pub cdb: CdbText,
+}
+
+/// A CDB as a finding shows it: decoded (`WRITE(10) lba=.. blocks=..`), or
+/// its bytes when it does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CdbText {
+    /// Decoded.
+    Decoded(trace::Cdb),
+    /// Bytes that do not decode.
+    Raw(Vec<u8>),
+}
+
+impl CdbText {
+    /// Decodes `bytes` if it can.
+    pub fn new(bytes: &[u8]) -> CdbText {
+        trace::Cdb::parse(bytes).map_or_else(|_| CdbText::Raw(bytes.to_vec()), CdbText::Decoded)
+    }
+}
+
+impl fmt::Display for CdbText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CdbText::Decoded(c) => write!(f, "{c}"),
+            CdbText::Raw(b) => write!(f, "CDB {b:02x?}"),
+        }
+    }
 }
 
 impl fmt::Display for CommandRef {

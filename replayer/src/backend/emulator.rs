@@ -143,7 +143,8 @@ impl EmulatorBackend {
             seed: spec.seed,
             ..EmulatorConfig::default()
         };
-        let emu = Emulator::new(cfg).map_err(|e| config_error(e.to_string()))?;
+        let mut emu = Emulator::new(cfg).map_err(|e| config_error(e.to_string()))?;
+        emu.set_staging_window(SCRATCH_BASE);
         Ok(EmulatorBackend {
             emu: Mutex::new(emu),
             name,
@@ -170,6 +171,17 @@ fn sg_for(sg: &[Segment], xfer_len: u32) -> std::borrow::Cow<'_, [Segment]> {
     std::borrow::Cow::Owned(out)
 }
 
+fn return_outcome(o: emulator::Outcome, data: Vec<u8>) -> Outcome {
+    Outcome {
+        response: trace::ServiceResponse::TaskComplete,
+        status: o.status,
+        sense: o.sense,
+        bytes_transferred: o.bytes_transferred,
+        residual: o.residual,
+        data,
+    }
+}
+
 impl Backend for EmulatorBackend {
     fn describe(&self) -> String {
         self.name.clone()
@@ -185,54 +197,71 @@ impl Backend for EmulatorBackend {
                 .emu
                 .lock()
                 .map_err(|_| BackendError::Transport("emulator lock poisoned".into()))?;
-            let sg = sg_for(&req.sg, req.xfer_len);
-            if req.dir == Direction::ToDevice {
-                let mut at = 0usize;
-                for s in sg.iter() {
-                    let end = (at + s.len as usize).min(req.data.len());
-                    if at >= end {
-                        break;
+            if req.sg.is_empty() {
+                // No recorded SG list: the emulator stages the buffer in its
+                // own window (moved below 4 GiB at construction) and keeps
+                // reusing it, so memory stays flat.
+                let data_out = if req.dir == Direction::ToDevice {
+                    std::mem::take(&mut req.data)
+                } else {
+                    Vec::new()
+                };
+                let mut data_in = if req.dir == Direction::ToDevice {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut req.data)
+                };
+                data_in.clear();
+                let o = emu.execute(req.lun, &req.cdb, &data_out, &mut data_in, req.xfer_len);
+                let data = if req.dir == Direction::ToDevice {
+                    data_out
+                } else {
+                    data_in
+                };
+                return_outcome(o, data)
+            } else {
+                let sg = sg_for(&req.sg, req.xfer_len);
+                if req.dir == Direction::ToDevice {
+                    let mut at = 0usize;
+                    for s in sg.iter() {
+                        let end = (at + s.len as usize).min(req.data.len());
+                        if at >= end {
+                            break;
+                        }
+                        emu.memory().write(s.addr.0, &req.data[at..end]);
+                        at = end;
                     }
-                    emu.memory().write(s.addr.0, &req.data[at..end]);
-                    at = end;
                 }
-            }
-            let task = Task {
-                initiator: 0,
-                lun: req.lun,
-                cdb: &req.cdb,
-                dir: req.dir,
-                xfer_len: req.xfer_len,
-                sg: &sg,
-                attr: req.attr,
-            };
-            let o = emu.submit(&task);
-            if req.dir == Direction::FromDevice {
-                let want = (o.bytes_transferred.min(req.xfer_len)) as usize;
-                req.data.clear();
-                req.data.resize(want, 0);
-                let mut at = 0usize;
-                for s in sg.iter() {
-                    let end = (at + s.len as usize).min(want);
-                    if at >= end {
-                        break;
+                let task = Task {
+                    initiator: 0,
+                    lun: req.lun,
+                    cdb: &req.cdb,
+                    dir: req.dir,
+                    xfer_len: req.xfer_len,
+                    sg: &sg,
+                    attr: req.attr,
+                };
+                let o = emu.submit(&task);
+                if req.dir == Direction::FromDevice {
+                    let want = (o.bytes_transferred.min(req.xfer_len)) as usize;
+                    req.data.clear();
+                    req.data.resize(want, 0);
+                    let mut at = 0usize;
+                    for s in sg.iter() {
+                        let end = (at + s.len as usize).min(want);
+                        if at >= end {
+                            break;
+                        }
+                        emu.memory().read(s.addr.0, &mut req.data[at..end]);
+                        at = end;
                     }
-                    emu.memory().read(s.addr.0, &mut req.data[at..end]);
-                    at = end;
                 }
-            }
-            if self.discard {
-                for s in sg.iter() {
-                    emu.memory().free(s.addr.0, u64::from(s.len));
+                if self.discard {
+                    for s in sg.iter() {
+                        emu.memory().free(s.addr.0, u64::from(s.len));
+                    }
                 }
-            }
-            Outcome {
-                response: trace::ServiceResponse::TaskComplete,
-                status: o.status,
-                sense: o.sense,
-                bytes_transferred: o.bytes_transferred,
-                residual: o.residual,
-                data: req.data,
+                return_outcome(o, req.data)
             }
         };
         if !self.latency_add.is_zero() {
