@@ -354,6 +354,7 @@ impl Tgtd {
                 }
             }
         }
+        self.remove_control_socket();
     }
 
     /// Kills tgtd abruptly (SIGKILL), as a crash would: open connections
@@ -362,6 +363,17 @@ impl Tgtd {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.remove_control_socket();
+        }
+    }
+
+    /// tgtd leaves `/var/run/tgtd/socket.N` and its lock file behind.
+    fn remove_control_socket(&self) {
+        for suffix in ["", ".lock"] {
+            let _ = std::fs::remove_file(format!(
+                "/var/run/tgtd/socket.{}{suffix}",
+                self.control_port
+            ));
         }
     }
 }
