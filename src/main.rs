@@ -36,6 +36,8 @@ enum Command {
     Record(cmd::record::Args),
     /// Serve the emulator as an iSCSI target.
     Serve(cmd::serve::Args),
+    /// Replay a trace against the emulator, an iSCSI target or a SG_IO device.
+    Replay(cmd::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::run(a),
         Command::Record(a) => cmd::record::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
     };
     match result {
         Ok(code) => code,

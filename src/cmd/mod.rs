@@ -6,4 +6,5 @@ pub mod synth;
 pub mod import;
 pub mod export;
 pub mod record;
+pub mod replay;
 pub mod serve;
