@@ -774,3 +774,231 @@ async fn target_killed_mid_write(mut t: Peer) {
         "{again:?}"
     );
 }
+
+/// Targets that break RFC 7143 on purpose: the initiator must fail the
+/// command in flight with a typed error naming the violation, never panic,
+/// and never allocate what a hostile length asks for.
+mod hostile {
+    use super::*;
+    use bytes::BytesMut;
+    use iscsi::codec::{read_frame, PduCodec};
+    use iscsi::initiator::{CommandResponse, TaskId};
+    use iscsi::pdu::{DataIn, Digests, Header, LoginResponse, Pdu, R2t, ScsiCommand, ScsiResponse};
+
+    /// What the fake target sends in answer to a SCSI Command.
+    type Answer = fn(&ScsiCommand) -> Vec<u8>;
+
+    /// A command's identity with its outcome.
+    type Outcome = Result<(TaskId, CommandResponse), (TaskId, InitiatorError)>;
+
+    fn encode(h: Header, data: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        Pdu::new(h, Bytes::copy_from_slice(data)).encode(Digests::NONE, &mut b);
+        b.to_vec()
+    }
+
+    /// Logs any initiator in (no keys, RFC defaults), then answers each
+    /// command with `answer` and keeps the socket open until the initiator
+    /// closes it (or hangs up after an answer shorter than a BHS).
+    async fn target(answer: Answer) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let codec = PduCodec::default();
+            while let Ok(Some(frame)) = read_frame(&mut sock, &mut buf, &codec).await {
+                let Ok(pdu) = frame.parse() else { break };
+                let reply = match pdu.header {
+                    Header::LoginRequest(r) => encode(
+                        Header::LoginResponse(LoginResponse {
+                            transit: true,
+                            cont: false,
+                            csg: r.csg,
+                            nsg: r.nsg,
+                            version_max: 0,
+                            version_active: 0,
+                            isid: r.isid,
+                            tsih: 1,
+                            itt: r.itt,
+                            stat_sn: 0,
+                            exp_cmd_sn: r.cmd_sn,
+                            max_cmd_sn: r.cmd_sn.wrapping_add(31),
+                            status_class: 0,
+                            status_detail: 0,
+                        }),
+                        &[],
+                    ),
+                    Header::ScsiCommand(c) => answer(&c),
+                    _ => continue,
+                };
+                if sock.write_all(&reply).await.is_err() {
+                    break;
+                }
+                if reply.len() < 48 {
+                    // A truncated header: hang up, as a crashing peer would.
+                    break;
+                }
+            }
+        });
+        addr
+    }
+
+    async fn run(answer: Answer, req: CommandRequest<'_>) -> Outcome {
+        let addr = target(answer).await;
+        let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "iqn.x:hostile");
+        let s = Session::login(&addr.to_string(), &opts).await.unwrap();
+        let f = s.start(&req).await.unwrap();
+        let id = f.id().clone();
+        match tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("no hang")
+        {
+            Ok(r) => Ok((id, r)),
+            Err(e) => Err((id, e)),
+        }
+    }
+
+    fn expect_lost(r: Outcome, needle: &str) {
+        match r {
+            Err((id, InitiatorError::ConnectionLost { task, reason })) => {
+                assert_eq!(task, id, "the error names the command in flight");
+                assert!(
+                    reason.contains(needle),
+                    "reason {reason:?} lacks {needle:?}"
+                );
+            }
+            Err((_, e)) => panic!("expected ConnectionLost mentioning {needle:?}, got {e}"),
+            Ok(_) => panic!("expected ConnectionLost mentioning {needle:?}, got a response"),
+        }
+    }
+
+    fn read_req() -> CommandRequest<'static> {
+        CommandRequest::read(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], 4096)
+    }
+
+    #[tokio::test]
+    async fn data_in_beyond_the_expected_length() {
+        let r = run(
+            |c| {
+                encode(
+                    Header::DataIn(DataIn {
+                        final_: true,
+                        status: Some(0),
+                        itt: c.itt,
+                        ttt: u32::MAX,
+                        exp_cmd_sn: c.cmd_sn + 1,
+                        max_cmd_sn: c.cmd_sn + 32,
+                        ..Default::default()
+                    }),
+                    &[0u8; 4100],
+                )
+            },
+            read_req(),
+        )
+        .await;
+        expect_lost(r, "past its expected length");
+    }
+
+    #[tokio::test]
+    async fn unknown_opcode() {
+        let r = run(
+            |_| {
+                let mut b = vec![0u8; 48];
+                b[0] = 0x3e;
+                b
+            },
+            read_req(),
+        )
+        .await;
+        expect_lost(r, "unknown opcode");
+    }
+
+    #[tokio::test]
+    async fn data_segment_longer_than_declared_is_refused_before_allocation() {
+        let r = run(
+            |c| {
+                let mut b = encode(
+                    Header::DataIn(DataIn {
+                        itt: c.itt,
+                        ..Default::default()
+                    }),
+                    &[],
+                );
+                // DataSegmentLength 16 MiB - 1, far beyond the 256 KiB the
+                // initiator declared; no data follows.
+                b[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+                b
+            },
+            read_req(),
+        )
+        .await;
+        expect_lost(r, "exceeds MaxRecvDataSegmentLength");
+    }
+
+    #[tokio::test]
+    async fn r2t_beyond_the_write() {
+        let r = run(
+            |c| {
+                encode(
+                    Header::R2t(R2t {
+                        itt: c.itt,
+                        ttt: 7,
+                        exp_cmd_sn: c.cmd_sn + 1,
+                        max_cmd_sn: c.cmd_sn + 32,
+                        buffer_offset: 4096,
+                        desired_length: 1 << 20,
+                        ..Default::default()
+                    }),
+                    &[],
+                )
+            },
+            CommandRequest::write(0, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0], vec![0u8; 4096]),
+        )
+        .await;
+        expect_lost(r, "R2T");
+    }
+
+    #[tokio::test]
+    async fn garbage_stream() {
+        let r = run(|_| random_bytes(4096, 42), read_req()).await;
+        match r {
+            Err((id, InitiatorError::ConnectionLost { task, .. })) => assert_eq!(task, id),
+            Err((_, e)) => panic!("{e}"),
+            Ok(_) => panic!("garbage produced a response"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_sense_length_is_clamped() {
+        // SenseLength claims 1000 bytes, 4 follow: the sense returned is
+        // what arrived, nothing is read past the segment.
+        let r = run(
+            |c| {
+                let mut data = vec![0x03, 0xe8];
+                data.extend_from_slice(&[0x70, 0, 5, 0]);
+                encode(
+                    Header::ScsiResponse(ScsiResponse {
+                        status: 2,
+                        itt: c.itt,
+                        exp_cmd_sn: c.cmd_sn + 1,
+                        max_cmd_sn: c.cmd_sn + 32,
+                        ..Default::default()
+                    }),
+                    &data,
+                )
+            },
+            read_req(),
+        )
+        .await;
+        let (_, resp) = r.map_err(|(_, e)| e.to_string()).unwrap();
+        assert_eq!(resp.status, 2);
+        assert_eq!(&resp.sense[..], &[0x70, 0, 5, 0]);
+    }
+
+    #[tokio::test]
+    async fn truncated_pdu_then_close() {
+        let r = run(|_| vec![0x25, 0x80, 0, 0], read_req()).await;
+        expect_lost(r, "inside a PDU");
+    }
+}
