@@ -88,6 +88,7 @@ fn writes(c: &mut Criterion) {
         65_536,
         16_384,
     );
+    sequential_copy(c);
 
     // The same stream through execute(): the byte buffer is staged in host
     // memory first (what the iSCSI target does).
@@ -114,6 +115,46 @@ fn writes(c: &mut Criterion) {
                 .or_insert_with(|| Box::new([0u8; 4096]));
             e.copy_from_slice(black_box(&block));
             lba += 1;
+        })
+    });
+}
+
+/// A `cp`-like stream: each LBA's own self-describing block (prepared in
+/// host memory beforehand, one buffer per LBA), written in order over 4x
+/// the cache, so every write also writes one block back and the medium
+/// extends one extent.
+fn sequential_copy(c: &mut Criterion) {
+    const SPAN: u64 = 4096;
+    let mut emu = emulator(1024);
+    let mut block = vec![0u8; 4096];
+    for lba in 0..SPAN {
+        fill_block(
+            &BlockTag {
+                lba,
+                generation: 1,
+                seed: 7,
+            },
+            &mut block,
+        );
+        emu.memory().write(BUF + lba * 4096, &block);
+    }
+    let mut lba = 0u64;
+    c.bench_function("emulator/write_4k_sequential_copy_destaging", |b| {
+        b.iter(|| {
+            let l = lba % SPAN;
+            let cdb = write16(l);
+            lba += 1;
+            let sg = [Segment::new(BUF + l * 4096, 4096)];
+            let t = Task {
+                initiator: 0,
+                lun: 0,
+                cdb: &cdb,
+                dir: Direction::ToDevice,
+                xfer_len: 4096,
+                sg: &sg,
+                attr: TaskAttr::Simple,
+            };
+            black_box(emu.submit(&t))
         })
     });
 }
