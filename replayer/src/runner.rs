@@ -4,6 +4,7 @@
 //! the suite runner both go through [`run`].
 
 use crate::backend::emulator::{EmulatorBackend, EmulatorSpec, HostBuffers};
+use crate::backend::iscsi::IscsiBackend;
 use crate::backend::sg::SgBackend;
 use crate::backend::{Backend, BackendError, Outcome, Request};
 use crate::engine::Engine;
@@ -122,6 +123,8 @@ pub enum AnyBackend {
     Emulator(EmulatorBackend),
     /// SG_IO.
     Sg(SgBackend),
+    /// iSCSI.
+    Iscsi(IscsiBackend),
 }
 
 impl Backend for AnyBackend {
@@ -129,6 +132,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Emulator(b) => b.describe(),
             AnyBackend::Sg(b) => b.describe(),
+            AnyBackend::Iscsi(b) => b.describe(),
         }
     }
 
@@ -136,6 +140,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Emulator(b) => b.unwritten_reads_zero(),
             AnyBackend::Sg(b) => b.unwritten_reads_zero(),
+            AnyBackend::Iscsi(b) => b.unwritten_reads_zero(),
         }
     }
 
@@ -143,6 +148,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Emulator(b) => b.execute(req).await,
             AnyBackend::Sg(b) => b.execute(req).await,
+            AnyBackend::Iscsi(b) => b.execute(req).await,
         }
     }
 
@@ -150,6 +156,15 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Emulator(b) => b.power_loss().await,
             AnyBackend::Sg(b) => b.power_loss().await,
+            AnyBackend::Iscsi(b) => b.power_loss().await,
+        }
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        match self {
+            AnyBackend::Emulator(b) => b.close().await,
+            AnyBackend::Sg(b) => b.close().await,
+            AnyBackend::Iscsi(b) => b.close().await,
         }
     }
 
@@ -157,6 +172,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Emulator(b) => b.reset().await,
             AnyBackend::Sg(b) => b.reset().await,
+            AnyBackend::Iscsi(b) => b.reset().await,
         }
     }
 }
@@ -177,10 +193,22 @@ pub async fn open_backend(
             .await
             .map(AnyBackend::Sg)
             .map_err(|e| err(format!("sg:{}", path.display()), e)),
-        Target::Iscsi { url, .. } => Err(err(
-            url.clone(),
-            BackendError::Unsupported("iSCSI replay (the initiator is not in this build yet)"),
-        )),
+        Target::Iscsi { url, chap } => IscsiBackend::open(url, chap.clone())
+            .await
+            .map(AnyBackend::Iscsi)
+            .map_err(|e| err(mask_url(url), e)),
+    }
+}
+
+/// `url` without a CHAP secret in its user-info part, for messages.
+pub fn mask_url(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("iscsi://") else {
+        return url.to_string();
+    };
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => format!("iscsi://{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -225,7 +253,15 @@ pub async fn run_source(
         None => None,
     };
     let engine = Engine::new(&backend, source, spec.options.clone(), hlog)?;
-    let result = engine.run(source).await?;
+    let result = engine.run(source).await;
+    // Log out even when the run failed: a target keeps a session it was not
+    // told about until it times out.
+    let closed = backend.close().await;
+    let result = result?;
+    closed.map_err(|source| ReplayError::Backend {
+        backend: backend.describe(),
+        source,
+    })?;
     if let Some(dir) = &spec.report {
         write_report(dir, &result.summary, &result.latency)?;
     }
@@ -310,5 +346,10 @@ mod tests {
             Ok(Target::Iscsi { .. })
         ));
         assert!(Target::parse("nvme").is_err());
+        assert_eq!(
+            mask_url("iscsi://u%s3cret@h:3260/iqn.x/1"),
+            "iscsi://h:3260/iqn.x/1"
+        );
+        assert_eq!(mask_url("iscsi://h/iqn.x/1"), "iscsi://h/iqn.x/1");
     }
 }

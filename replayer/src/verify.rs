@@ -88,6 +88,26 @@ pub struct VerifySummary {
     pub completion_mismatches: u64,
     /// The first offending commands, in the order found.
     pub first: Vec<Finding>,
+    /// The first run of bad blocks, in the order found: where fio would
+    /// have stopped (`verify: bad header ... at offset N`), kept as numbers
+    /// so a caller can map it to a file offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<BadBlocks>,
+}
+
+/// A run of blocks verification rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadBlocks {
+    /// Logical unit.
+    pub lun: u64,
+    /// First LBA of the run.
+    pub lba: u64,
+    /// Blocks in the run.
+    pub blocks: u32,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Classification (`misdirected`, `dropped`, ...).
+    pub class: String,
 }
 
 impl VerifySummary {
@@ -291,6 +311,15 @@ impl Verifier {
         self.summary.data_violations += bad;
         *self.summary.classes.entry("ok".into()).or_default() += checked.saturating_sub(bad);
         if let Some(v) = violations.first() {
+            if self.summary.first_bad.is_none() {
+                self.summary.first_bad = Some(BadBlocks {
+                    lun,
+                    lba: v.lba,
+                    blocks: v.blocks,
+                    block_size: v.block_size,
+                    class: v.class.name().into(),
+                });
+            }
             let more = if violations.len() > 1 {
                 format!(" (and {} more bad runs in this read)", violations.len() - 1)
             } else {

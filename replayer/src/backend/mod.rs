@@ -6,6 +6,7 @@
 //! command at all is a [`BackendError`].
 
 pub mod emulator;
+pub mod iscsi;
 pub mod sg;
 
 use std::future::Future;
@@ -141,6 +142,11 @@ pub trait Backend {
     /// a model can do this on request.
     fn power_loss(&self) -> impl Future<Output = Result<(), BackendError>> {
         std::future::ready(Err(BackendError::Unsupported("power loss")))
+    }
+
+    /// Ends the connection cleanly after the run (iSCSI logout).
+    fn close(&self) -> impl Future<Output = Result<(), BackendError>> {
+        std::future::ready(Ok(()))
     }
 
     /// Resets the logical unit (cache kept, unit attention raised).
