@@ -1001,4 +1001,65 @@ mod hostile {
         let r = run(|_| vec![0x25, 0x80, 0, 0], read_req()).await;
         expect_lost(r, "inside a PDU");
     }
+
+    /// A target that answers our offer and offers a key of its own in the
+    /// operational stage (RFC 7143 §6.2) gets that key answered, and only
+    /// that key, before it lets the login finish; it refuses the login
+    /// (status 0x0207) otherwise. Its answer DefaultTime2Wait=5 (the larger
+    /// of both, §13.15) is taken.
+    #[tokio::test]
+    async fn target_offered_keys_are_answered() {
+        use iscsi::pdu::Stage;
+        use iscsi::text::TextKeys;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let codec = PduCodec::default();
+            let mut offered = false;
+            while let Ok(Some(frame)) = read_frame(&mut sock, &mut buf, &codec).await {
+                let Ok(pdu) = frame.parse() else { break };
+                let Header::LoginRequest(r) = pdu.header else {
+                    break;
+                };
+                let keys = TextKeys::parse(&pdu.data).unwrap();
+                let mut resp = LoginResponse {
+                    transit: true,
+                    cont: false,
+                    csg: r.csg,
+                    nsg: r.nsg,
+                    version_max: 0,
+                    version_active: 0,
+                    isid: r.isid,
+                    tsih: 1,
+                    itt: r.itt,
+                    stat_sn: 0,
+                    exp_cmd_sn: r.cmd_sn,
+                    max_cmd_sn: r.cmd_sn.wrapping_add(31),
+                    status_class: 0,
+                    status_detail: 0,
+                };
+                let mut data = Vec::new();
+                if r.csg == Stage::Operational && !offered {
+                    offered = true;
+                    resp.transit = false;
+                    data = b"DefaultTime2Wait=5\0X-org.example.Frob=1\0".to_vec();
+                } else if r.csg == Stage::Operational
+                    && (keys.get("DefaultTime2Wait").is_some()
+                        || keys.get("X-org.example.Frob") != Some("NotUnderstood"))
+                {
+                    resp.status_class = 2;
+                    resp.status_detail = 7;
+                }
+                let reply = encode(Header::LoginResponse(resp), &data);
+                if sock.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "iqn.x:keys");
+        let s = Session::login(&addr.to_string(), &opts).await.unwrap();
+        assert_eq!(s.negotiated().params.default_time2wait, 5);
+    }
 }

@@ -291,6 +291,7 @@ pub(crate) async fn login(
                 .0
                 .retain(|(k, _)| DISCOVERY_KEYS.contains(&k.as_str()));
         }
+        let mut offered: Vec<String> = offer.0.iter().map(|(k, _)| k.clone()).collect();
         let mut sent = offer;
         let mut rounds = 0;
         loop {
@@ -306,7 +307,16 @@ pub(crate) async fn login(
                     "target never reached the full-feature phase".into(),
                 ));
             }
-            sent = TextKeys::new();
+            // §6.2: keys the target offered on its own need our answer
+            // before it can move on (its declarations need none).
+            let mut theirs = TextKeys::new();
+            for (k, v) in &answers.0 {
+                if k != "MaxRecvDataSegmentLength" && !offered.contains(k) {
+                    theirs.push(k.clone(), v.clone());
+                }
+            }
+            sent = negotiated.answer(&theirs, &opts.params);
+            offered.extend(sent.0.iter().map(|(k, _)| k.clone()));
         }
     }
     if resp.tsih == 0 {
