@@ -4,13 +4,17 @@
 //! synthesizes the same streams. Every path ends in [`trace::Event`]s that a
 //! [`trace::file::TraceWriter`] stores:
 //!
+//! - [`proxy`]: the recording iSCSI proxy behind `scuzz record`, between
+//!   any initiator and any target;
 //! - [`synth`]: models of `cp` and `fio` through the page cache or direct
 //!   I/O, shaped by the HBA preset's OS splitter limits
 //!   ([`synth::cp::synth_cp`], [`synth::fio::synth_fio`]);
 //! - [`dext`]: the ring-buffer layout the DriverKit capture shim
 //!   (`recorder/dext/scuzz_capture.{h,c}`) writes, and its importer;
 //! - [`ftrace`]: Linux `scsi_dispatch_cmd_*` trace events;
-//! - [`fio_iolog`]: fio iolog v2/v3 import and v3 export.
+//! - [`fio_iolog`]: fio iolog v2/v3 import and v3 export;
+//! - [`import`]: the line-numbered warnings the text importers share;
+//!   [`cdbs`]: the CDBs producers build.
 //!
 //! ```
 //! use recorder::synth::{cp::{synth_cp, CpParams}, Machine};

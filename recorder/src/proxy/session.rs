@@ -137,19 +137,10 @@ impl Session {
         self.cmds.len()
     }
 
-    fn payload(&self, buf: &Buf) -> Payload {
-        match self.capture {
-            PayloadCapture::None => Payload::None,
-            PayloadCapture::Full => Payload::Full(buf.bytes.clone()),
-            PayloadCapture::Digest => Payload::Digests {
-                granularity: self.block_size,
-                crcs: buf
-                    .bytes
-                    .chunks(self.block_size.max(1) as usize)
-                    .map(crc32c::crc32c)
-                    .collect(),
-            },
-        }
+    /// The payload of `buf`, which is consumed: each direction's data is
+    /// written once, and Full mode moves it instead of copying.
+    fn payload(&self, buf: &mut Buf) -> Payload {
+        payload_of(self.capture, self.block_size, buf)
     }
 
     /// A PDU the initiator sent.
@@ -357,18 +348,14 @@ impl Session {
                 break;
             }
             self.order.pop_front();
-            if let Some(cmd) = self.cmds.get(&itt) {
-                let payload = self.payload(&cmd.data_out);
-                if let Some(cmd) = self.cmds.get_mut(&itt) {
-                    let mut s = cmd.submit.clone();
-                    s.payload = if s.dir == Direction::ToDevice {
-                        payload
-                    } else {
-                        Payload::None
-                    };
-                    cmd.emitted = true;
-                    out.push(Event::Submit(s));
+            let (capture, block_size) = (self.capture, self.block_size);
+            if let Some(cmd) = self.cmds.get_mut(&itt) {
+                let mut s = cmd.submit.clone();
+                if s.dir == Direction::ToDevice {
+                    s.payload = payload_of(capture, block_size, &mut cmd.data_out);
                 }
+                cmd.emitted = true;
+                out.push(Event::Submit(s));
             }
         }
         let done: Vec<u32> = self
@@ -379,12 +366,13 @@ impl Session {
             .collect();
         let mut ready: Vec<Complete> = Vec::new();
         for itt in done {
-            if let Some(cmd) = self.cmds.remove(&itt) {
+            if let Some(mut cmd) = self.cmds.remove(&itt) {
                 let mut c = cmd
                     .done
+                    .take()
                     .unwrap_or_else(|| unreachable_complete(cmd.submit.seq));
                 if cmd.submit.dir == Direction::FromDevice || cmd.read_len > 0 {
-                    c.payload = self.payload(&cmd.data_in);
+                    c.payload = self.payload(&mut cmd.data_in);
                 }
                 ready.push(c);
             }
@@ -397,7 +385,7 @@ impl Session {
         if !cmd.emitted {
             let mut s = cmd.submit.clone();
             if s.dir == Direction::ToDevice {
-                s.payload = self.payload(&cmd.data_out);
+                s.payload = self.payload(&mut cmd.data_out);
             }
             out.push(Event::Submit(s));
             cmd.emitted = true;
@@ -430,6 +418,21 @@ impl Session {
             }
         }
         self.order.clear();
+    }
+}
+
+fn payload_of(capture: PayloadCapture, block_size: u32, buf: &mut Buf) -> Payload {
+    match capture {
+        PayloadCapture::None => Payload::None,
+        PayloadCapture::Full => Payload::Full(std::mem::take(&mut buf.bytes)),
+        PayloadCapture::Digest => Payload::Digests {
+            granularity: block_size,
+            crcs: buf
+                .bytes
+                .chunks(block_size.max(1) as usize)
+                .map(crc32c::crc32c)
+                .collect(),
+        },
     }
 }
 

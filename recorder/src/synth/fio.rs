@@ -93,7 +93,7 @@ impl FioParams {
 }
 
 /// fio's file starts 1 MiB into the device (a partition's alignment).
-const FILE_START: u64 = 1 << 20;
+pub const FILE_START: u64 = 1 << 20;
 
 /// A bijection on `0..n` with O(1) state: a 4-round Feistel network on the
 /// next even power of two, cycle-walked into range. fio keeps a bitmap
