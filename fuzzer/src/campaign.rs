@@ -129,6 +129,9 @@ pub struct CampaignConfig {
     pub live: bool,
     /// Stop as soon as this many findings exist (tests and benchmarks).
     pub stop_after_findings: Option<usize>,
+    /// Stop as soon as findings attributed to each of these bugs (CLI
+    /// names) exist.
+    pub stop_when_found: Vec<String>,
 }
 
 /// The campaign's directory layout.
@@ -575,13 +578,43 @@ pub type ScsiState =
     StdState<CachedOnDiskCorpus<ScsiProgram>, ScsiProgram, StdRand, OnDiskCorpus<ScsiProgram>>;
 
 /// When a client stops.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StopRule {
     /// Stop at this instant.
     pub deadline: Instant,
     /// Stop once `OUT/findings` holds this many findings (or, without an
     /// output directory, this client has this many solutions).
     pub findings: Option<usize>,
+    /// Stop once findings attributed to each of these bugs exist.
+    pub bugs: Vec<String>,
+}
+
+impl StopRule {
+    /// The rule for `cfg`, starting now.
+    pub fn for_config(cfg: &CampaignConfig) -> StopRule {
+        StopRule {
+            deadline: Instant::now() + cfg.duration,
+            findings: cfg.stop_after_findings,
+            bugs: cfg.stop_when_found.clone(),
+        }
+    }
+
+    /// Whether the findings in `dir` satisfy the rule's finding conditions.
+    fn satisfied_by(&self, dir: &Path) -> bool {
+        if let Some(n) = self.findings {
+            if findings::count_on_disk(dir) >= n {
+                return true;
+            }
+        }
+        if !self.bugs.is_empty() {
+            let recs = findings::records_on_disk(dir);
+            return self.bugs.iter().all(|b| {
+                recs.iter()
+                    .any(|(_, r)| r.signature.bug.split('+').any(|x| x == b))
+            });
+        }
+        false
+    }
 }
 
 /// What one in-process run did.
@@ -689,6 +722,8 @@ where
     }
 
     let mut first_finding = None;
+    let mut last_solutions = 0;
+    let mut last_check = Instant::now();
     loop {
         mgr.maybe_report_progress(&mut state, Duration::from_secs(1))?;
         fuzzer.fuzz_one(&mut stages, &mut executor, &mut state, &mut mgr)?;
@@ -699,13 +734,13 @@ where
         if Instant::now() >= stop.deadline {
             break;
         }
-        if let Some(n) = stop.findings {
-            let have = if cfg.out.as_os_str().is_empty() {
-                solutions
-            } else {
-                findings::count_on_disk(&layout.findings())
-            };
-            if have >= n {
+        // Findings are checked on disk when this client adds a solution, and
+        // once a second for those other clients write.
+        let due = solutions > last_solutions || last_check.elapsed() >= Duration::from_secs(1);
+        if (stop.findings.is_some() || !stop.bugs.is_empty()) && due {
+            last_solutions = solutions;
+            last_check = Instant::now();
+            if stop.satisfied_by(&layout.findings()) {
                 break;
             }
         }
@@ -771,11 +806,7 @@ pub fn run_in_process(cfg: &CampaignConfig) -> Result<ClientReport, CampaignErro
     let layout = Layout::new(&cfg.out);
     let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
     let mgr = SimpleEventManager::new(monitor);
-    let stop = StopRule {
-        deadline: Instant::now() + cfg.duration,
-        findings: cfg.stop_after_findings,
-    };
-    fuzz_client(None, mgr, 0, cfg, stop)
+    fuzz_client(None, mgr, 0, cfg, StopRule::for_config(cfg))
 }
 
 fn free_port() -> Result<u16, CampaignError> {
@@ -799,10 +830,7 @@ pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
     };
     let shmem = StdShMemProvider::new()?;
     let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
-    let stop = StopRule {
-        deadline: Instant::now() + cfg.duration,
-        findings: cfg.stop_after_findings,
-    };
+    let stop = StopRule::for_config(cfg);
     let me = std::process::id();
     let run_client =
         |state: Option<ScsiState>, mgr, desc: libafl::events::ClientDescription| match fuzz_client(

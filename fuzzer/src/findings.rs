@@ -373,6 +373,7 @@ impl FindingsDir {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let (final_verdict, events) = h.record(&min);
+        let events = reference_completions(&self.target, &min, events);
         write_repro(&tmp.join("repro.sczt"), &self.target, &sig, &events)?;
         min.to_file(tmp.join("program.json"))
             .map_err(|e| FindingError::Serialize(e.to_string()))?;
@@ -416,6 +417,24 @@ impl FindingsDir {
     }
 }
 
+/// The reproducer's events with the completions a correct driver gives:
+/// a replay then flags a wrong status or sense as a completion mismatch,
+/// and a replay with the bug off matches the recording exactly. Kept as
+/// recorded if the bug changes which commands the harness sends.
+pub fn reference_completions(target: &Target, program: &ScsiProgram, events: Vec<trace::Event>) -> Vec<trace::Event> {
+    use trace::Event;
+    let mut clean = target.clone();
+    clean.bugs = BugSet::NONE;
+    let (_, reference) = Harness::new(clean).record(program);
+    let submits = |ev: &[Event]| -> Vec<trace::Submit> {
+        ev.iter().filter_map(|e| if let Event::Submit(s) = e { Some(s.clone()) } else { None }).collect()
+    };
+    if reference.len() != events.len() || submits(&reference) != submits(&events) {
+        return events;
+    }
+    reference
+}
+
 /// Writes `events` as a reproducer trace for `target`.
 pub fn write_repro(
     path: &Path,
@@ -437,8 +456,18 @@ pub fn write_repro(
         .labels
         .insert("emulator.seed".into(), target.device_seed.to_string());
     let mut w = TraceWriter::create(path, &header, Compression::None)?;
+    // The harness's TEST UNIT READY probes are left out: a replayer clears
+    // the unit attention of a power loss or reset itself, so recorded UA
+    // completions would only read as mismatches.
+    let mut probes = std::collections::HashSet::new();
     for ev in events {
-        w.write(ev)?;
+        match ev {
+            trace::Event::Submit(s) if s.cdb.first() == Some(&0x00) => {
+                probes.insert(s.seq);
+            }
+            trace::Event::Complete(c) if probes.contains(&c.seq) => {}
+            ev => w.write(ev)?,
+        }
     }
     w.sync()?;
     w.finish()?;
@@ -488,9 +517,10 @@ fn report_md(
     ));
     s.push_str("## Program\n\n```text\n");
     s.push_str(&min.to_string());
-    s.push_str(
-        "   +  POWER LOSS, then READ of every block written (crash-consistency check)\n```\n\n",
-    );
+    if min.ops.iter().any(|o| matches!(o, Op::Write(_))) {
+        s.push_str("   +  POWER LOSS, then READ of every block written (crash-consistency check)\n");
+    }
+    s.push_str("```\n\n");
     s.push_str("## Violations\n\n");
     for v in r.verdict.violations.iter().take(20) {
         s.push_str(&format!("- {v}\n"));

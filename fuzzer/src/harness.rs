@@ -28,11 +28,11 @@
 //! Each run records, on request, the exact events it issued
 //! ([`Harness::record`]): that is the reproducer trace.
 
-use crate::oracle::Shadow;
 use crate::program::{Limits, Op, ScsiProgram, Transfer};
 use crate::verdict::{protocol, Verdict, Violation};
 use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
 use trace::cdb::{Cdb, CdbSize, Rw};
+use trace::oracle::{Oracle, WriteData};
 use trace::pattern;
 use trace::{
     Complete, Direction, Event, HbaPreset, Lba, Nexus, Payload, Segment, ServiceResponse, Submit,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for Harness {
 /// Everything one run accumulates.
 struct Run<'a> {
     emu: Emulator,
-    shadow: Shadow,
+    oracle: Oracle,
     verdict: Verdict,
     seq: u64,
     generation: u32,
@@ -223,7 +223,7 @@ impl Harness {
         };
         let mut run = Run {
             emu,
-            shadow: Shadow::new(self.target.block_size),
+            oracle: Oracle::new(self.target.block_size),
             verdict: Verdict::default(),
             seq: 0,
             generation: 0,
@@ -237,7 +237,7 @@ impl Harness {
         if coverage.is_some() {
             run.emu.enable_coverage();
         }
-        run.shadow.set_wce(run.wce);
+        run.oracle.set_wce(run.wce);
         // Power-on unit attention: consumed, not judged (SPC-4 allows a
         // device to report it or not before the first command).
         self.tur(&mut run, false);
@@ -353,7 +353,7 @@ impl Harness {
 
     fn power_loss(&mut self, run: &mut Run<'_>) {
         run.emu.power_loss();
-        run.shadow.power_loss();
+        run.oracle.power_loss();
         if let Some(ev) = run.events.as_deref_mut() {
             ev.push(Event::PowerLoss {
                 time_ns: run.seq * 2,
@@ -362,7 +362,7 @@ impl Harness {
         // The caching page reverts to its saved value (the default: the
         // harness never saves pages).
         run.wce = self.cfg.cache.wce_default;
-        run.shadow.set_wce(run.wce);
+        run.oracle.set_wce(run.wce);
         self.tur(run, true);
     }
 
@@ -525,22 +525,28 @@ impl Harness {
             let within = self.fits_controller(bytes as u64, sg.len(), true);
             let seq = run.seq;
             if in_range && blocks > 0 {
-                run.shadow
-                    .submit_write(seq, lba, blocks, seed, generation, t.fua);
+                run.oracle.submit_write(
+                    seq,
+                    lba,
+                    blocks,
+                    WriteData::Pattern { seed, generation },
+                    t.fua,
+                );
             }
             let (out, seq) =
                 self.submit(run, &cdb, Direction::ToDevice, bytes as u32, &sg, payload);
             let good = self.judge_status(run, &out, seq, "WRITE", Some((lba, blocks)), within);
             if in_range && blocks > 0 {
-                run.shadow.complete_write(seq, good);
+                run.oracle.complete_write(seq, good);
                 run.written.push((lba, blocks));
             }
             if good {
-                self.judge_residual(run, &out, seq, bytes as u32, bytes as u32, "WRITE");
+                self.judge_residual(run, &out, seq, bytes as u32, bytes as u32);
             }
         }
     }
 
+    /// SAM-5 5.4.3: residual = requested length - bytes the command moves.
     fn judge_residual(
         &mut self,
         run: &mut Run<'_>,
@@ -548,17 +554,19 @@ impl Harness {
         seq: u64,
         xfer_len: u32,
         spdtl: u32,
-        what: &str,
     ) {
-        let want = i64::from(xfer_len) - i64::from(spdtl);
-        if out.residual != want {
-            Self::violation(
-                run,
-                protocol::BAD_RESIDUAL,
-                seq,
-                None,
-                format!("{what} with transfer length {xfer_len} for {spdtl} bytes reported residual {} (expected {want})", out.residual),
-            );
+        if let Some(v) = run
+            .oracle
+            .check_residual(seq, xfer_len, u64::from(spdtl), out.residual)
+        {
+            let op = run.op;
+            run.verdict.violations.push(Violation {
+                class: v.class.name().to_string(),
+                op,
+                seq: Some(seq),
+                lba: None,
+                detail: v.to_string(),
+            });
         }
     }
 
@@ -589,13 +597,14 @@ impl Harness {
             }
             let cdb = rw_cdb(false, lba, blocks, t.fua);
             let within = self.fits_controller(u64::from(xfer), sg.len(), false);
+            run.oracle.submit_read(run.seq);
             let (out, seq) =
                 self.submit(run, &cdb, Direction::FromDevice, xfer, &sg, Payload::None);
             let good = self.judge_status(run, &out, seq, "READ", Some((lba, blocks)), within);
             if !good || !in_range || blocks == 0 {
                 continue;
             }
-            self.judge_residual(run, &out, seq, xfer, bytes as u32, "READ");
+            self.judge_residual(run, &out, seq, xfer, bytes as u32);
             self.data.clear();
             self.data.resize(bytes, 0);
             let mut pos = 0usize;
@@ -613,23 +622,37 @@ impl Harness {
         }
     }
 
+    /// Judges the blocks of one read (in `self.data`) with the oracle,
+    /// skipping runs of blocks whose content cannot be tagged.
     fn check_blocks(&mut self, run: &mut Run<'_>, seq: u64, lba: u64, blocks: u32) {
         let bs = self.target.block_size as usize;
-        for i in 0..blocks as usize {
-            let b = lba + i as u64;
-            if Self::is_tainted(run, b) {
+        let mut i = 0usize;
+        while i < blocks as usize {
+            if Self::is_tainted(run, lba + i as u64) {
+                i += 1;
                 continue;
             }
-            let block = &self.data[i * bs..(i + 1) * bs];
-            if let Some(v) = run.shadow.check_read(seq, b, block) {
+            let start = i;
+            while i < blocks as usize && !Self::is_tainted(run, lba + i as u64) {
+                i += 1;
+            }
+            let data = &self.data[start * bs..i * bs];
+            for v in run.oracle.check_read(seq, lba + start as u64, data) {
                 let op = run.op;
-                run.verdict.violations.push(Violation { op, ..v });
+                run.verdict.violations.push(Violation {
+                    class: v.class.name().to_string(),
+                    op,
+                    seq: Some(seq),
+                    lba: Some(v.lba),
+                    detail: v.to_string(),
+                });
             }
         }
     }
 
     fn sync(&mut self, run: &mut Run<'_>, lba: u64, blocks: u32, immed: bool) {
-        let size = if lba <= u64::from(u32::MAX) {
+        // SYNCHRONIZE CACHE(10) carries 32-bit LBAs and 16-bit counts.
+        let size = if lba <= u64::from(u32::MAX) && blocks <= 0xffff {
             CdbSize::Ten
         } else {
             CdbSize::Sixteen
@@ -644,7 +667,7 @@ impl Harness {
         .encode()
         .expect("SYNCHRONIZE CACHE fields in range");
         let seq = run.seq;
-        run.shadow.submit_flush(seq, lba, blocks, immed);
+        run.oracle.submit_flush(seq, lba, blocks, immed);
         let (out, seq) = self.submit(run, &cdb, Direction::None, 0, &[], Payload::None);
         let range = if blocks == 0 {
             (lba.min(self.target.capacity_blocks), 0)
@@ -664,7 +687,7 @@ impl Harness {
         } else {
             self.judge_status(run, &out, seq, "SYNCHRONIZE CACHE", Some(range), true)
         };
-        run.shadow.complete_flush(seq, good);
+        run.oracle.complete_flush(seq, good);
     }
 
     fn set_wce(&mut self, run: &mut Run<'_>, on: bool) {
@@ -735,7 +758,7 @@ impl Harness {
         self.param = param;
         if self.judge_status(run, &out, seq, "MODE SELECT", None, true) {
             run.wce = on;
-            run.shadow.set_wce(on);
+            run.oracle.set_wce(on);
         }
     }
 

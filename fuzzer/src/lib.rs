@@ -7,7 +7,6 @@ pub mod findings;
 pub mod generator;
 pub mod harness;
 pub mod mutators;
-pub mod oracle;
 pub mod program;
 pub mod seeds;
 pub mod stats;

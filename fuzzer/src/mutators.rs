@@ -309,8 +309,11 @@ fn has_room(h: &Hints, p: &ScsiProgram) -> bool {
 
 /// A random LBA range inside the device, biased small.
 fn random_range(d: &mut Dice, h: &Hints) -> (u64, u32) {
-    let blocks = match d.below(8) {
-        0 => 1 + d.below(u64::from(h.limits.max_blocks())) as u32,
+    // Mostly a few blocks, as page-cache writeback of small files is;
+    // rarely large (the byte-limit mutator reaches the HBA's limits).
+    let blocks = match d.below(32) {
+        0 => 1 + d.below(u64::from(h.limits.max_blocks() / 8)) as u32,
+        1..=4 => 1 + d.below(128) as u32,
         _ => 1 + d.below(16) as u32,
     };
     let cap = h

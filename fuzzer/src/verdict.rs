@@ -14,17 +14,14 @@ pub mod protocol {
     pub const MISSING_RANGE_CHECK: &str = "protocol-missing-lba-out-of-range";
     /// No UNIT ATTENTION after power loss or reset (SAM-5 6.2, SPC-4 5.14).
     pub const MISSING_UNIT_ATTENTION: &str = "protocol-missing-unit-attention";
-    /// GOOD status with a residual that does not match the bytes moved
-    /// (SAM-5 5.1: the residual is the requested count minus the count
-    /// actually transferred).
-    pub const BAD_RESIDUAL: &str = "protocol-bad-residual";
 }
 
 /// One thing that went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Violation {
-    /// Class: a block classification (`stale`, `misdirected`, `dropped`,
-    /// `torn`, `garbage`, ...) or one of the [`protocol`] classes.
+    /// Class: the oracle's (`stale`, `misdirected`, `dropped`, `torn`,
+    /// `garbage`, `unexpected`, `bad-residual`, as `scuzz replay --verify`
+    /// names them) or one of the [`protocol`] classes.
     pub class: String,
     /// Index in the program of the op that observed it; `None` for the
     /// read-back after the final power loss.
@@ -38,9 +35,10 @@ pub struct Violation {
 }
 
 impl Violation {
-    /// True for classes about stored data rather than status or sense.
+    /// True for classes about stored data rather than status, sense or
+    /// residual.
     pub fn is_data(&self) -> bool {
-        !self.class.starts_with("protocol-")
+        !self.class.starts_with("protocol-") && self.class != "bad-residual"
     }
 }
 
