@@ -38,6 +38,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Replay a trace against the emulator, an iSCSI target or a SG_IO device.
     Replay(cmd::replay::Args),
+    /// Fuzz SCSI programs against the emulator (LibAFL campaign).
+    Fuzz(cmd::fuzz::Args),
+    /// Summarise a fuzz campaign's findings and plot its coverage.
+    Triage(cmd::triage::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
         Command::Record(a) => cmd::record::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Replay(a) => cmd::replay::run(a),
+        Command::Fuzz(a) => cmd::fuzz::run(a),
+        Command::Triage(a) => cmd::triage::run(a),
     };
     match result {
         Ok(code) => code,

@@ -8,3 +8,5 @@ pub mod export;
 pub mod record;
 pub mod replay;
 pub mod serve;
+pub mod fuzz;
+pub mod triage;

@@ -1,0 +1,161 @@
+//! `scuzz fuzz`: a LibAFL campaign over programs of SCSI operations against
+//! the emulator (docs/fuzzing.md).
+//!
+//! Exit codes: 0 no finding; 1 usage or I/O error; 2 findings written.
+
+use anyhow::{bail, Context};
+use emulator::{Bug, BugSet};
+use fuzzer::campaign::{launch, run_in_process, CampaignConfig, Layout};
+use fuzzer::harness::Target;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use trace::HbaPreset;
+
+/// Arguments of `scuzz fuzz`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// HBA preset of the emulated controller (`generic`, `lsi3108`,
+    /// `lsi3108-unsplit`).
+    #[arg(long, default_value = "lsi3108")]
+    pub hba: String,
+    /// Switch on a catalogued bug (repeatable); none: look for
+    /// disagreements with a correct driver.
+    #[arg(long = "bug", value_name = "NAME")]
+    pub bugs: Vec<String>,
+    /// Directory of `.sczt` traces whose commands seed the corpus.
+    #[arg(long)]
+    pub seeds: Option<PathBuf>,
+    /// Campaign directory: queue/, solutions/, findings/, stats.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Cores to fuzz on, one client each (`0`, `0-1`, `0,2`, `all`).
+    #[arg(long, default_value = "0")]
+    pub cores: String,
+    /// How long to fuzz (`90s`, `10m`, `8h`, `1d`).
+    #[arg(long, default_value = "10m")]
+    pub time: String,
+    /// Continue the campaign in --out (after a crash or kill) keeping its
+    /// corpus and findings.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seed of the fuzzer's and the emulator's random choices.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Emulated capacity (`64M`, `1G`).
+    #[arg(long, default_value = "64M")]
+    pub capacity: String,
+    /// Logical block size: 512 or 4096.
+    #[arg(long = "block-size", default_value_t = 512)]
+    pub block_size: u32,
+    /// LLMP broker port (default: a free one).
+    #[arg(long = "broker-port")]
+    pub broker_port: Option<u16>,
+    /// Stop as soon as this many findings exist.
+    #[arg(long = "until-findings", value_name = "N")]
+    pub until_findings: Option<usize>,
+    /// Stop as soon as a finding attributed to this bug exists (repeatable:
+    /// all of them).
+    #[arg(long = "until-found", value_name = "BUG")]
+    pub until_found: Vec<String>,
+    /// Run one client in this process (no broker): for debugging and
+    /// profiling; ignores --cores.
+    #[arg(long = "in-process")]
+    pub in_process: bool,
+    /// No live statistics on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `90s`, `10m`, `8h`, `1d`, or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        Some('d') => (&t[..t.len() - 1], 86400),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("--time `{t}` is not a duration (90s, 10m, 8h)"))?;
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
+    let preset = HbaPreset::by_name(&args.hba)?;
+    let bugs: BugSet = args
+        .bugs
+        .iter()
+        .map(|b| b.parse::<Bug>())
+        .collect::<Result<_, _>>()?;
+    let bytes = replayer::runner::parse_size(&args.capacity).map_err(anyhow::Error::msg)?;
+    let capacity_blocks = bytes / u64::from(args.block_size.max(1));
+    let target = Target {
+        preset,
+        bugs,
+        block_size: args.block_size,
+        capacity_blocks,
+        device_seed: args.seed,
+    };
+    fuzzer::harness::Harness::try_new(target.clone()).context("emulated device")?;
+    if let Some(dir) = &args.seeds {
+        if !dir.is_dir() {
+            bail!("--seeds {}: not a directory", dir.display());
+        }
+    }
+    Ok(CampaignConfig {
+        target,
+        seeds: args.seeds.clone(),
+        out: args.out.clone(),
+        cores: args.cores.clone(),
+        duration: parse_duration(&args.time)?,
+        resume: args.resume,
+        seed: args.seed,
+        broker_port: args.broker_port,
+        live: !args.quiet,
+        stop_after_findings: args.until_findings,
+        stop_when_found: args.until_found.clone(),
+    })
+}
+
+/// Runs `scuzz fuzz`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = config(&args)?;
+    if args.in_process {
+        run_in_process(&cfg)?;
+    } else {
+        launch(&cfg)?;
+    }
+    let layout = Layout::new(&cfg.out);
+    let found = fuzzer::findings::records_on_disk(&layout.findings());
+    eprintln!(
+        "scuzz fuzz: {} finding(s) in {}",
+        found.len(),
+        layout.findings().display()
+    );
+    for (dir, rec) in &found {
+        eprintln!(
+            "  {}  ({} ops)  {}",
+            rec.signature,
+            rec.ops_after,
+            dir.join("report.md").display()
+        );
+    }
+    Ok(ExitCode::from(if found.is_empty() { 0 } else { 2 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(8 * 3600));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("soon").is_err());
+    }
+}
