@@ -1062,4 +1062,70 @@ mod hostile {
         let s = Session::login(&addr.to_string(), &opts).await.unwrap();
         assert_eq!(s.negotiated().params.default_time2wait, 5);
     }
+
+    /// A portal that answers the login with "target moved temporarily"
+    /// (Status-Class 1, RFC 7143 §11.13.5) and a TargetAddress: the session
+    /// logs in there instead. Also a portal that redirects without saying
+    /// where fails with the typed error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn login_follows_a_redirect_to_tgtd() {
+        let t = Peer::tgtd(1 << 20);
+        async fn redirector(to: Option<SocketAddr>) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = BytesMut::new();
+                let codec = PduCodec::default();
+                if let Ok(Some(frame)) = read_frame(&mut sock, &mut buf, &codec).await {
+                    let Ok(Pdu {
+                        header: Header::LoginRequest(r),
+                        ..
+                    }) = frame.parse()
+                    else {
+                        return;
+                    };
+                    let data = to
+                        .map(|a| format!("TargetAddress={a},1\0"))
+                        .unwrap_or_default();
+                    let resp = LoginResponse {
+                        transit: false,
+                        cont: false,
+                        csg: r.csg,
+                        nsg: r.nsg,
+                        version_max: 0,
+                        version_active: 0,
+                        isid: r.isid,
+                        tsih: 0,
+                        itt: r.itt,
+                        stat_sn: 0,
+                        exp_cmd_sn: r.cmd_sn,
+                        max_cmd_sn: r.cmd_sn,
+                        status_class: 1,
+                        status_detail: 1,
+                    };
+                    let _ = sock
+                        .write_all(&encode(Header::LoginResponse(resp), data.as_bytes()))
+                        .await;
+                }
+            });
+            addr
+        }
+        let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, t.iqn());
+        let portal = redirector(Some(t.addr())).await;
+        let s = Session::login(&portal.to_string(), &opts).await.unwrap();
+        clear_unit_attention(&s, t.lun()).await;
+        s.logout().await.unwrap();
+
+        let nowhere = redirector(None).await;
+        match Session::login(&nowhere.to_string(), &opts).await {
+            Err(InitiatorError::Redirected {
+                status, address, ..
+            }) => {
+                assert_eq!((status.class, status.detail), (1, 1));
+                assert!(address.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

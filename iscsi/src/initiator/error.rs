@@ -65,6 +65,18 @@ pub enum InitiatorError {
         /// Status-Class and Status-Detail.
         status: LoginStatus,
     },
+    /// The portal sent the login elsewhere (RFC 7143 §11.13.5, Status-Class
+    /// 1) and the redirection could not be followed (no TargetAddress, or
+    /// more hops than [`crate::initiator::MAX_REDIRECTS`]).
+    #[error("login to {target} redirected to `{address}` ({status}), not followed")]
+    Redirected {
+        /// The target name asked for.
+        target: String,
+        /// Status-Class 1 and its detail (temporarily or permanently moved).
+        status: LoginStatus,
+        /// The TargetAddress given, as sent (`host[:port][,tpgt]`).
+        address: String,
+    },
     /// The target's answer to an operational key is outside what was offered.
     #[error("login negotiation: {0}")]
     Negotiation(#[from] NegotiationError),

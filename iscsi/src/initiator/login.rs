@@ -130,6 +130,18 @@ impl Exchange<'_> {
                 class: resp.status_class,
                 detail: resp.status_detail,
             };
+            if status.class == 1 {
+                // §11.13.5: redirection; the new portal is in TargetAddress.
+                let address = TextKeys::parse(&pdu.data)
+                    .ok()
+                    .and_then(|k| k.get("TargetAddress").map(str::to_string))
+                    .unwrap_or_default();
+                return Err(InitiatorError::Redirected {
+                    target: self.target.to_string(),
+                    status,
+                    address,
+                });
+            }
             if status != LoginStatus::SUCCESS {
                 return Err(InitiatorError::LoginRejected {
                     target: self.target.to_string(),
@@ -348,6 +360,27 @@ pub struct DiscoveredTarget {
     pub addresses: Vec<String>,
 }
 
+/// The `host:port` to connect to for a TargetAddress value
+/// (`domainname[:port][,portal-group-tag]`, RFC 7143 §13.8); the port
+/// defaults to 3260.
+pub(crate) fn portal_of(target_address: &str) -> Option<String> {
+    let hostport = target_address.split(',').next().unwrap_or("").trim();
+    if hostport.is_empty() {
+        return None;
+    }
+    let has_port = if let Some(rest) = hostport.strip_prefix('[') {
+        rest.split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':'))
+    } else {
+        hostport.contains(':')
+    };
+    Some(if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{}", super::DEFAULT_PORT)
+    })
+}
+
 /// Opens a discovery session, asks `SendTargets=All`, logs out.
 pub(crate) async fn send_targets(
     addr: &str,
@@ -499,5 +532,25 @@ mod tests {
                 "{offer:?}"
             );
         }
+    }
+
+    #[test]
+    fn target_addresses() {
+        assert_eq!(
+            portal_of("10.0.0.2:3261,1").as_deref(),
+            Some("10.0.0.2:3261")
+        );
+        assert_eq!(portal_of("10.0.0.2").as_deref(), Some("10.0.0.2:3260"));
+        assert_eq!(
+            portal_of("[fe80::1]:3300,2").as_deref(),
+            Some("[fe80::1]:3300")
+        );
+        assert_eq!(portal_of("[fe80::1],2").as_deref(), Some("[fe80::1]:3260"));
+        assert_eq!(
+            portal_of("host.example,1").as_deref(),
+            Some("host.example:3260")
+        );
+        assert_eq!(portal_of(""), None);
+        assert_eq!(portal_of(",1"), None);
     }
 }

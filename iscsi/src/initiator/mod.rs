@@ -252,18 +252,36 @@ fn new_isid() -> [u8; 6] {
     ]
 }
 
+/// Redirections (Status-Class 1) a login follows before giving up.
+pub const MAX_REDIRECTS: usize = 4;
+
 async fn open(
     addr: &str,
     opts: &LoginOptions,
     isid: [u8; 6],
 ) -> Result<Arc<Connection>, InitiatorError> {
-    let li = tokio::time::timeout(
-        opts.login_timeout,
-        login::login(addr, opts, login::SessionKind::Normal, isid),
-    )
-    .await
-    .map_err(|_| InitiatorError::Timeout("login"))??;
-    Ok(Connection::start(li, addr))
+    let mut portal = addr.to_string();
+    let mut hops = 0;
+    loop {
+        let r = tokio::time::timeout(
+            opts.login_timeout,
+            login::login(&portal, opts, login::SessionKind::Normal, isid),
+        )
+        .await
+        .map_err(|_| InitiatorError::Timeout("login"))?;
+        match r {
+            Ok(li) => return Ok(Connection::start(li, &portal)),
+            // §11.13.5: "the initiator ... should retry the login at the
+            // TargetAddress given".
+            Err(InitiatorError::Redirected { address, .. })
+                if hops < MAX_REDIRECTS && login::portal_of(&address).is_some() =>
+            {
+                hops += 1;
+                portal = login::portal_of(&address).unwrap_or_default();
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Session {
