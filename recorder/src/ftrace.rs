@@ -43,6 +43,9 @@ struct Open {
     xfer: u32,
 }
 
+/// host_no, channel, id, lun, driver_tag (when non-negative), raw CDB.
+type CmdHead = (u32, u32, u32, u64, Option<i64>, Vec<u8>);
+
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Line {
@@ -220,7 +223,7 @@ pub fn import_ftrace(
             }
         };
         let f = &parsed.fields;
-        let head = (|| -> Result<(u32, u32, u32, u64, Option<i64>, Vec<u8>), String> {
+        let head = (|| -> Result<CmdHead, String> {
             let tag: Option<i64> = match f.get("driver_tag") {
                 Some(_) => Some(num::<i64>(f, "driver_tag")?).filter(|t| *t >= 0),
                 None => None,

@@ -32,6 +32,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// `u64::is_multiple_of` is Rust 1.87; the workspace's MSRV is 1.85.
+#![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod cdbs;
 pub mod dext;

@@ -82,7 +82,7 @@ impl Shared {
                 Err(TrySendError::Full(e)) => {
                     // The writer is behind: wait for it without blocking
                     // the runtime's other tasks.
-                    let _ = tokio::task::block_in_place(|| self.tx.send(e));
+                    let _ = tokio::task::block_in_place(|| self.tx.send(e).map_err(drop));
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
