@@ -66,8 +66,8 @@ pub enum InitiatorError {
         status: LoginStatus,
     },
     /// The portal sent the login elsewhere (RFC 7143 §11.13.5, Status-Class
-    /// 1) and the redirection could not be followed (no TargetAddress, or
-    /// more hops than [`crate::initiator::MAX_REDIRECTS`]).
+    /// one) and the redirection could not be followed: no TargetAddress, or
+    /// more hops than [`crate::initiator::MAX_REDIRECTS`].
     #[error("login to {target} redirected to `{address}` ({status}), not followed")]
     Redirected {
         /// The target name asked for.
