@@ -494,12 +494,13 @@ impl Disk {
             } => {
                 // SBC-3 5.20: a POWER CONDITION other than START_VALID (0)
                 // changes the power condition only; START and LOEJ are ignored.
+                // LOEJ has nothing to eject on a fixed disk (RMB=0): the
+                // unit just stops. Stopping without NO_FLUSH writes the
+                // cache back first.
+                let _ = loej;
                 if *power_condition == 0 {
                     if !*start && !*no_flush {
                         self.cache.flush(0, u64::MAX, &mut self.medium);
-                    }
-                    if *loej && !*start {
-                        // No removable medium to eject: accept, stop the unit.
                     }
                     self.stopped = !*start;
                 }
@@ -599,7 +600,7 @@ impl Disk {
             } => {
                 self.not_ready()?;
                 self.write_same(
-                    ctx, *size, *lba, *blocks, *unmap, *anchor, *ndob, *protect, data_out, done,
+                    *size, *lba, *blocks, *unmap, *anchor, *ndob, *protect, data_out, done,
                 )?;
             }
             Cdb::Unmap {
@@ -799,7 +800,6 @@ impl Disk {
     #[allow(clippy::too_many_arguments)]
     fn write_same(
         &mut self,
-        ctx: &mut Ctx<'_>,
         size: CdbSize,
         lba: u64,
         blocks: u32,
@@ -861,7 +861,6 @@ impl Disk {
             self.medium.write_same(lba, n, &block);
         }
         done.cache.wrote_through = true;
-        let _ = ctx;
         Ok(())
     }
 
@@ -1064,16 +1063,10 @@ impl Disk {
             .sense_pages(page, subpage, PageControl::from_bits(pc), out)
             .is_none()
         {
-            let byte = 2;
-            return Err(bad_cdb(
-                if subpage != 0
-                    && (page == crate::mode::CACHING_PAGE || page == crate::mode::CONTROL_PAGE)
-                {
-                    3
-                } else {
-                    byte
-                },
-            ));
+            // Point at SUBPAGE CODE when the page exists but the subpage
+            // does not, else at PAGE CODE.
+            let known_page = page == crate::mode::CACHING_PAGE || page == crate::mode::CONTROL_PAGE;
+            return Err(bad_cdb(if subpage != 0 && known_page { 3 } else { 2 }));
         }
         // MODE DATA LENGTH excludes itself.
         if ten {
