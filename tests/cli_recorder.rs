@@ -295,3 +295,95 @@ fn corpus_seeds_regenerate_from_their_commands() {
     }
     assert_eq!(checked, 5);
 }
+
+/// `scuzz record` between QEMU and tgtd, stopped with SIGINT as a user's
+/// Ctrl-C would: the trace is finished and holds QEMU's commands. Needs tgtd
+/// and QEMU 7.2's tools (scripts/test provides them).
+#[test]
+fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    assert!(
+        iscsi::testing::Tgtd::available(),
+        "tgtd is not usable: install `tgt` and run as root"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-iscsi/root");
+    assert!(
+        root.join("usr/bin/qemu-img").is_file(),
+        "run scripts/fetch-qemu-iscsi"
+    );
+    let t = iscsi::testing::Tgtd::builder()
+        .size(8 << 20)
+        .start()
+        .unwrap();
+    let out = tmp("record.sczt");
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_scuzz"))
+        .args([
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &t.addr().to_string(),
+            "--payload",
+            "digest",
+            "-o",
+            s(&out),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(rec.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first
+        .split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let src = tmp("record-src.raw");
+    std::fs::write(&src, vec![0x5a; 4 << 20]).unwrap();
+    let url = format!("iscsi://127.0.0.1:{port}/{}/1", t.iqn());
+    let q = Command::new(root.join("usr/bin/qemu-img"))
+        .args([
+            "convert",
+            "-n",
+            "-t",
+            "writeback",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            s(&src),
+            &url,
+        ])
+        .env(
+            "QEMU_MODULE_DIR",
+            root.join("usr/lib/x86_64-linux-gnu/qemu"),
+        )
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let kill = Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = rec.wait().unwrap();
+    assert!(status.success(), "scuzz record exited with {status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("commands")), "{rest:?}");
+    let r = TraceReader::open(&out).unwrap();
+    let ev: Vec<Event> = r.collect::<Result<_, _>>().unwrap();
+    let writes = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Submit(s) if s.cdb[0] == 0x2a || s.cdb[0] == 0x8a))
+        .count();
+    assert!(writes > 0);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Submit(s) if s.cdb[0] == 0x35 || s.cdb[0] == 0x91)));
+    // `scuzz stats` reads it and sees every command completed.
+    let stats = ok(&["stats", s(&out)]);
+    assert!(stats.contains("incomplete commands: 0"), "{stats}");
+    assert!(stats.contains("SYNCHRONIZE CACHE"), "{stats}");
+}
