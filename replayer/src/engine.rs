@@ -771,7 +771,13 @@ impl<'b, B: Backend> Engine<'b, B> {
         };
         let plan: Vec<(u64, u64, u64)> = v
             .written()
-            .flat_map(|(lun, s, l)| chunks(lun, s, l))
+            .flat_map(|(lun, s, l)| {
+                let bs = self
+                    .luns
+                    .get(&lun)
+                    .map_or(self.default_block_size, |i| i.block_size);
+                chunks(lun, s, l, bs)
+            })
             .collect();
         for (i, (lun, lba, blocks)) in plan.into_iter().enumerate() {
             let oseq = READ_BACK_SEQ + i as u64;
@@ -821,15 +827,25 @@ impl Meta {
     }
 }
 
-/// Read-back commands of at most 256 blocks (1 MiB at 4 KiB).
-fn chunks(lun: u64, start: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64)> {
-    const MAX_BLOCKS: u64 = 256;
-    let n = len.div_ceil(MAX_BLOCKS);
+/// Read-back commands of at most 128 KiB each over `[start, start + len)`.
+fn chunks(
+    lun: u64,
+    start: u64,
+    len: u64,
+    block_size: u32,
+) -> impl Iterator<Item = (u64, u64, u64)> {
+    // 128 KiB: within every preset's per-command and per-segment limits, so
+    // the read-back never depends on the HBA model splitting correctly.
+    let max_blocks = (READ_BACK_BYTES / u64::from(block_size.max(1))).max(1);
+    let n = len.div_ceil(max_blocks);
     (0..n).map(move |i| {
-        let s = start + i * MAX_BLOCKS;
-        (lun, s, MAX_BLOCKS.min(start + len - s))
+        let s = start + i * max_blocks;
+        (lun, s, max_blocks.min(start + len - s))
     })
 }
+
+/// Bytes per closing read-back command.
+const READ_BACK_BYTES: u64 = 128 << 10;
 
 /// The WCE bit of the caching mode page (08h) in a MODE SENSE response or
 /// MODE SELECT parameter list. `ten`: 10-byte header (8 bytes, block
@@ -945,7 +961,9 @@ mod tests {
 
     #[test]
     fn read_back_chunks_cover_the_range_exactly() {
-        let c: Vec<_> = chunks(0, 10, 600).collect();
+        let c: Vec<_> = chunks(0, 10, 600, 512).collect();
         assert_eq!(c, vec![(0, 10, 256), (0, 266, 256), (0, 522, 88)]);
+        let c: Vec<_> = chunks(1, 0, 70, 4096).collect();
+        assert_eq!(c, vec![(1, 0, 32), (1, 32, 32), (1, 64, 6)]);
     }
 }
