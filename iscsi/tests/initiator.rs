@@ -1128,4 +1128,114 @@ mod hostile {
             other => panic!("{other:?}"),
         }
     }
+
+    /// A target ping (NOP-In with a Target Transfer Tag, RFC 7143 §11.19)
+    /// is answered with a NOP-Out carrying that tag, the reserved ITT and
+    /// the ping data; the target only completes the command after a correct
+    /// answer.
+    #[tokio::test]
+    async fn target_pings_are_answered() {
+        use iscsi::pdu::NopIn;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let codec = PduCodec::default();
+            let mut pending: Option<ScsiCommand> = None;
+            while let Ok(Some(frame)) = read_frame(&mut sock, &mut buf, &codec).await {
+                let Ok(pdu) = frame.parse() else { break };
+                let reply = match pdu.header {
+                    Header::LoginRequest(r) => encode(
+                        Header::LoginResponse(LoginResponse {
+                            transit: true,
+                            cont: false,
+                            csg: r.csg,
+                            nsg: r.nsg,
+                            version_max: 0,
+                            version_active: 0,
+                            isid: r.isid,
+                            tsih: 1,
+                            itt: r.itt,
+                            stat_sn: 0,
+                            exp_cmd_sn: r.cmd_sn,
+                            max_cmd_sn: r.cmd_sn.wrapping_add(31),
+                            status_class: 0,
+                            status_detail: 0,
+                        }),
+                        &[],
+                    ),
+                    Header::ScsiCommand(c) => {
+                        let ping = encode(
+                            Header::NopIn(NopIn {
+                                itt: u32::MAX,
+                                ttt: 0x1234,
+                                stat_sn: 1,
+                                exp_cmd_sn: c.cmd_sn + 1,
+                                max_cmd_sn: c.cmd_sn + 32,
+                                ..Default::default()
+                            }),
+                            b"ping",
+                        );
+                        pending = Some(c);
+                        ping
+                    }
+                    Header::NopOut(n) => {
+                        let Some(c) = pending.take() else { break };
+                        let ok = n.ttt == 0x1234 && n.itt == u32::MAX && &pdu.data[..] == b"ping";
+                        encode(
+                            Header::ScsiResponse(ScsiResponse {
+                                status: if ok { 0 } else { 2 },
+                                itt: c.itt,
+                                stat_sn: 1,
+                                exp_cmd_sn: c.cmd_sn + 1,
+                                max_cmd_sn: c.cmd_sn + 32,
+                                ..Default::default()
+                            }),
+                            &[],
+                        )
+                    }
+                    _ => continue,
+                };
+                if sock.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "iqn.x:nop");
+        let s = Session::login(&addr.to_string(), &opts).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.command(&read_req()))
+            .await
+            .expect("the target answers once pinged back")
+            .unwrap();
+        assert_eq!(r.status, GOOD, "NOP-Out answer was wrong");
+    }
+}
+
+// tgtd pinging every second and dropping the connection after two
+// unanswered pings: an idle session survives four seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgtd_nop_in_pings_keep_an_idle_session() {
+    let t = Peer::tgtd(1 << 20);
+    let Peer::Tgtd(tg) = &t else { unreachable!() };
+    for (k, v) in [("nop_interval", "1"), ("nop_count", "2")] {
+        tg.tgtadm(&[
+            "--lld", "iscsi", "--op", "update", "--mode", "target", "--tid", "1", "--name", k,
+            "--value", v,
+        ])
+        .unwrap();
+    }
+    let s = session(&t).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = s
+        .command(&CommandRequest::read(t.lun(), &read10(0, 8), 4096))
+        .await
+        .unwrap();
+    assert_eq!(r.status, GOOD);
+    assert_eq!(
+        s.reconnects(),
+        0,
+        "tgtd dropped the session: pings unanswered"
+    );
+    s.logout().await.unwrap();
 }
