@@ -4,7 +4,7 @@
 //! The parts are LibAFL's own: a [`StdState`] holding an on-disk corpus
 //! (`OUT/queue`, so a killed campaign resumes) and on-disk solutions
 //! (`OUT/solutions`); a [`StdFuzzer`] with a minimiser-over-queue scheduler;
-//! [`MaxMapFeedback`] over a [`StdMapObserver`] of the emulator's
+//! [`MaxMapFeedback`] over a [`HitcountsMapObserver`] of the emulator's
 //! state-transition map; a [`StdMutationalStage`] driving
 //! [`HavocScheduledMutator`] over the domain mutators; and, for several
 //! cores, the [`Launcher`] with an LLMP broker. Scuzz adds what is specific
@@ -32,7 +32,7 @@ use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::stats::ClientStatsManager;
 use libafl::monitors::Monitor;
 use libafl::mutators::HavocScheduledMutator;
-use libafl::observers::{CanTrack, Observer, StdMapObserver};
+use libafl::observers::{CanTrack, HitcountsMapObserver, Observer, StdMapObserver};
 use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
 use libafl::stages::{Restartable, Stage, StdMutationalStage};
 use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
@@ -197,9 +197,19 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A program's cost for the minimiser scheduler: its ops plus the KiB it
+/// moves, so among programs reaching the same transition the cheapest to run
+/// is favoured (executions are dominated by data volume).
 impl HasLen for ScsiProgram {
     fn len(&self) -> usize {
-        self.ops.len()
+        let kib: u64 = self
+            .ops
+            .iter()
+            .filter_map(|o| o.transfer())
+            .map(|t| u64::from(t.blocks))
+            .sum::<u64>()
+            / 2;
+        self.ops.len() + kib as usize
     }
 }
 
@@ -250,14 +260,24 @@ impl<I, S> Observer<I, S> for OracleObserver {
 /// The observers every Scuzz executor fills: the coverage map (with index
 /// tracking, for the minimiser scheduler) and the oracle's verdict.
 pub type ScsiObservers = (
-    libafl::observers::ExplicitTracking<StdMapObserver<'static, u8, false>, true, false>,
+    libafl::observers::ExplicitTracking<
+        HitcountsMapObserver<StdMapObserver<'static, u8, false>>,
+        true,
+        false,
+    >,
     (OracleObserver, ()),
 );
 
 /// The observers, freshly made.
 pub fn observers() -> ScsiObservers {
     tuple_list!(
-        StdMapObserver::owned(COVERAGE, vec![0u8; crate::harness::MAP_SIZE]).track_indices(),
+        // Hit counts bucketed AFL-style (1, 2, 3, 4-7, 8-15, ...): a program
+        // that repeats a transition a few more times is not new.
+        HitcountsMapObserver::new(StdMapObserver::owned(
+            COVERAGE,
+            vec![0u8; crate::harness::MAP_SIZE]
+        ))
+        .track_indices(),
         OracleObserver::new()
     )
 }
@@ -302,7 +322,9 @@ impl<EM, S: HasExecutions, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
         input: &ScsiProgram,
     ) -> Result<ExitKind, libafl::Error> {
         *state.executions_mut() += 1;
-        let map: &mut [u8] = self.observers.0.as_mut();
+        let hits: &mut HitcountsMapObserver<StdMapObserver<'static, u8, false>> =
+            self.observers.0.as_mut();
+        let map: &mut [u8] = &mut hits[..];
         let verdict = self.harness.run(input, Some(map));
         self.observers.1 .0.verdict = verdict;
         Ok(ExitKind::Ok)
@@ -679,7 +701,9 @@ where
         Some(s) => s,
         None => StdState::new(
             StdRand::with_seed(cfg.seed.wrapping_add(client as u64)),
-            CachedOnDiskCorpus::new(layout.queue(), 4096)?,
+            // No per-entry metadata files: the queue is for resuming, and
+            // metadata would triple the files written per new entry.
+            CachedOnDiskCorpus::no_meta(layout.queue(), 4096)?,
             OnDiskCorpus::new(layout.solutions())?,
             &mut feedback,
             &mut objective,

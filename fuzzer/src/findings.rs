@@ -421,13 +421,25 @@ impl FindingsDir {
 /// a replay then flags a wrong status or sense as a completion mismatch,
 /// and a replay with the bug off matches the recording exactly. Kept as
 /// recorded if the bug changes which commands the harness sends.
-pub fn reference_completions(target: &Target, program: &ScsiProgram, events: Vec<trace::Event>) -> Vec<trace::Event> {
+pub fn reference_completions(
+    target: &Target,
+    program: &ScsiProgram,
+    events: Vec<trace::Event>,
+) -> Vec<trace::Event> {
     use trace::Event;
     let mut clean = target.clone();
     clean.bugs = BugSet::NONE;
     let (_, reference) = Harness::new(clean).record(program);
     let submits = |ev: &[Event]| -> Vec<trace::Submit> {
-        ev.iter().filter_map(|e| if let Event::Submit(s) = e { Some(s.clone()) } else { None }).collect()
+        ev.iter()
+            .filter_map(|e| {
+                if let Event::Submit(s) = e {
+                    Some(s.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
     };
     if reference.len() != events.len() || submits(&reference) != submits(&events) {
         return events;
@@ -518,7 +530,9 @@ fn report_md(
     s.push_str("## Program\n\n```text\n");
     s.push_str(&min.to_string());
     if min.ops.iter().any(|o| matches!(o, Op::Write(_))) {
-        s.push_str("   +  POWER LOSS, then READ of every block written (crash-consistency check)\n");
+        s.push_str(
+            "   +  POWER LOSS, then READ of every block written (crash-consistency check)\n",
+        );
     }
     s.push_str("```\n\n");
     s.push_str("## Violations\n\n");

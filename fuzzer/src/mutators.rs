@@ -235,6 +235,7 @@ pub type DomainMutations = tuple_list_type!(
     ProgramMutator,
     ProgramMutator,
     ProgramMutator,
+    ProgramMutator,
     SpliceMutator
 );
 
@@ -285,6 +286,7 @@ pub fn domain_mutations(hints: Hints) -> DomainMutations {
         m(16),
         m(17),
         m(18),
+        m(19),
         SpliceMutator::new(hints)
     )
 }

@@ -39,9 +39,10 @@ pub enum SeedError {
 /// flood the corpus with near-identical chunks.
 pub const MAX_SEEDS_PER_TRACE: usize = 64;
 
-/// Ops per seed program when a trace is cut: long enough to hold a few
-/// flush intervals of a `cp`, short enough to execute quickly.
-pub const SEED_OPS: usize = 64;
+/// Ops per seed program when a trace is cut: long enough to hold a flush
+/// interval of a `cp` (whose writes are up to 1 MiB each), short enough to
+/// execute in a few milliseconds.
+pub const SEED_OPS: usize = 16;
 
 /// Converts one trace's events into programs.
 #[derive(Debug)]

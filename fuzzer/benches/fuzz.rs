@@ -1,0 +1,255 @@
+//! The fuzzer's benchmark (`cargo bench -p scuzz-fuzzer`, about ten
+//! minutes on two cores; results in docs/performance.md, section
+//! "fuzzer"). Arguments select parts: `ttff`, `throughput`, `scaling`
+//! (default: all).
+//!
+//! - `ttff`: for every catalogued bug, time to the first finding attributed
+//!   to it, over 5 seeds on one core, for the campaign (seeds from
+//!   corpus/seeds, coverage feedback, domain mutators) and, in the same run,
+//!   for a baseline of random programs with no feedback and no domain
+//!   mutators. The baseline gets at most 20 times the campaign's median (at
+//!   least 3 s, at most 60 s); "> N s" means it found nothing in N s.
+//! - `throughput`: executions per second of 32-op programs on a 64 MiB
+//!   disk, harness alone and inside LibAFL's loop.
+//! - `scaling`: `--cores 0` against `--cores 0-1` through the Launcher.
+
+use emulator::{Bug, BugSet};
+use fuzzer::campaign::{launch, run_in_process, CampaignConfig};
+use fuzzer::generator::random_program;
+use fuzzer::harness::{Harness, Target};
+use fuzzer::mutators::Dice;
+use fuzzer::program::{Op, ScsiProgram, Transfer};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use trace::{HbaPreset, Lba, Segment};
+
+const SEEDS: u64 = 5;
+
+fn preset_for(bug: Bug) -> &'static str {
+    match bug {
+        // Only reachable when the byte limit did not reach the OS splitter.
+        Bug::OversizeTruncate | Bug::OversizeClip => "lsi3108-unsplit",
+        _ => "lsi3108",
+    }
+}
+
+fn target(bug: Option<Bug>, seed: u64) -> Target {
+    let mut t = Target::new(HbaPreset::by_name(bug.map_or("lsi3108", preset_for)).unwrap());
+    t.bugs = bug.map_or(BugSet::NONE, |b| BugSet::of(&[b]));
+    t.device_seed = seed;
+    t
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scuzz-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn corpus_seeds() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus/seeds")
+}
+
+fn config(t: Target, out: PathBuf, secs: u64, seed: u64) -> CampaignConfig {
+    CampaignConfig {
+        target: t,
+        seeds: Some(corpus_seeds()),
+        out,
+        cores: "0".into(),
+        duration: Duration::from_secs(secs),
+        resume: false,
+        seed,
+        broker_port: None,
+        live: false,
+        stop_after_findings: None,
+        stop_when_found: Vec::new(),
+    }
+}
+
+/// Campaign: time until a finding attributed to `bug` is on disk.
+fn campaign_ttff(bug: Bug, seed: u64, cap: u64) -> Option<f64> {
+    let out = out_dir(&format!("ttff-{}-{seed}", bug.name()));
+    let mut cfg = config(target(Some(bug), seed), out.clone(), cap, seed);
+    cfg.stop_when_found = vec![bug.name().to_string()];
+    let start = Instant::now();
+    run_in_process(&cfg).expect("campaign runs");
+    let t = start.elapsed().as_secs_f64();
+    let found = fuzzer::findings::records_on_disk(&out.join("findings"))
+        .iter()
+        .any(|(_, r)| r.signature.bug.split('+').any(|b| b == bug.name()));
+    let _ = std::fs::remove_dir_all(&out);
+    found.then_some(t)
+}
+
+/// Baseline: random programs, no feedback, no mutators; a violation counts
+/// when it disappears with the bug off (the same attribution the campaign
+/// uses).
+fn baseline_ttff(bug: Bug, seed: u64, cap: f64) -> Option<f64> {
+    let t = target(Some(bug), seed);
+    let mut h = Harness::new(t.clone());
+    let mut clean = Harness::new(target(None, seed));
+    let limits = h.limits();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < cap {
+        let p = random_program(seed.wrapping_mul(0x9e37_79b9) ^ n, &limits);
+        n += 1;
+        let v = h.run(&p, None);
+        if let Some(class) = v.class() {
+            if !clean
+                .run(&p, None)
+                .violations
+                .iter()
+                .any(|x| x.class == class)
+            {
+                return Some(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    None
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ttff() {
+    println!("| bug | preset | campaign median (s) | campaign runs (s) | baseline median (s) | speed-up |");
+    println!("|---|---|---|---|---|---|");
+    for &bug in Bug::ALL {
+        let mut camp: Vec<f64> = (0..SEEDS)
+            .map(|s| campaign_ttff(bug, s + 1, 60).unwrap_or(f64::INFINITY))
+            .collect();
+        let runs = camp
+            .iter()
+            .map(|t| {
+                if t.is_finite() {
+                    format!("{t:.2}")
+                } else {
+                    ">60".into()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cm = median(&mut camp);
+        let cap = if cm.is_finite() {
+            (cm * 20.0).clamp(3.0, 60.0)
+        } else {
+            60.0
+        };
+        let mut base: Vec<f64> = (0..SEEDS)
+            .map(|s| baseline_ttff(bug, s + 1, cap).unwrap_or(f64::INFINITY))
+            .collect();
+        let bm = median(&mut base);
+        let (bm_s, ratio) = if bm.is_finite() {
+            (format!("{bm:.2}"), format!("{:.0}x", bm / cm))
+        } else {
+            (format!("> {cap:.0}"), format!("> {:.0}x", cap / cm))
+        };
+        println!(
+            "| {} | {} | {cm:.2} | {runs} | {bm_s} | {ratio} |",
+            bug.name(),
+            preset_for(bug)
+        );
+    }
+}
+
+/// 32-op programs of small transfers (1 to 8 blocks of 512 bytes, as page
+/// cache writeback of small files issues), flushes and power losses.
+fn programs(limits: &fuzzer::program::Limits) -> Vec<ScsiProgram> {
+    let mut d = Dice::new(1);
+    (0..64)
+        .map(|_| {
+            let ops = (0..32)
+                .map(|_| {
+                    let blocks = 1 + d.below(8) as u32;
+                    let lba = d.below(limits.capacity_blocks - 8);
+                    let sg = vec![Segment::new(0x10_0000 + d.below(1024) * 4096, blocks * 512)];
+                    let t = Transfer {
+                        lba: Lba(lba),
+                        blocks,
+                        fua: d.one_in(8),
+                        sg,
+                        extra: 0,
+                    };
+                    match d.below(10) {
+                        0..=5 => Op::Write(t),
+                        6 | 7 => Op::Read(t),
+                        8 => Op::SyncCache {
+                            lba: Lba(0),
+                            blocks: 0,
+                            immed: false,
+                        },
+                        _ => Op::PowerLoss,
+                    }
+                })
+                .collect();
+            let mut p = ScsiProgram::new(ops);
+            p.fit(limits);
+            p
+        })
+        .collect()
+}
+
+fn throughput() {
+    let mut h = Harness::new(target(None, 0));
+    let progs = programs(&h.limits());
+    let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
+    let n = 40_000;
+    let start = Instant::now();
+    for i in 0..n {
+        let v = h.run(&progs[i % progs.len()], Some(&mut map));
+        assert!(v.passed());
+    }
+    let harness_rate = n as f64 / start.elapsed().as_secs_f64();
+    println!("| harness alone, 32-op programs, coverage on | {harness_rate:.0} execs/s |");
+    let out = out_dir("tp");
+    let mut cfg = config(target(None, 0), out.clone(), 15, 1);
+    cfg.seeds = None;
+    let r = run_in_process(&cfg).unwrap();
+    println!(
+        "| LibAFL loop, 1 core, in process, no bug, 15 s | {:.0} execs/s (corpus {}) |",
+        r.execs as f64 / r.elapsed.as_secs_f64(),
+        r.corpus
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn launched(cores: &str, secs: u64) -> (f64, u64) {
+    let out = out_dir(&format!("scale-{cores}"));
+    let mut cfg = config(target(None, 0), out.clone(), secs, 1);
+    cfg.cores = cores.into();
+    launch(&cfg).unwrap();
+    let series = fuzzer::stats::read_series(&out.join("stats.jsonl"));
+    let last = series.last().cloned().expect("stats written");
+    let _ = std::fs::remove_dir_all(&out);
+    (last.execs as f64 / last.elapsed_s, last.clients)
+}
+
+fn scaling() {
+    let (one, c1) = launched("0", 20);
+    let (two, c2) = launched("0-1", 20);
+    println!("| Launcher `--cores 0`, 20 s | {one:.0} execs/s ({c1} client) |");
+    println!(
+        "| Launcher `--cores 0-1`, 20 s | {two:.0} execs/s ({c2} clients), {:.2}x one core |",
+        two / one
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
+    if want("throughput") {
+        throughput();
+    }
+    if want("scaling") {
+        scaling();
+    }
+    if want("ttff") {
+        ttff();
+    }
+}
