@@ -8,6 +8,7 @@
 //! 3 latency regression.
 
 mod cmd;
+mod demo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Fuzz(cmd::fuzz::Args),
     /// Summarise a fuzz campaign's findings and plot its coverage.
     Triage(cmd::triage::Args),
+    /// The LSI 3108 DEXT report end to end: every candidate cause replayed on the emulator, then fuzzed.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay::run(a),
         Command::Fuzz(a) => cmd::fuzz::run(a),
         Command::Triage(a) => cmd::triage::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => code,

@@ -10,3 +10,4 @@ pub mod replay;
 pub mod serve;
 pub mod fuzz;
 pub mod triage;
+pub mod demo;
