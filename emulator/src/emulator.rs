@@ -566,7 +566,7 @@ impl Emulator {
             }
         }
         if task.dir == Direction::FromDevice && plan.bounced > 0 {
-            hba::copy_back(&plan.commands, &mut self.mem, &bounce);
+            hba::copy_back(&plan, &mut self.mem, &mut bounce);
         }
         self.bounce = bounce;
         match result {

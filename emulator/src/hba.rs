@@ -11,7 +11,8 @@
 //!    pieces the controller cannot address (or that break its alignment)
 //!    copied through low bounce memory, and a task over the controller's
 //!    byte or segment limit split into several controller commands at block
-//!    boundaries. Catalogued bugs replace exactly one of those steps with
+//!    boundaries (double-buffering a piece when the segment limit falls
+//!    inside a block). Catalogued bugs replace exactly one of those steps with
 //!    the mistake real drivers make;
 //! 3. the **controller** ([`check_controller`]) accepts at most
 //!    [`HbaConstraints::max_segments`] entries and
@@ -75,6 +76,15 @@ pub enum Mem {
         /// The host address the data belongs to.
         host: u64,
     },
+    /// The driver's bounce buffer at `offset`, holding a copy of several
+    /// task pieces ([`Plan::coalesced`] entry `index`) so that one entry
+    /// covers what the controller's segment limit could not.
+    Coalesced {
+        /// Offset in the bounce buffer.
+        offset: usize,
+        /// Index into [`Plan::coalesced`].
+        index: usize,
+    },
 }
 
 impl Mem {
@@ -84,6 +94,10 @@ impl Mem {
             Mem::Bounce { offset, host } => Mem::Bounce {
                 offset: offset + by as usize,
                 host: host.wrapping_add(u64::from(by)),
+            },
+            Mem::Coalesced { offset, index } => Mem::Coalesced {
+                offset: offset + by as usize,
+                index,
             },
         }
     }
@@ -132,6 +146,9 @@ pub struct Plan {
     /// The driver will report the whole transfer done whatever moved (the
     /// buggy oversize paths).
     pub claims_full: bool,
+    /// Bounce regions that stand for several task pieces: (offset in the
+    /// bounce buffer, the pieces in order), for the copy back after a read.
+    pub coalesced: Vec<(usize, Vec<Entry>)>,
 }
 
 /// Block geometry the driver needs to split READ/WRITE.
@@ -313,9 +330,35 @@ pub fn plan(
             bs,
         );
         if got == 0 {
-            // max_segs entries cannot hold even one block: no correct split
-            // exists, so fail the task instead of corrupting it.
-            return Err(CheckCondition::invalid_field_in_cdb(0, None));
+            // max_segs entries cannot hold even one block: copy the next
+            // piece through one contiguous bounce region (what xnu's
+            // IODMACommand double-buffering does), so one entry covers it.
+            let seg_max = u64::from(ctl.max_segment_bytes) / bs * bs;
+            let want = (split_bytes - pos).min(max_chunk).min(seg_max);
+            if want == 0 {
+                // Not even one block fits one entry: no correct way exists.
+                return Err(CheckCondition::invalid_field_in_cdb(0, None));
+            }
+            let (pieces, _) = take(&entries, pos, want, usize::MAX, 1);
+            let offset = bounce.len();
+            if write {
+                let mut tmp = Vec::with_capacity(want as usize);
+                gather(&pieces, mem, bounce, &mut tmp);
+                bounce.extend_from_slice(&tmp);
+            } else {
+                bounce.resize(offset + want as usize, 0);
+            }
+            p.bounced += want;
+            let index = p.coalesced.len();
+            p.coalesced.push((offset, pieces));
+            let entry = Entry {
+                mem: Mem::Coalesced { offset, index },
+                len: want as u32,
+            };
+            p.commands.push(piece(lba, want / bs, vec![entry]));
+            pos += want;
+            lba += want / bs;
+            continue;
         }
         p.commands.push(piece(lba, got / bs, taken));
         pos += got;
@@ -444,7 +487,7 @@ pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &[u8], out: &mut Vec<
         out.resize(at + e.len as usize, 0);
         match e.mem {
             Mem::Host(a) => mem.read(a, &mut out[at..]),
-            Mem::Bounce { offset, .. } => {
+            Mem::Bounce { offset, .. } | Mem::Coalesced { offset, .. } => {
                 out[at..].copy_from_slice(&bounce[offset..offset + e.len as usize])
             }
         }
@@ -462,7 +505,7 @@ pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mu
         let n = (e.len as usize).min(data.len() - at);
         match e.mem {
             Mem::Host(a) => mem.write(a, &data[at..at + n]),
-            Mem::Bounce { offset, .. } => {
+            Mem::Bounce { offset, .. } | Mem::Coalesced { offset, .. } => {
                 bounce[offset..offset + n].copy_from_slice(&data[at..at + n])
             }
         }
@@ -472,9 +515,27 @@ pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mu
 }
 
 /// After a read through bounce memory: copy the bounce buffer back to the
-/// host pages it stands for.
-pub fn copy_back(commands: &[ControllerCommand], mem: &mut HostMemory, bounce: &[u8]) {
-    for c in commands {
+/// host pages it stands for (coalesced regions first, into the pieces they
+/// were made of).
+pub fn copy_back(plan: &Plan, mem: &mut HostMemory, bounce: &mut [u8]) {
+    for (offset, pieces) in &plan.coalesced {
+        let mut at = *offset;
+        for e in pieces {
+            let n = e.len as usize;
+            match e.mem {
+                Mem::Host(a) => mem.write(a, &bounce[at..at + n]),
+                Mem::Bounce { offset: o, host } => {
+                    bounce.copy_within(at..at + n, o);
+                    mem.write(host, &bounce[o..o + n]);
+                }
+                // Pieces are cut from the task's entries, which are never
+                // coalesced themselves.
+                Mem::Coalesced { .. } => {}
+            }
+            at += n;
+        }
+    }
+    for c in &plan.commands {
         for e in &c.entries {
             if let Mem::Bounce { offset, host } = e.mem {
                 mem.write(host, &bounce[offset..offset + e.len as usize]);

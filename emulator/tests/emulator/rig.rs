@@ -53,9 +53,10 @@ pub fn cdb16(op: u8, lba: u64, blocks: u32, byte1: u8) -> Vec<u8> {
     c
 }
 
-/// The driver refused a task it cannot split on block boundaries within
-/// the controller's segment limit (INVALID FIELD IN CDB before any
-/// controller command): the correct alternative to corrupting it.
+/// The driver refused a task no correct driver can carry (here: a block
+/// larger than the scaled-down controller's segment size), with INVALID
+/// FIELD IN CDB before any controller command: the correct alternative to
+/// corrupting it.
 pub fn is_unsplittable(out: &Outcome) -> bool {
     out.controller_commands == 0 && out.sense_code() == Some((0x5, 0x24, 0x00))
 }
