@@ -342,6 +342,33 @@ fn qemu_img_convert_roundtrip_and_qemu_io() {
         1,
         "qemu-io: {io}"
     );
+    // The same with CRC32C header digests (libiscsi's only digest).
+    let opts = format!(
+        "driver=iscsi,transport=tcp,portal=127.0.0.1:{},target={IQN},lun=0,header-digest=crc32c",
+        serve.port
+    );
+    let io = qemu(
+        "qemu-io",
+        &[
+            "--image-opts",
+            &opts,
+            "-c",
+            "write -P 0x3c 5M 256k",
+            "-c",
+            "read -P 0x3c 5M 256k",
+        ],
+    );
+    assert!(!io.contains("failed"), "qemu-io with header digests: {io}");
+    let log = serve.drain_log().join("\n");
+    assert!(
+        log.contains("HeaderDigest=CRC32C"),
+        "QEMU's session did not negotiate header digests: {log}"
+    );
+    assert_eq!(
+        io.matches("read 262144/262144 bytes").count(),
+        1,
+        "qemu-io: {io}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -375,4 +402,51 @@ passed
     );
     assert_eq!(r["iSCSIdatasn.iSCSIDataSnInvalid"], Verdict::Passed);
     assert_eq!(r.len(), 5);
+}
+
+/// `scuzz serve` logs each session to stderr and exits cleanly on SIGTERM
+/// (as on Ctrl-C), closing the sessions it serves.
+#[test]
+fn serve_logs_sessions_and_shuts_down_on_sigterm() {
+    require("iscsi-inq", "libiscsi-bin");
+    let mut serve = Serve::start(&["--capacity", "16M", "--luns", "2"]);
+    let out = Command::new("iscsi-inq")
+        .arg(serve.url(1))
+        .output()
+        .expect("run iscsi-inq");
+    assert!(out.status.success(), "iscsi-inq on LUN 1: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DIRECT_ACCESS"));
+    let status = Command::new("kill")
+        .args(["-TERM", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = serve.child.wait().expect("scuzz serve exits");
+    assert!(exit.success(), "exit status {exit:?}");
+    let text = serve.log.iter().collect::<Vec<_>>().join("\n");
+    assert!(text.contains("normal session"), "{text}");
+    assert!(text.contains("ended: logout"), "{text}");
+    assert!(text.contains("shut down"), "{text}");
+}
+
+/// Bad sizes, presets, bug names and CHAP strings are usage errors that
+/// name the flag.
+#[test]
+fn serve_rejects_bad_arguments() {
+    for (args, needle) in [
+        (&["--capacity", "1X"][..], "--capacity"),
+        (&["--hba", "nosuch"][..], "--hba"),
+        (&["--bug", "nosuch"][..], "--bug"),
+        (&["--chap", "nocolon"][..], "--chap"),
+        (&["--block-size", "1000"][..], "block"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scuzz"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }

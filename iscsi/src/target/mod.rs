@@ -123,6 +123,8 @@ pub enum TargetEvent {
         tsih: u16,
         /// Whether this is a discovery session.
         discovery: bool,
+        /// Digests negotiated (RFC 7143 §13.1).
+        digests: crate::pdu::Digests,
     },
     /// A session ended.
     SessionEnded {
@@ -150,11 +152,24 @@ impl std::fmt::Display for TargetEvent {
                 initiator,
                 tsih,
                 discovery,
-            } => write!(
-                f,
-                "{peer}: {} session {tsih:#06x} for {initiator}",
-                if *discovery { "discovery" } else { "normal" }
-            ),
+                digests,
+            } => {
+                write!(
+                    f,
+                    "{peer}: {} session {tsih:#06x} for {initiator}",
+                    if *discovery { "discovery" } else { "normal" }
+                )?;
+                let name = |on: bool| if on { "CRC32C" } else { "None" };
+                if digests.header || digests.data {
+                    write!(
+                        f,
+                        " (HeaderDigest={}, DataDigest={})",
+                        name(digests.header),
+                        name(digests.data)
+                    )?;
+                }
+                Ok(())
+            }
             TargetEvent::SessionEnded { peer, tsih, reason } => {
                 write!(f, "{peer}: session {tsih:#06x} ended: {reason}")
             }
@@ -308,6 +323,10 @@ impl Target {
             initiator: established.initiator_name.clone(),
             tsih: established.tsih,
             discovery: established.discovery,
+            digests: crate::pdu::Digests {
+                header: established.negotiated.params.header_digest,
+                data: established.negotiated.params.data_digest,
+            },
         });
         let (initiator_name, isid, tsih) = (
             established.initiator_name.clone(),
