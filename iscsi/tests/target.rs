@@ -444,3 +444,108 @@ async fn length_fields_cannot_make_the_target_buffer_without_bound() {
         |p| matches!(&p.header, Header::ScsiResponse(r) if r.itt == 0x44 && r.status == 0x28)
     ));
 }
+
+/// One Login Request with `keys`; the (class, detail) of the answer.
+async fn login_status(addr: SocketAddr, csg: Stage, keys: &[(&str, &str)]) -> (u8, u8) {
+    let mut raw = Raw::connect(addr).await;
+    let mut text = TextKeys::new();
+    for (k, v) in keys {
+        text.push(*k, *v);
+    }
+    let req = LoginRequest {
+        transit: true,
+        cont: false,
+        csg,
+        nsg: if csg == Stage::Security {
+            Stage::Operational
+        } else {
+            Stage::FullFeature
+        },
+        version_max: 0,
+        version_min: 0,
+        isid: [0x80, 0, 0, 0, 0, 1],
+        tsih: 0,
+        itt: 0,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+    };
+    raw.send(&Pdu::new(Header::LoginRequest(req), text.encode()))
+        .await;
+    match raw.recv().await {
+        Some(Pdu {
+            header: Header::LoginResponse(r),
+            ..
+        }) => (r.status_class, r.status_detail),
+        other => panic!("expected a Login Response, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_refused_with_the_rfc_status() {
+    let t = start().await;
+    let me = ("InitiatorName", "iqn.2026-11.dev.scuzz.test:login");
+    // RFC 7143 §11.13.5 status classes and details.
+    assert_eq!(
+        login_status(t.addr, Stage::Operational, &[("TargetName", IQN)]).await,
+        (2, 7),
+        "missing InitiatorName"
+    );
+    assert_eq!(
+        login_status(t.addr, Stage::Operational, &[me]).await,
+        (2, 7),
+        "normal session without TargetName"
+    );
+    assert_eq!(
+        login_status(
+            t.addr,
+            Stage::Operational,
+            &[me, ("TargetName", "iqn.nope:x")]
+        )
+        .await,
+        (2, 3),
+        "unknown target"
+    );
+    assert_eq!(
+        login_status(t.addr, Stage::Operational, &[me, ("SessionType", "Bogus")]).await,
+        (2, 9),
+        "unknown session type"
+    );
+    assert_eq!(
+        login_status(t.addr, Stage::Operational, &[me, ("TargetName", IQN)]).await,
+        (0, 0)
+    );
+
+    // With CHAP required: AuthMethod=None and skipping the security stage
+    // are authentication failures.
+    let emu = emulator::Emulator::new(emulator::EmulatorConfig {
+        capacity_blocks: 2048,
+        ..Default::default()
+    })
+    .unwrap();
+    let device: SharedDevice = Arc::new(Mutex::new(EmulatorDevice::new(emu)));
+    let mut cfg = TargetConfig::new(IQN);
+    cfg.chap = Some(iscsi::target::ChapCredentials {
+        user: "u".into(),
+        secret: b"0123456789ab".to_vec(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = Target::new(cfg, device)
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let target = ("TargetName", IQN);
+    assert_eq!(
+        login_status(addr, Stage::Security, &[me, target, ("AuthMethod", "None")]).await,
+        (2, 1)
+    );
+    assert_eq!(
+        login_status(addr, Stage::Operational, &[me, target]).await,
+        (2, 1)
+    );
+}
