@@ -275,7 +275,12 @@ pub fn export_fio_iolog<E: std::error::Error + Send + Sync + 'static>(
                 continue;
             }
         };
-        let mut line = |act: &str, off: u64, len: u64| -> Result<bool, std::io::Error> {
+        // `lba` and `blocks` in blocks; a range whose byte offset overflows
+        // or whose length exceeds fio's 32-bit length is skipped, not wrapped.
+        let mut line = |act: &str, lba: u64, blocks: u64| -> Result<bool, std::io::Error> {
+            let (Some(off), Some(len)) = (lba.checked_mul(bs), blocks.checked_mul(bs)) else {
+                return Ok(false);
+            };
             if len > u64::from(u32::MAX) {
                 return Ok(false);
             }
@@ -283,21 +288,21 @@ pub fn export_fio_iolog<E: std::error::Error + Send + Sync + 'static>(
             Ok(true)
         };
         let wrote = match &cdb {
-            Cdb::Read(rw) => line("read", rw.lba * bs, u64::from(rw.blocks) * bs)?,
-            Cdb::Write(rw) => line("write", rw.lba * bs, u64::from(rw.blocks) * bs)?,
+            Cdb::Read(rw) => line("read", rw.lba, u64::from(rw.blocks))?,
+            Cdb::Write(rw) => line("write", rw.lba, u64::from(rw.blocks))?,
             Cdb::SyncCache { .. } => line("sync", 0, 0)?,
             Cdb::WriteSame {
                 unmap: true,
                 lba,
                 blocks,
                 ..
-            } if *blocks > 0 => line("trim", lba * bs, u64::from(*blocks) * bs)?,
+            } if *blocks > 0 => line("trim", *lba, u64::from(*blocks))?,
             Cdb::Unmap { .. } => match &s.payload {
                 Payload::Full(p) => match unmap_ranges(p) {
                     Some(r) if !r.is_empty() => {
                         let mut all = true;
                         for (lba, blocks) in r {
-                            all &= line("trim", lba * bs, u64::from(blocks) * bs)?;
+                            all &= line("trim", lba, u64::from(blocks))?;
                             sum.actions += 1;
                         }
                         sum.actions -= 1;
@@ -380,6 +385,32 @@ mod tests {
         let lines: Vec<u64> = s.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, vec![4, 5, 6, 7]);
         assert!(s.warnings[1].message.contains("whole number"));
+    }
+
+    #[test]
+    fn export_skips_ranges_whose_byte_offset_overflows() {
+        let huge = Event::Submit(Submit {
+            seq: 0,
+            time_ns: 0,
+            nexus: Nexus::default(),
+            tag: 0,
+            attr: TaskAttr::Simple,
+            cdb: cdbs::read_write(false, u64::MAX - 8, 8, false).unwrap(),
+            dir: Direction::FromDevice,
+            xfer_len: 4096,
+            sg: Vec::new(),
+            payload: Payload::None,
+        });
+        let mut out = Vec::new();
+        let s = export_fio_iolog(
+            [Ok::<_, std::convert::Infallible>(huge)],
+            512,
+            "f",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(s.actions, 0);
+        assert_eq!(s.skipped, vec![("READ(16)".to_string(), 1)]);
     }
 
     #[test]

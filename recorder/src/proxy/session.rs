@@ -55,6 +55,10 @@ impl PayloadCapture {
     }
 }
 
+/// How far past the bytes received so far a Buffer Offset may place data
+/// (out-of-order bursts, DataSequenceInOrder=No).
+const MAX_AHEAD: u64 = 16 << 20;
+
 /// Reassembled data of one direction, placed by Buffer Offset.
 #[derive(Debug, Default)]
 struct Buf {
@@ -74,6 +78,12 @@ impl Buf {
         let start = offset as usize;
         let end = (start.saturating_add(data.len())).min(limit as usize);
         if start >= end {
+            return;
+        }
+        // Memory follows the data actually received: an offset far past it
+        // (a hostile Buffer Offset under a 4 GiB expected length) is
+        // counted but not stored.
+        if end as u64 > self.received.saturating_add(MAX_AHEAD) {
             return;
         }
         if self.bytes.len() < end {
@@ -627,6 +637,15 @@ mod tests {
             (c.status, c.residual, c.sense.len(), c.sense[12]),
             (ScsiStatus::CHECK_CONDITION, 512, 18, 0x21)
         );
+    }
+
+    #[test]
+    fn a_hostile_buffer_offset_is_counted_not_allocated() {
+        let mut b = Buf::default();
+        b.put(u32::MAX - 16, &[1; 8], u32::MAX, true);
+        assert_eq!((b.received, b.bytes.len()), (8, 0));
+        b.put(100, &[2; 8], u32::MAX, true);
+        assert_eq!(b.bytes.len(), 108);
     }
 
     #[test]
