@@ -146,10 +146,7 @@ pub(crate) async fn run(
                     if st.discovery {
                         // Discovery sessions are never reinstated; they only
                         // need a TSIH.
-                        (
-                            registry.register(&format!("{name}\0discovery"), [0; 6]).0,
-                            None,
-                        )
+                        (registry.tsih(), None)
                     } else {
                         let (t, k) = registry.register(&name, first.isid);
                         (t, Some(k))
@@ -342,10 +339,6 @@ impl State {
                 cfg.max_recv_data_segment.to_string(),
             );
             self.sent_declarations = true;
-        }
-        if self.discovery {
-            // Discovery sessions carry only text: digests and bursts do not
-            // matter, but the declarations above still hold.
         }
         Ok((out, transit))
     }

@@ -196,17 +196,22 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Registers a new session, closing any session it reinstates.
-    pub(crate) fn register(&self, initiator: &str, isid: [u8; 6]) -> (u16, Arc<Notify>) {
-        let tsih = loop {
+    /// A fresh TSIH (never 0, which on the wire means "new session").
+    pub(crate) fn tsih(&self) -> u16 {
+        loop {
             let t = self
                 .next_tsih
                 .fetch_add(1, Ordering::Relaxed)
                 .wrapping_add(1);
             if t != 0 {
-                break t;
+                return t;
             }
-        };
+        }
+    }
+
+    /// Registers a new session, closing any session it reinstates.
+    pub(crate) fn register(&self, initiator: &str, isid: [u8; 6]) -> (u16, Arc<Notify>) {
+        let tsih = self.tsih();
         let kill = Arc::new(Notify::new());
         let old = self
             .live
@@ -328,10 +333,11 @@ impl Target {
                 data: established.negotiated.params.data_digest,
             },
         });
-        let (initiator_name, isid, tsih) = (
+        let (initiator_name, isid, tsih, discovery) = (
             established.initiator_name.clone(),
             established.isid,
             established.tsih,
+            established.discovery,
         );
         let port_name = established.port_name.clone();
         let kill = established.kill.clone();
@@ -353,7 +359,9 @@ impl Target {
         if let Ok(mut d) = self.device.lock() {
             d.nexus_lost(&port_name);
         }
-        self.registry.unregister(&initiator_name, isid, tsih);
+        if !discovery {
+            self.registry.unregister(&initiator_name, isid, tsih);
+        }
         self.emit(TargetEvent::SessionEnded { peer, tsih, reason });
     }
 
