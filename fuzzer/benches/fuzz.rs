@@ -219,6 +219,7 @@ fn throughput() {
 fn launched(cores: &str, secs: u64) -> (f64, u64) {
     let out = out_dir(&format!("scale-{cores}"));
     let mut cfg = config(target(None, 0), out.clone(), secs, 1);
+    cfg.seeds = None;
     cfg.cores = cores.into();
     launch(&cfg).unwrap();
     let series = fuzzer::stats::read_series(&out.join("stats.jsonl"));
@@ -227,9 +228,27 @@ fn launched(cores: &str, secs: u64) -> (f64, u64) {
     (last.execs as f64 / last.elapsed_s, last.clients)
 }
 
+/// One launch per process: LibAFL's restarting manager marks the process
+/// it runs in through the environment, so a second Launcher in the same
+/// process would take itself for a restarted client.
+fn launched_in_child(cores: &str, secs: u64) -> (f64, u64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["launch-once", cores, &secs.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    let rate = it
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("launch-once prints its rate");
+    let clients = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    (rate, clients)
+}
+
 fn scaling() {
-    let (one, c1) = launched("0", 20);
-    let (two, c2) = launched("0-1", 20);
+    let (one, c1) = launched_in_child("0", 20);
+    let (two, c2) = launched_in_child("0-1", 20);
     println!("| Launcher `--cores 0`, 20 s | {one:.0} execs/s ({c1} client) |");
     println!(
         "| Launcher `--cores 0-1`, 20 s | {two:.0} execs/s ({c2} clients), {:.2}x one core |",
@@ -242,6 +261,12 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    if args.first().map(String::as_str) == Some("launch-once") {
+        let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
+        let (rate, clients) = launched(&args[1], secs);
+        println!("{rate} {clients}");
+        return;
+    }
     let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
     if want("throughput") {
         throughput();
