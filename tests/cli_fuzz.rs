@@ -183,7 +183,7 @@ fn with_no_bug_a_two_core_campaign_from_the_seeds_finds_nothing() {
     let stats = std::fs::read_to_string(out.join("stats.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
     assert!(
-        last["execs"].as_u64().unwrap() > 1000,
+        last["execs"].as_u64().unwrap() > 100,
         "campaign barely ran: {last}"
     );
     assert_eq!(last["clients"].as_u64(), Some(2), "{last}");
