@@ -1210,6 +1210,79 @@ mod hostile {
             .unwrap();
         assert_eq!(r.status, GOOD, "NOP-Out answer was wrong");
     }
+
+    /// A target that swallows commands: with a command timeout the command
+    /// fails naming itself, and says whether the target confirmed ABORT
+    /// TASK (else the connection was dropped).
+    #[tokio::test]
+    async fn command_timeout_aborts_the_task() {
+        use iscsi::pdu::{TaskMgmtResponse, TmfFunction};
+        async fn swallower(confirm: bool) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = BytesMut::new();
+                let codec = PduCodec::default();
+                while let Ok(Some(frame)) = read_frame(&mut sock, &mut buf, &codec).await {
+                    let Ok(pdu) = frame.parse() else { break };
+                    let reply = match pdu.header {
+                        Header::LoginRequest(r) => encode(
+                            Header::LoginResponse(LoginResponse {
+                                transit: true,
+                                cont: false,
+                                csg: r.csg,
+                                nsg: r.nsg,
+                                version_max: 0,
+                                version_active: 0,
+                                isid: r.isid,
+                                tsih: 1,
+                                itt: r.itt,
+                                stat_sn: 0,
+                                exp_cmd_sn: r.cmd_sn,
+                                max_cmd_sn: r.cmd_sn.wrapping_add(31),
+                                status_class: 0,
+                                status_detail: 0,
+                            }),
+                            &[],
+                        ),
+                        Header::TaskMgmtRequest(t)
+                            if confirm && t.function == TmfFunction::ABORT_TASK =>
+                        {
+                            encode(
+                                Header::TaskMgmtResponse(TaskMgmtResponse {
+                                    response: 0,
+                                    itt: t.itt,
+                                    stat_sn: 1,
+                                    exp_cmd_sn: t.cmd_sn,
+                                    max_cmd_sn: t.cmd_sn + 31,
+                                }),
+                                &[],
+                            )
+                        }
+                        _ => continue,
+                    };
+                    if sock.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            addr
+        }
+        for confirm in [true, false] {
+            let addr = swallower(confirm).await;
+            let mut opts = LoginOptions::new(iscsi::initiator::DEFAULT_INITIATOR_IQN, "iqn.x:slow");
+            opts.command_timeout = Some(Duration::from_millis(200));
+            let s = Session::login(&addr.to_string(), &opts).await.unwrap();
+            match s.command(&read_req()).await {
+                Err(InitiatorError::CommandTimeout { task, aborted, .. }) => {
+                    assert_eq!(task.cdb[0], 0x28);
+                    assert_eq!(aborted, confirm);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
 
 // tgtd pinging every second and dropping the connection after two

@@ -621,6 +621,12 @@ impl Connection {
         r
     }
 
+    /// Removes a task from the table without an answer (after a timed-out
+    /// command's ABORT TASK): a late response for it is then ignored.
+    pub(crate) fn forget(&self, itt: u32) {
+        self.shared.lock().tasks.remove(&itt);
+    }
+
     /// Drops the connection as if the network failed (tests and the
     /// reconnect path use it).
     pub(crate) fn abort(&self, reason: &str) {

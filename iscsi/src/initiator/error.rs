@@ -125,6 +125,17 @@ pub enum InitiatorError {
         /// The terminating function's name.
         function: &'static str,
     },
+    /// No response within [`crate::initiator::LoginOptions::command_timeout`].
+    #[error("{task} timed out after {after:?} ({})", if *.aborted { "aborted" } else { "connection dropped" })]
+    CommandTimeout {
+        /// The command.
+        task: TaskId,
+        /// The limit that passed.
+        after: std::time::Duration,
+        /// Whether the target confirmed ABORT TASK; if not, the connection
+        /// was dropped and the next command logs in again.
+        aborted: bool,
+    },
     /// The request itself is invalid (nothing was sent).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
@@ -138,6 +149,7 @@ impl InitiatorError {
     pub fn task(&self) -> Option<&TaskId> {
         match self {
             InitiatorError::ConnectionLost { task, .. }
+            | InitiatorError::CommandTimeout { task, .. }
             | InitiatorError::Rejected { task, .. }
             | InitiatorError::Aborted { task, .. } => Some(task),
             _ => None,

@@ -87,6 +87,11 @@ pub struct LoginOptions {
     pub max_recv_data_segment: u32,
     /// How long connect plus login may take.
     pub login_timeout: Duration,
+    /// How long [`Session::command`] waits for a response before it aborts
+    /// the task (ABORT TASK, then dropping the connection if the target
+    /// does not confirm) and fails with [`InitiatorError::CommandTimeout`].
+    /// `None` waits for ever, as SCSI itself does.
+    pub command_timeout: Option<Duration>,
 }
 
 impl LoginOptions {
@@ -108,6 +113,7 @@ impl LoginOptions {
             },
             max_recv_data_segment: 262_144,
             login_timeout: Duration::from_secs(15),
+            command_timeout: None,
         }
     }
 
@@ -394,13 +400,46 @@ impl Session {
         }
     }
 
-    /// Sends a command and waits for its response.
+    /// Sends a command and waits for its response (at most
+    /// [`LoginOptions::command_timeout`], if set).
     pub fn command(
         &self,
         req: &CommandRequest<'_>,
     ) -> impl Future<Output = Result<CommandResponse, InitiatorError>> + Send + 'static {
         let started = self.start(req);
-        async move { started.await?.await }
+        let limit = self.inner.opts.command_timeout;
+        async move {
+            let inflight = started.await?;
+            let Some(limit) = limit else {
+                return inflight.await;
+            };
+            let id = inflight.id.clone();
+            let conn = inflight._conn.clone();
+            match tokio::time::timeout(limit, inflight).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // SAM-5 §7.2: ABORT TASK makes the target forget the
+                    // task; if it cannot confirm, ErrorRecoveryLevel 0
+                    // leaves only closing the connection (RFC 7143 §6.1.5).
+                    let lun = Lun::from_flat(id.lun);
+                    let abort = conn.task_mgmt(TmfFunction::ABORT_TASK, lun, Some(&id));
+                    let confirmed = matches!(
+                        tokio::time::timeout(limit, abort).await,
+                        Ok(Ok(TmfResponse::COMPLETE | TmfResponse::NO_TASK))
+                    );
+                    if confirmed {
+                        conn.forget(id.itt);
+                    } else {
+                        conn.abort("a command timed out and ABORT TASK was not confirmed");
+                    }
+                    Err(InitiatorError::CommandTimeout {
+                        task: id,
+                        after: limit,
+                        aborted: confirmed,
+                    })
+                }
+            }
+        }
     }
 
     /// Sends a task-management function (RFC 7143 §11.5) on `lun`;
