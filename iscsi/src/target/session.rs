@@ -31,6 +31,9 @@ use tokio::net::TcpStream;
 /// polling on a loopback socket).
 const SPIN_READS: usize = 16;
 
+/// Queued output that is written without waiting for the input to run dry.
+const FLUSH_AT: usize = 1 << 20;
+
 /// A TCP connection with its framing state and an output buffer: responses
 /// are queued with [`Connection::send`] and written in one go when the
 /// input runs dry, so a pipelined burst of commands costs one write.
@@ -257,7 +260,13 @@ impl Session {
         loop {
             while let Some(frame) = self.conn.try_frame()? {
                 match self.handle(frame) {
-                    Ok(None) => {}
+                    Ok(None) => {
+                        // Large reads queue megabytes: send them as they
+                        // are produced rather than after the whole batch.
+                        if self.conn.out.len() >= FLUSH_AT {
+                            self.conn.flush().await?;
+                        }
+                    }
                     Ok(Some(end)) => {
                         self.conn.flush().await?;
                         return Ok(end);
