@@ -277,6 +277,18 @@ async fn inquiry_read_capacity_ping_and_logout(t: Peer) {
     assert!(r.sense.len() >= 14, "fixed-format sense: {:?}", r.sense);
     assert_eq!(r.sense[2] & 0x0f, 0x05, "ILLEGAL REQUEST");
 
+    // Requests that cannot be encoded fail before anything is sent.
+    let bad = s.command(&CommandRequest::no_data(16384, &[0; 6])).await;
+    assert!(
+        matches!(bad, Err(InitiatorError::InvalidRequest(_))),
+        "{bad:?}"
+    );
+    let bad = s.command(&CommandRequest::no_data(lun, &[])).await;
+    assert!(
+        matches!(bad, Err(InitiatorError::InvalidRequest(_))),
+        "{bad:?}"
+    );
+
     s.ping().await.unwrap();
     s.logout().await.unwrap();
     let after = s

@@ -129,7 +129,7 @@ impl LoginOptions {
 /// A SCSI command to send.
 #[derive(Debug, Clone)]
 pub struct CommandRequest<'a> {
-    /// Flat LUN.
+    /// Flat LUN (0 to 16383).
     pub lun: u16,
     /// The CDB (up to 260 bytes).
     pub cdb: &'a [u8],
@@ -364,12 +364,19 @@ impl Session {
     ) -> impl Future<Output = Result<InFlight, InitiatorError>> + Send + 'static {
         let inner = self.inner.clone();
         let cdb_ok = !req.cdb.is_empty() && req.cdb.len() <= connection::MAX_CDB_LEN;
+        // SAM-5 §4.7.7: flat space addressing reaches LUN 16383.
+        let lun_ok = req.lun < 16384;
         let cdb = req.cdb.to_vec();
         let data_out = req.data_out.clone();
         let (lun, expected_in, attr) = (Lun::from_flat(req.lun), req.expected_in, req.attr);
         async move {
             if !cdb_ok {
                 return Err(InitiatorError::InvalidRequest("CDB must be 1 to 260 bytes"));
+            }
+            if !lun_ok {
+                return Err(InitiatorError::InvalidRequest(
+                    "LUN beyond 16383 has no flat LUN encoding",
+                ));
             }
             // A connection found dead before anything was sent is replaced
             // and the command tried once more: nothing reached the target.
@@ -452,6 +459,11 @@ impl Session {
         lun: u16,
         referenced: Option<&TaskId>,
     ) -> Result<TmfResponse, InitiatorError> {
+        if lun >= 16384 {
+            return Err(InitiatorError::InvalidRequest(
+                "LUN beyond 16383 has no flat LUN encoding",
+            ));
+        }
         let conn = Session::connection(&self.inner).await?;
         tokio::time::timeout(
             Duration::from_secs(30),
