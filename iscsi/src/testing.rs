@@ -15,9 +15,11 @@
 //! # drop(url);
 //! ```
 //!
-//! Needs the `tgt` package (`tgtd`, `tgtadm`) and root (tgtd's control socket
-//! lives under `/var/run/tgtd`). [`Tgtd::available`] lets a test say why it
-//! cannot run instead of failing obscurely.
+//! Needs the `tgt` package (`tgtd`, `tgtadm`) and root, since tgtd's control
+//! socket lives under `/var/run/tgtd`: run as root, or as a user with
+//! password-less `sudo` (as on CI runners), which the harness then uses for
+//! `tgtd` and `tgtadm`. [`Tgtd::available`] lets a test say why it cannot run
+//! instead of failing obscurely.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -84,6 +86,32 @@ pub struct Tgtd {
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process runs with effective user id 0 (from
+/// `/proc/self/status`, so no libc call is needed).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `program` run as root: directly when we are root, else through
+/// password-less `sudo -n` (which fails at once, with its own message, if a
+/// password would be needed).
+fn privileged(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-n").arg(program);
+        c
+    }
+}
 
 /// A loopback TCP port nobody listens on right now.
 pub fn free_port() -> std::io::Result<u16> {
@@ -156,7 +184,7 @@ impl TgtdBuilder {
         let logf = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let logf2 = logf.try_clone().map_err(io("dup log".into()))?;
         let portal: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new("tgtd")
+        let child = privileged("tgtd")
             .arg("-f")
             .arg("--iscsi")
             .arg(format!("portal={portal}"))
@@ -284,7 +312,7 @@ impl Tgtd {
 
     /// Runs `tgtadm -C CONTROL_PORT ARGS`.
     pub fn tgtadm(&self, args: &[&str]) -> Result<(), TgtdError> {
-        let out = Command::new("tgtadm")
+        let out = privileged("tgtadm")
             .arg("-C")
             .arg(self.control_port.to_string())
             .args(args)
@@ -361,6 +389,20 @@ impl Tgtd {
     /// are reset. The backing file stays until the guard drops.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if !is_root() {
+                // The child is sudo; tgtd is its child and root's to kill.
+                let pid = child.id();
+                let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                for k in kids.split_whitespace() {
+                    let _ = privileged("kill")
+                        .arg("-9")
+                        .arg(k)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
             self.remove_control_socket();
