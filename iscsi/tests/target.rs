@@ -402,12 +402,12 @@ async fn write_with_a_wrong_datasn_fails_and_the_connection_stays() {
 async fn length_fields_cannot_make_the_target_buffer_without_bound() {
     let t = start().await;
     let mut h = Raw::login(t.addr).await;
-    // A READ(16) asking for 128 MiB: refused before the device runs it.
+    // A READ(16) asking for 512 MiB: refused before the device runs it.
     let read = h.command(
         0x30,
-        &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0],
+        &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0],
         false,
-        128 << 20,
+        512 << 20,
     );
     h.send(&Pdu::header_only(Header::ScsiCommand(read))).await;
     let Some(Pdu {
@@ -423,14 +423,14 @@ async fn length_fields_cannot_make_the_target_buffer_without_bound() {
         (0x05, 0x24),
         "INVALID FIELD IN CDB"
     );
-    // Four 64 MiB writes wait for Data-Out (256 MiB, the session's
+    // Four 128 MiB writes wait for Data-Out (512 MiB, the session's
     // budget); the fifth is answered TASK SET FULL.
     for i in 0..5u32 {
         let w = h.command(
             0x40 + i,
-            &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0],
+            &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0],
             true,
-            64 << 20,
+            128 << 20,
         );
         h.send(&Pdu::header_only(Header::ScsiCommand(w))).await;
     }

@@ -102,8 +102,8 @@ impl TargetConfig {
             },
             max_recv_data_segment: 262_144,
             cmd_window: 128,
-            max_command_bytes: 64 << 20,
-            max_pending_write_bytes: 256 << 20,
+            max_command_bytes: 256 << 20,
+            max_pending_write_bytes: 512 << 20,
             login_timeout: Duration::from_secs(30),
         }
     }

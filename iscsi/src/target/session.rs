@@ -459,7 +459,7 @@ impl Session {
             return Ok(());
         }
         // Writes waiting for data hold their buffers: bound the session's
-        // total so a peer cannot open a window's worth of 64 MiB writes.
+        // total so a peer cannot open a window's worth of 256 MiB writes.
         // SAM-5 §5.3: TASK SET FULL tells the initiator to retry later.
         let pending: u64 = self
             .writes
