@@ -129,8 +129,9 @@ pub struct CampaignConfig {
     pub live: bool,
     /// Stop as soon as this many findings exist (tests and benchmarks).
     pub stop_after_findings: Option<usize>,
-    /// Stop as soon as findings attributed to each of these bugs (CLI
-    /// names) exist.
+    /// Stop as soon as findings attributed to each of these bugs exist:
+    /// `BUG` (any class), `BUG/data` (a data-loss or corruption class) or
+    /// `BUG/CLASS`.
     pub stop_when_found: Vec<String>,
 }
 
@@ -630,9 +631,9 @@ impl StopRule {
         }
         if !self.bugs.is_empty() {
             let recs = findings::records_on_disk(dir);
-            return self.bugs.iter().all(|b| {
+            return self.bugs.iter().all(|want| {
                 recs.iter()
-                    .any(|(_, r)| r.signature.bug.split('+').any(|x| x == b))
+                    .any(|(_, r)| findings::matches(&r.signature, want))
             });
         }
         false

@@ -84,6 +84,28 @@ impl fmt::Display for Signature {
     }
 }
 
+/// Does `sig` answer `want`: `BUG` (any class), `BUG/data` (a class about
+/// stored data) or `BUG/CLASS`?
+pub fn matches(sig: &Signature, want: &str) -> bool {
+    let (bug, class) = want.split_once('/').unwrap_or((want, ""));
+    let bug_ok = sig.bug.split('+').any(|b| b == bug);
+    let class_ok = match class {
+        "" => true,
+        "data" => is_data_class(&sig.class),
+        c => sig.class == c,
+    };
+    bug_ok && class_ok
+}
+
+/// Classes about what the medium holds (the oracle's block classes), as
+/// opposed to status, sense and residual.
+pub fn is_data_class(class: &str) -> bool {
+    matches!(
+        class,
+        "stale" | "misdirected" | "dropped" | "torn" | "garbage" | "unexpected"
+    )
+}
+
 /// `finding.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindingRecord {

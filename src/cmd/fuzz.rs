@@ -55,7 +55,8 @@ pub struct Args {
     #[arg(long = "until-findings", value_name = "N")]
     pub until_findings: Option<usize>,
     /// Stop as soon as a finding attributed to this bug exists (repeatable:
-    /// all of them).
+    /// all of them); `BUG/data` waits for a data-loss or corruption class,
+    /// `BUG/CLASS` for that class.
     #[arg(long = "until-found", value_name = "BUG")]
     pub until_found: Vec<String>,
     /// Run one client in this process (no broker): for debugging and
