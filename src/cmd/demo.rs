@@ -103,7 +103,7 @@ fn config(args: &Args) -> anyhow::Result<DemoConfig> {
     if let Some(bits) = args.address_bits {
         preset = demo::with_address_bits(preset, bits);
     }
-    if args.scale == 0 || (128u64 << 20) % args.scale != 0 {
+    if (128u64 << 20).checked_rem(args.scale) != Some(0) {
         bail!("--scale {}: must divide 128M", args.scale);
     }
     let mut cfg = DemoConfig::report(preset, args.scale, args.seed);

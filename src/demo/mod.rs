@@ -231,7 +231,7 @@ impl Workload {
 /// `256M`, `1M`, `16K`, or bytes.
 pub fn size(bytes: u64) -> String {
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes & ((1 << shift) - 1) == 0 {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -294,15 +294,10 @@ pub fn synthesize(cfg: &DemoConfig, preset: &HbaPreset, w: Workload) -> anyhow::
             (p.capacity_blocks(), FILE_START / bs)
         }
     };
-    let final_flush = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Submit(s) if matches!(Cdb::parse(&s.cdb), Ok(Cdb::SyncCache { .. })) => {
-                Some(s.seq)
-            }
-            _ => None,
-        })
-        .last();
+    let final_flush = events.iter().rev().find_map(|e| match e {
+        Event::Submit(s) if matches!(Cdb::parse(&s.cdb), Ok(Cdb::SyncCache { .. })) => Some(s.seq),
+        _ => None,
+    });
     Ok(SynthTrace {
         header: machine.header(&label, capacity),
         events,
