@@ -485,6 +485,7 @@ impl Emulator {
             _ => None,
         };
         let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
+        let cmd_for_check = cmd.clone();
         let plan = match hba::plan(
             task,
             cmd,
@@ -505,6 +506,21 @@ impl Emulator {
                 );
             }
         };
+        if plan.commands.len() > 1 {
+            if let (Some(d), Command::Cdb(Cdb::Read(rw) | Cdb::Write(rw))) =
+                (self.disk(task.lun), &cmd_for_check)
+            {
+                if let Err(e) = d.check_split_range(rw.lba, rw.blocks) {
+                    return (
+                        Outcome::failed(e, task.xfer_len),
+                        op,
+                        ConstraintPath::Rejected,
+                        shape,
+                        cache,
+                    );
+                }
+            }
+        }
         shape.above_limit = plan.above_limit;
         shape.misaligned = plan.misaligned;
         let path = match (plan.bounced > 0, plan.split) {

@@ -259,6 +259,11 @@ pub fn plan(
         p.commands.push(ControllerCommand { cmd, entries });
         return Ok(p);
     };
+    // Checked arithmetic on the LBA range: a range that wraps past 2^64 is
+    // refused before anything is split (SBC-3 4.5: LBA OUT OF RANGE).
+    if rw.lba.checked_add(u64::from(rw.blocks)).is_none() {
+        return Err(CheckCondition::lba_out_of_range());
+    }
     let bs = u64::from(geo.block_size);
     let fua = rw.fua && !p.fired.has(Bug::FuaIgnored);
     let spdtl = u64::from(rw.blocks) * bs;

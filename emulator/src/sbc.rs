@@ -222,6 +222,14 @@ impl Disk {
         }
     }
 
+    /// What a disk driver checks before splitting a READ or WRITE into
+    /// several controller commands (it knows the capacity from READ
+    /// CAPACITY): the whole range exists. Without this a command past the
+    /// last LBA would be partly executed before its last piece failed.
+    pub fn check_split_range(&self, lba: u64, blocks: u32) -> Result<(), CommandError> {
+        self.check_range(lba, u64::from(blocks))
+    }
+
     /// The checks every READ/WRITE-family command shares.
     fn check_rw(&self, rw: &Rw) -> Result<(), CommandError> {
         // SBC-3 5.8: without protection information, a non-zero

@@ -285,8 +285,52 @@ fn sync_cache_immed_completes_later_and_power_loss_before_that_may_lose_data() {
 
 #[test]
 fn hostile_cdbs_never_panic() {
-    let mut e = emu();
+    for preset in [trace::HbaPreset::generic(), trace::HbaPreset::lsi3108()] {
+        hostile_cdbs_on(
+            Emulator::new(EmulatorConfig {
+                capacity_blocks: 1000,
+                luns: 2,
+                hba: preset,
+                ..EmulatorConfig::default()
+            })
+            .unwrap(),
+        );
+    }
+}
+
+#[test]
+fn split_commands_past_the_last_lba_are_refused_whole() {
+    // Regression (libiscsi Read16.BeyondEol on lsi3108): a READ(16) of 129
+    // 4 KiB blocks at LBA 2^64-1 is split by the driver; the LBA arithmetic
+    // overflowed, and a WRITE past the end was partly executed.
+    let mut e = Emulator::new(EmulatorConfig {
+        block_size: 4096,
+        capacity_blocks: 1000,
+        hba: trace::HbaPreset::lsi3108(),
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    let mut c = [0u8; 16];
+    c[0] = 0x88;
+    c[2..10].copy_from_slice(&u64::MAX.to_be_bytes());
+    c[13] = 129;
+    let o = e.execute(0, &c, &[], &mut Vec::new(), 129 * 4096);
+    assert_eq!(sense(&o), Some((5, 0x21, 0)));
+    c[0] = 0x8a;
+    c[2..10].copy_from_slice(&900u64.to_be_bytes());
+    c[13] = 200; // 100 blocks past the end, in two pieces
+    let o = e.execute(0, &c, &vec![7u8; 200 * 4096], &mut Vec::new(), 200 * 4096);
+    assert_eq!(sense(&o), Some((5, 0x21, 0)));
+    let mut d = Vec::new();
+    e.execute(0, &[0x28, 0, 0, 0, 3, 0x84, 0, 0, 1, 0], &[], &mut d, 4096);
+    assert_eq!(d, vec![0u8; 4096], "nothing of the refused write landed");
+}
+
+/// Random CDBs of every length, with random transfer lengths (one in eight
+/// over the LSI 3108's 512 KiB, so the driver splits them), to any LUN.
+fn hostile_cdbs_on(mut e: Emulator) {
     let mut x = 0x1234_5678_9abc_def0u64;
+    let big = vec![0xa5u8; 2 << 20];
     for len in 0..40usize {
         for _ in 0..200 {
             let cdb: Vec<u8> = (0..len)
@@ -297,13 +341,17 @@ fn hostile_cdbs_never_panic() {
                     x as u8
                 })
                 .collect();
-            let xfer = (x >> 40) as u32 % 8192;
-            let out = vec![0xa5u8; xfer as usize];
+            let xfer = if x % 8 == 3 {
+                (x >> 20) as u32 % (2 << 20)
+            } else {
+                (x >> 40) as u32 % 8192
+            };
+            let out = &big[..xfer as usize];
             let mut d = Vec::new();
             let o = e.execute(
                 x % 3,
                 &cdb,
-                if x & 1 == 0 { &out } else { &[] },
+                if x & 1 == 0 { out } else { &[] },
                 &mut d,
                 xfer,
             );
@@ -398,4 +446,60 @@ fn persistent_reservations_through_execute() {
     assert_eq!((d.len(), d[21]), (24, 3));
     let o = e.execute_from(1, 0, &prout(0, 0), &params(0x11, 0)[..20], &mut d, 20);
     assert_eq!(sense(&o), Some((5, 0x1a, 0)));
+}
+
+/// READ(16)/WRITE(16) with LBAs near 0, the capacity and 2^64, block counts
+/// up to 4096 and mismatched transfer lengths, through every preset with no
+/// bug and with every bug at once: never a panic, never more data than
+/// asked for.
+#[test]
+fn hostile_read_write_ranges_never_panic() {
+    let big = vec![0x3cu8; 4 << 20];
+    for preset in ["generic", "lsi3108", "lsi3108-unsplit"] {
+        for bugs in [
+            emulator::BugSet::NONE,
+            emulator::Bug::ALL.iter().copied().collect(),
+        ] {
+            let mut e = Emulator::new(EmulatorConfig {
+                capacity_blocks: 5000,
+                hba: trace::HbaPreset::by_name(preset).unwrap(),
+                bugs,
+                ..EmulatorConfig::default()
+            })
+            .unwrap();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..400 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let lba = match x % 4 {
+                    0 => x >> 52,
+                    1 => 5000 - (x >> 58),
+                    2 => u64::MAX - (x >> 56),
+                    _ => (x >> 33) % 6000,
+                };
+                let blocks = ((x >> 20) % 4097) as u32;
+                let xfer = match (x >> 8) % 3 {
+                    0 => blocks * 512,
+                    1 => ((x >> 30) % (4 << 20)) as u32,
+                    _ => (blocks * 512).saturating_sub(512),
+                };
+                let mut c = [0u8; 16];
+                c[0] = if x & 1 == 0 { 0x8a } else { 0x88 };
+                c[2..10].copy_from_slice(&lba.to_be_bytes());
+                c[10..14].copy_from_slice(&blocks.to_be_bytes());
+                let out = if c[0] == 0x8a {
+                    &big[..xfer as usize]
+                } else {
+                    &[][..]
+                };
+                let mut d = Vec::new();
+                let o = e.execute(0, &c, out, &mut d, xfer);
+                assert!(d.len() <= xfer as usize, "{o:?}");
+                if x % 50 == 0 {
+                    e.power_loss();
+                }
+            }
+        }
+    }
 }
