@@ -496,7 +496,7 @@ fn hostile_read_write_ranges_never_panic() {
                 let mut d = Vec::new();
                 let o = e.execute(0, &c, out, &mut d, xfer);
                 assert!(d.len() <= xfer as usize, "{o:?}");
-                if x % 50 == 0 {
+                if x.is_multiple_of(50) {
                     e.power_loss();
                 }
             }
