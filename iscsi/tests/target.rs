@@ -8,7 +8,7 @@ use iscsi::codec::{read_frame, PduCodec};
 use iscsi::initiator::{CommandRequest, LoginOptions, Session};
 use iscsi::pdu::{
     opcode, DataOut, Digests, Header, LoginRequest, Lun, NopOut, Pdu, ScsiCommand, Stage,
-    RESERVED_TAG,
+    TaskMgmtRequest, TmfFunction, RESERVED_TAG,
 };
 use iscsi::target::emulator::EmulatorDevice;
 use iscsi::target::{SharedDevice, Target, TargetConfig};
@@ -141,6 +141,12 @@ impl Raw {
     }
 
     async fn login(addr: SocketAddr) -> Raw {
+        Raw::login_isid(addr, 9).await
+    }
+
+    /// Logs in with an ISID ending in `n` (distinct ISIDs are distinct
+    /// sessions; the same one reinstates).
+    async fn login_isid(addr: SocketAddr, n: u8) -> Raw {
         let mut raw = Raw::connect(addr).await;
         let mut keys = TextKeys::new();
         keys.push("InitiatorName", "iqn.2026-11.dev.scuzz.test:raw");
@@ -156,7 +162,7 @@ impl Raw {
             nsg: Stage::FullFeature,
             version_max: 0,
             version_min: 0,
-            isid: [0x80, 0, 0, 0, 0, 9],
+            isid: [0x80, 0, 0, 0, 0, n],
             tsih: 0,
             itt: 0,
             cid: 0,
@@ -548,4 +554,45 @@ async fn logins_are_refused_with_the_rfc_status() {
         login_status(addr, Stage::Operational, &[me, target]).await,
         (2, 1)
     );
+}
+
+/// RFC 7143 §6.3.5 and §11.5.1: a login with a live session's ISID replaces
+/// it, and a TARGET COLD RESET ends every session after its response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstatement_and_cold_reset_close_sessions() {
+    let t = start().await;
+    let mut old = Raw::login_isid(t.addr, 1).await;
+    let _new = Raw::login_isid(t.addr, 1).await;
+    assert!(
+        old.closed().await,
+        "the reinstated session's connection stays open"
+    );
+
+    let mut a = Raw::login_isid(t.addr, 2).await;
+    let mut b = Raw::login_isid(t.addr, 3).await;
+    let reset = TaskMgmtRequest {
+        immediate: true,
+        function: TmfFunction::TARGET_COLD_RESET,
+        lun: Lun::default(),
+        itt: 0x60,
+        referenced_tt: RESERVED_TAG,
+        cmd_sn: a.cmd_sn,
+        exp_stat_sn: 0,
+        ref_cmd_sn: 0,
+        exp_data_sn: 0,
+    };
+    a.send(&Pdu::header_only(Header::TaskMgmtRequest(reset)))
+        .await;
+    match a.recv().await {
+        Some(Pdu {
+            header: Header::TaskMgmtResponse(r),
+            ..
+        }) => assert_eq!((r.itt, r.response), (0x60, 0)),
+        other => panic!("expected the TMF response, got {other:?}"),
+    }
+    assert!(a.closed().await);
+    assert!(b.closed().await, "another session survived a cold reset");
+    // The target itself still serves.
+    let good = healthy(t.addr).await;
+    still_works(&good, 1).await;
 }

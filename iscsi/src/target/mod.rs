@@ -224,6 +224,14 @@ impl Registry {
         (tsih, kill)
     }
 
+    /// Closes every registered session.
+    pub(crate) fn kill_all(&self) {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, kill) in live.values() {
+            kill.notify_one();
+        }
+    }
+
     pub(crate) fn unregister(&self, initiator: &str, isid: [u8; 6], tsih: u16) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let key = (initiator.to_string(), isid);
@@ -350,10 +358,16 @@ impl Target {
         );
         let reason = tokio::select! {
             r = s.run() => match r {
+                Ok(session::EndReason::ColdReset) => {
+                    // RFC 7143 §11.5.1: after a TARGET COLD RESET the target
+                    // terminates all of its sessions.
+                    self.registry.kill_all();
+                    session::EndReason::ColdReset.to_string()
+                }
                 Ok(why) => why.to_string(),
                 Err(e) => e.to_string(),
             },
-            _ = kill.notified() => "reinstated by a new login with the same ISID".to_string(),
+            _ = kill.notified() => "closed by a reinstating login or a target cold reset".to_string(),
         };
         drop(s);
         if let Ok(mut d) = self.device.lock() {
