@@ -1,5 +1,5 @@
-//! `scuzz demo` end to end, at 1/16 of the report's sizes (`--scale 16`:
-//! 8 MiB of free low memory, `cp` of 8 and 16 MiB, fio 16 MiB with 1 MiB
+//! `scuzz demo` end to end, at 1/32 of the report's sizes (`--scale 32`:
+//! 4 MiB of free low memory, `cp` of 4 and 8 MiB, fio 8 MiB with 1 MiB
 //! blocks) so a debug build finishes in seconds; the shape of the
 //! experiment is the real one. Every assertion reads the table the demo
 //! computed from its runs: flipping a preset property must flip the rows
@@ -15,7 +15,7 @@ fn demo(extra: &[&str]) -> Value {
             "--json",
             "--no-fuzz",
             "--scale",
-            "16",
+            "32",
             "--threads",
             "2",
         ])
@@ -143,4 +143,25 @@ fn bad_flags_are_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--os-max-transfer"));
+}
+
+#[test]
+fn an_os_byte_limit_of_1m_exposes_the_oversize_bugs_on_the_preset_itself() {
+    let d = demo(&["--os-max-transfer", "1M"]);
+    assert_eq!(d["preset"]["splitter"]["max_bytes_write"], 1 << 20);
+    for bug in ["oversize-truncate", "oversize-clip"] {
+        let r = row(&d, bug);
+        assert!(
+            !all_pass(r),
+            "{bug} must fire once 1 MiB transfers reach the driver"
+        );
+        assert_eq!(
+            holds(r),
+            holds(row(&d, &format!("{bug} (byte limit not applied)")))
+        );
+    }
+    assert!(
+        all_pass(row(&d, "no bug (control)")),
+        "a correct driver splits"
+    );
 }

@@ -432,6 +432,8 @@ pub struct DemoReport {
     pub low_free: u64,
     /// Physical memory.
     pub mem: u64,
+    /// fio's block size.
+    pub fio_bs: u64,
     /// Workload names, in run order.
     pub workloads: Vec<String>,
     /// One row per candidate.
@@ -567,6 +569,7 @@ pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> anyhow::Result<DemoRepo
         unsplit: cfg.unsplit.clone(),
         low_free: cfg.low_free,
         mem: cfg.mem,
+        fio_bs: cfg.fio_bs,
         workloads: Workload::ALL.iter().map(|w| w.label(cfg)).collect(),
         rows: out,
         leading,

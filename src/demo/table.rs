@@ -192,6 +192,14 @@ pub fn render(r: &DemoReport) -> String {
             } else {
                 let _ = writeln!(s, "; not: {})", missing.join(", "));
             }
+            if let Some(off) = row.symptoms.fio_first_bad_block {
+                let _ = writeln!(
+                    s,
+                    "  fio would stop at: verify: bad header ... at file ... offset {off}, length {} (the report: offset {}, length 1048576)",
+                    r.fio_bs,
+                    super::symptoms::REPORTED_FIRST_BAD_OFFSET
+                );
+            }
             if let Some(f) = row
                 .runs
                 .iter()
