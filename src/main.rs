@@ -37,6 +37,8 @@ enum Command {
     Record(cmd::record::Args),
     /// Serve the emulator as an iSCSI target.
     Serve(cmd::serve::Args),
+    /// Compare two captures of the same workload.
+    Diff(cmd::diff::Args),
     /// Replay a trace against the emulator, an iSCSI target or a SG_IO device.
     Replay(cmd::replay::Args),
     /// Fuzz SCSI programs against the emulator (LibAFL campaign).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::run(a),
         Command::Record(a) => cmd::record::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Fuzz(a) => cmd::fuzz::run(a),
         Command::Triage(a) => cmd::triage::run(a),

@@ -1,5 +1,6 @@
 //! One module per subcommand: `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
 
+pub mod diff;
 pub mod show;
 pub mod stats;
 pub mod synth;
