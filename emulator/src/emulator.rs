@@ -132,7 +132,8 @@ impl Emulator {
         let limits = BlockLimits {
             max_transfer,
             optimal_transfer: (0x10_0000 / bs) as u32,
-            max_compare_and_write: 255,
+            // Both halves of the Data-Out must fit one controller command.
+            max_compare_and_write: (max_transfer / 2).min(255) as u8,
             max_unmap_lbas: if cfg.thin_provisioning {
                 0xffff_ffff
             } else {
@@ -479,9 +480,12 @@ impl Emulator {
             block_size: self.cfg.block_size,
         };
         let task_spdtl = match &cmd {
-            Command::Cdb(Cdb::Read(rw) | Cdb::Write(rw)) => {
-                Some(u64::from(rw.blocks) * u64::from(self.cfg.block_size))
-            }
+            Command::Cdb(
+                Cdb::Read(rw)
+                | Cdb::Write(rw)
+                | Cdb::Verify { rw, bytchk: 1 }
+                | Cdb::WriteAndVerify { rw, .. },
+            ) => Some(u64::from(rw.blocks) * u64::from(self.cfg.block_size)),
             _ => None,
         };
         let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
@@ -507,9 +511,7 @@ impl Emulator {
             }
         };
         if plan.commands.len() > 1 {
-            if let (Some(d), Command::Cdb(Cdb::Read(rw) | Cdb::Write(rw))) =
-                (self.disk(task.lun), &cmd_for_check)
-            {
+            if let (Some(d), Some(rw)) = (self.disk(task.lun), hba::rw_of(&cmd_for_check)) {
                 if let Err(e) = d.check_split_range(rw.lba, rw.blocks) {
                     return (
                         Outcome::failed(e, task.xfer_len),
@@ -576,7 +578,7 @@ impl Emulator {
                     last_status = done.status;
                 }
                 Err(e) => {
-                    result = Err(e);
+                    result = Err(self.rebase_miscompare(e, &cmd_for_check, &c.cmd));
                     break;
                 }
             }
@@ -603,6 +605,21 @@ impl Emulator {
             }
         }
         (out, op, path, shape, cache)
+    }
+
+    /// A miscompare in one piece of a split VERIFY reports its offset from
+    /// the piece's start; the driver reports it from the task's.
+    fn rebase_miscompare(&self, e: CommandError, task: &Command, piece: &Command) -> CommandError {
+        match (e, hba::rw_of(task), hba::rw_of(piece)) {
+            (CommandError::Check(mut cc), Some(t), Some(p))
+                if cc.key == crate::error::SenseKey::Miscompare && p.lba > t.lba =>
+            {
+                let shift = (p.lba - t.lba).saturating_mul(u64::from(self.cfg.block_size));
+                cc.info = cc.info.map(|o| o.saturating_add(shift));
+                CommandError::Check(cc)
+            }
+            (e, _, _) => e,
+        }
     }
 
     /// Transfer length and residual for a task that completed, as SAM-5

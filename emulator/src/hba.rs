@@ -242,13 +242,19 @@ pub fn plan(
     let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
     let fits = entries.len() <= max_segs && total <= max_bytes;
 
+    // Block-addressed commands whose data a driver can cut at block
+    // boundaries: READ, WRITE, VERIFY with BYTCHK=01b, WRITE AND VERIFY.
     let rw = match &cmd {
-        Command::Cdb(Cdb::Read(rw)) => Some((*rw, false)),
-        Command::Cdb(Cdb::Write(rw)) => Some((*rw, true)),
+        Command::Cdb(Cdb::Read(rw)) => Some((*rw, Kind::Read)),
+        Command::Cdb(Cdb::Write(rw)) => Some((*rw, Kind::Write)),
+        Command::Cdb(Cdb::Verify { rw, bytchk: 1 }) => Some((*rw, Kind::Verify)),
+        Command::Cdb(Cdb::WriteAndVerify { rw, bytchk }) => {
+            Some((*rw, Kind::WriteAndVerify(*bytchk)))
+        }
         _ => None,
     };
     let cmd = strip_fua(cmd, bugs, &mut p);
-    let Some((rw, is_write)) = rw.filter(|_| !fits) else {
+    let Some((rw, kind)) = rw.filter(|_| !fits) else {
         if !fits {
             // A correct driver cannot split a command it does not
             // understand: fail it rather than send the controller more than
@@ -279,10 +285,17 @@ pub fn plan(
             protect: rw.protect,
             group: rw.group,
         };
-        let cdb = if is_write {
-            Cdb::Write(rw)
-        } else {
-            Cdb::Read(rw)
+        let cdb = match kind {
+            Kind::Write => Cdb::Write(rw),
+            Kind::Read => Cdb::Read(rw),
+            Kind::Verify => Cdb::Verify {
+                rw: Rw { fua: false, ..rw },
+                bytchk: 1,
+            },
+            Kind::WriteAndVerify(bytchk) => Cdb::WriteAndVerify {
+                rw: Rw { fua: false, ..rw },
+                bytchk,
+            },
         };
         ControllerCommand {
             cmd: Command::Cdb(cdb),
@@ -375,19 +388,44 @@ pub fn plan(
         // both LBA and buffer (the split point computed from an inclusive
         // end), so the block at each split is never transferred.
         for c in p.commands.iter_mut().skip(1) {
-            if let Command::Cdb(Cdb::Read(r) | Cdb::Write(r)) = &mut c.cmd {
+            if let Some(r) = rw_of_mut(&mut c.cmd) {
                 r.lba += 1;
                 r.blocks -= 1;
             }
             c.entries = skip_bytes(&c.entries, bs);
         }
-        p.commands.retain(
-            |c| !matches!(c.cmd, Command::Cdb(Cdb::Read(r) | Cdb::Write(r)) if r.blocks == 0),
-        );
+        p.commands
+            .retain(|c| !matches!(rw_of(&c.cmd), Some(r) if r.blocks == 0));
         p.fired = p.fired.with(Bug::SplitOffByOne);
         p.claims_full = true;
     }
     Ok(p)
+}
+
+/// Which block-addressed command a split piece repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Verify,
+    WriteAndVerify(u8),
+}
+
+/// The LBA/length fields of a command the driver can split.
+pub fn rw_of(cmd: &Command) -> Option<Rw> {
+    match cmd {
+        Command::Cdb(Cdb::Read(r) | Cdb::Write(r))
+        | Command::Cdb(Cdb::Verify { rw: r, .. } | Cdb::WriteAndVerify { rw: r, .. }) => Some(*r),
+        _ => None,
+    }
+}
+
+fn rw_of_mut(cmd: &mut Command) -> Option<&mut Rw> {
+    match cmd {
+        Command::Cdb(Cdb::Read(r) | Cdb::Write(r))
+        | Command::Cdb(Cdb::Verify { rw: r, .. } | Cdb::WriteAndVerify { rw: r, .. }) => Some(r),
+        _ => None,
+    }
 }
 
 fn strip_fua(cmd: Command, bugs: BugSet, p: &mut Plan) -> Command {

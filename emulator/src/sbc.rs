@@ -230,8 +230,16 @@ impl Disk {
         self.check_range(lba, u64::from(blocks))
     }
 
-    /// The checks every READ/WRITE-family command shares.
+    /// The checks every READ/WRITE-family command shares. The range is
+    /// checked before the transfer length, so a command past the last LBA
+    /// is LBA OUT OF RANGE whatever its length.
     fn check_rw(&self, rw: &Rw) -> Result<(), CommandError> {
+        self.check_rw_data(rw, true)
+    }
+
+    /// [`Disk::check_rw`], with the MAXIMUM TRANSFER LENGTH check only when
+    /// the command moves data (VERIFY with BYTCHK=0 moves none).
+    fn check_rw_data(&self, rw: &Rw, moves_data: bool) -> Result<(), CommandError> {
         // SBC-3 5.8: without protection information, a non-zero
         // RDPROTECT/WRPROTECT is INVALID FIELD IN CDB.
         if rw.protect != 0 {
@@ -241,7 +249,7 @@ impl Disk {
         // SBC-3 6.5.3: a transfer over MAXIMUM TRANSFER LENGTH is INVALID
         // FIELD IN CDB.
         let max = self.cfg.limits.max_transfer;
-        if max != 0 && rw.blocks > max {
+        if moves_data && max != 0 && rw.blocks > max {
             let byte = match rw.size {
                 CdbSize::Six => 4,
                 CdbSize::Ten => 7,
@@ -564,7 +572,7 @@ impl Disk {
             }
             Cdb::Verify { rw, bytchk } => {
                 self.not_ready()?;
-                self.check_rw(rw)?;
+                self.check_rw_data(rw, *bytchk != 0)?;
                 self.verify(ctx, rw, *bytchk, data_out, done)?;
             }
             Cdb::SyncCache {

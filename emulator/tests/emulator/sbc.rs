@@ -503,3 +503,55 @@ fn hostile_read_write_ranges_never_panic() {
         }
     }
 }
+
+#[test]
+fn split_verify_and_write_and_verify_behave_as_one_command() {
+    // 256 blocks of 4 KiB (1 MiB) over a 512 KiB controller: the driver
+    // splits WRITE AND VERIFY and VERIFY like READ and WRITE, and a
+    // miscompare in the second piece is reported from the task's start.
+    let mut e = Emulator::new(EmulatorConfig {
+        block_size: 4096,
+        capacity_blocks: 1000,
+        hba: trace::HbaPreset::lsi3108(),
+        ..EmulatorConfig::default()
+    })
+    .unwrap();
+    let data: Vec<u8> = (0..256 * 4096u32).map(|i| (i / 4096) as u8).collect();
+    let wav = [0x2e, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+    let o = e.execute(0, &wav, &data, &mut Vec::new(), data.len() as u32);
+    let o = if o.is_unit_attention() {
+        e.execute(0, &wav, &data, &mut Vec::new(), data.len() as u32)
+    } else {
+        o
+    };
+    assert!(o.is_good(), "{o:?}");
+    assert_eq!(o.controller_commands, 2);
+    let verify = [0x2f, 0x02, 0, 0, 0, 0, 0, 1, 0, 0]; // BYTCHK=01b
+    assert!(e
+        .execute(0, &verify, &data, &mut Vec::new(), data.len() as u32)
+        .is_good());
+    let mut bad = data.clone();
+    bad[200 * 4096 + 7] ^= 0xff;
+    let o = e.execute(0, &verify, &bad, &mut Vec::new(), bad.len() as u32);
+    assert_eq!(sense(&o), Some((0xe, 0x1d, 0)));
+    assert_eq!(&o.sense[3..7], &((200 * 4096 + 7) as u32).to_be_bytes());
+    // BYTCHK=0 moves no data: no transfer-length limit applies.
+    assert!(e
+        .execute(
+            0,
+            &[0x2f, 0, 0, 0, 0, 0, 0, 3, 0xe8, 0],
+            &[],
+            &mut Vec::new(),
+            0
+        )
+        .is_good());
+    // Past the end is LBA OUT OF RANGE, whatever the length.
+    let o = e.execute(
+        0,
+        &[0x2f, 0, 0, 0, 3, 0xe7, 0, 1, 0, 0],
+        &[],
+        &mut Vec::new(),
+        0,
+    );
+    assert_eq!(sense(&o), Some((5, 0x21, 0)));
+}
