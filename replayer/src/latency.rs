@@ -200,7 +200,7 @@ impl Latency {
         let len = now.saturating_sub(self.interval_start);
         if let Some(log) = self.hlog.as_mut() {
             for (op, h) in self.per_op.iter_mut() {
-                if h.interval.len() > 0 {
+                if !h.interval.is_empty() {
                     log.write(op, self.interval_start, len, &h.interval)?;
                     h.interval.reset();
                 }

@@ -120,7 +120,7 @@ pub struct RunReport {
 /// once.
 pub enum AnyBackend {
     /// In-process emulator.
-    Emulator(EmulatorBackend),
+    Emulator(Box<EmulatorBackend>),
     /// SG_IO.
     Sg(SgBackend),
     /// iSCSI.
@@ -187,7 +187,7 @@ pub async fn open_backend(
     match target {
         Target::Emulator(spec) => {
             let b = EmulatorBackend::new(spec, source.header())?;
-            Ok(AnyBackend::Emulator(b))
+            Ok(AnyBackend::Emulator(Box::new(b)))
         }
         Target::Sg { path, destroy_ok } => SgBackend::open(path, *destroy_ok)
             .await

@@ -7,8 +7,6 @@ use replayer::backend::emulator::EmulatorSpec;
 use replayer::options::ReplayOptions;
 use replayer::runner::{RunSpec, Target};
 use replayer::MemoryTrace;
-use std::path::Path;
-use trace::file::{Compression, TraceWriter};
 use trace::{Event, HbaPreset};
 
 /// The report's machine: 16 GiB, 128 MiB free below 4 GiB, 16 KiB pages.
@@ -40,30 +38,15 @@ pub fn cp(hba: HbaPreset, payload: PayloadKind, size: u64) -> MemoryTrace {
     }
 }
 
-/// Writes `t` as a trace file.
-pub fn write_trace(t: &MemoryTrace, path: &Path) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = TraceWriter::new(
-        std::io::BufWriter::new(f),
-        t.header.as_ref().unwrap(),
-        Compression::None,
-    )
-    .unwrap();
-    for e in &t.events {
-        w.write(e).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 /// Sequence number of the last SYNCHRONIZE CACHE.
 pub fn last_flush(t: &MemoryTrace) -> u64 {
     t.events
         .iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             Event::Submit(s) if matches!(s.cdb.first(), Some(0x35 | 0x91)) => Some(s.seq),
             _ => None,
         })
-        .last()
         .expect("cp ends with a flush")
 }
 

@@ -67,7 +67,11 @@ fn sync_cache_noop_fails_only_when_power_is_cut_after_the_final_flush() {
 #[test]
 fn limit_repeat_and_order_shape_the_run() {
     let t = cp(HbaPreset::generic(), PayloadKind::Pattern, 1 << 20);
-    let submits = t.events.iter().filter(|e| matches!(e, trace::Event::Submit(_))).count() as u64;
+    let submits = t
+        .events
+        .iter()
+        .filter(|e| matches!(e, trace::Event::Submit(_)))
+        .count() as u64;
     let mut spec = emulator_run(&[], vec![]);
     spec.options.limit = Some(7);
     assert_eq!(run(&spec, &t).summary.commands, 7);
@@ -88,8 +92,13 @@ fn a_lun_map_to_a_missing_lun_is_an_error_naming_it() {
     let t = cp(HbaPreset::generic(), PayloadKind::Pattern, 1 << 20);
     let mut spec = emulator_run(&[], vec![]);
     spec.options.lun_map.add("0=5").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let e = rt.block_on(replayer::runner::run_source(&spec, &t)).err().expect("LUN 5 does not exist");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(replayer::runner::run_source(&spec, &t))
+        .expect_err("LUN 5 does not exist");
     assert!(e.to_string().contains("LUN 5"), "{e}");
 }
 
