@@ -249,16 +249,13 @@ pub fn minimize(h: &mut Harness, program: &ScsiProgram, class: &str) -> ScsiProg
             while k + 1 < best.ops[i].sg().map_or(0, <[_]>::len) {
                 let mut cand = best.clone();
                 let sg = cand.ops[i].sg_mut().expect("has an SG list");
-                match sg[k].len.checked_add(sg[k + 1].len) {
-                    Some(len) => {
-                        sg[k].len = len;
-                        sg.remove(k + 1);
-                        if check(h, &mut cand, &mut budget) {
-                            best = cand;
-                            continue;
-                        }
+                if let Some(len) = sg[k].len.checked_add(sg[k + 1].len) {
+                    sg[k].len = len;
+                    sg.remove(k + 1);
+                    if check(h, &mut cand, &mut budget) {
+                        best = cand;
+                        continue;
                     }
-                    None => {}
                 }
                 k += 1;
             }

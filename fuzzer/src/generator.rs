@@ -16,7 +16,7 @@ pub fn random_program(seed: u64, limits: &Limits) -> ScsiProgram {
     let mut d = Dice::new(seed);
     let mut bytes = vec![0u8; ENTROPY_BYTES];
     for chunk in bytes.chunks_mut(8) {
-        let w = d.next().to_le_bytes();
+        let w = d.next_u64().to_le_bytes();
         chunk.copy_from_slice(&w[..chunk.len()]);
     }
     ScsiProgram::from_bytes(&bytes, limits)

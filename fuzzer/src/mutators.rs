@@ -75,7 +75,7 @@ impl Dice {
     }
 
     /// Next 64 random bits (splitmix64).
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -88,7 +88,7 @@ impl Dice {
         if n == 0 {
             0
         } else {
-            ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+            ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
         }
     }
 
@@ -99,7 +99,7 @@ impl Dice {
 
     /// A fair coin.
     pub fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
+        self.next_u64() & 1 == 1
     }
 
     /// True with probability 1/`n`.
@@ -642,7 +642,7 @@ pub fn tweak_length(d: &mut Dice, h: &Hints, p: &mut ScsiProgram) -> bool {
         }
         Op::SyncCache { blocks, .. } | Op::WriteSame { blocks, .. } | Op::Unmap { blocks, .. } => {
             *blocks = if d.coin() {
-                0.max(*blocks / 2)
+                *blocks / 2
             } else {
                 blocks.saturating_add(1 + d.below(8) as u32)
             }
