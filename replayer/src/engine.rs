@@ -597,8 +597,8 @@ impl<'b, B: Backend> Engine<'b, B> {
             let cref = meta.command_ref();
             let good = outcome.is_good();
             match meta.kind {
-                Kind::Write { blocks, .. } => {
-                    v.write_completed(meta.oseq, meta.lun, good);
+                Kind::Write { lba, blocks, .. } => {
+                    v.write_completed(meta.oseq, meta.lun, lba, blocks, good);
                     if good {
                         let len = u64::from(blocks) * u64::from(block_size);
                         v.residual(

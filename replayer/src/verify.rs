@@ -227,18 +227,23 @@ impl Verifier {
         let Some(o) = self.oracles.get_mut(&lun) else {
             return;
         };
-        self.written
-            .entry(lun)
-            .or_default()
-            .insert(lba, u64::from(blocks));
         let wd = WriteData::from_bytes(lba, o.block_size(), data);
         o.submit_write(seq, lba, blocks, wd, fua);
     }
 
-    /// A WRITE completed (`good`: with GOOD status).
-    pub fn write_completed(&mut self, seq: u64, lun: u64, good: bool) {
+    /// A WRITE of `blocks` at `lba` completed (`good`: with GOOD status).
+    /// Only a good write joins the closing read-back: a write the device
+    /// rejected (an LBA out of range in a hostile trace) must not make the
+    /// sweep read ranges that do not exist.
+    pub fn write_completed(&mut self, seq: u64, lun: u64, lba: u64, blocks: u32, good: bool) {
         if let Some(o) = self.oracles.get_mut(&lun) {
             o.complete_write(seq, good);
+            if good {
+                self.written
+                    .entry(lun)
+                    .or_default()
+                    .insert(lba, u64::from(blocks));
+            }
         }
     }
 

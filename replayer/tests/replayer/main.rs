@@ -3,5 +3,6 @@
 
 mod common;
 mod engine;
+mod hostile;
 mod iscsi;
 mod report;
