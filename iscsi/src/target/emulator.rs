@@ -70,24 +70,21 @@ impl ScsiDevice for EmulatorDevice {
 
     fn nexus_lost(&mut self, initiator: &str) {
         // SPC-2 §5.5.1: a RESERVE(6)/(10) reservation is released when its
-        // I_T nexus is lost (logout, dropped connection). The holder's own
-        // RELEASE(6) does exactly that and is a no-op for anyone else, so the
-        // emulator's reservation model needs no second entry point.
-        let Some(id) = self.initiators.remove(initiator) else {
-            return;
-        };
-        let release6 = [0x17, 0, 0, 0, 0, 0];
-        for lun in 0..u64::from(self.emu.config().luns) {
-            let _ = self
-                .emu
-                .execute_from(id, lun, &release6, &[], &mut Vec::new(), 0);
+        // I_T nexus is lost (logout, dropped connection). The emulator's own
+        // entry point does that without executing a command, so a pending
+        // unit attention for this initiator is not consumed on its behalf.
+        if let Some(id) = self.initiators.remove(initiator) {
+            self.emu.nexus_lost(id);
         }
     }
 
-    fn reset(&mut self, _scope: ResetScope, _initiator: &str) {
-        // The emulator models a target reset; a LUN reset has the same
-        // observable effect on a unit (SAM-5 §6.3.3: UNIT ATTENTION, task
-        // set cleared, reservations released).
-        self.emu.reset();
+    fn reset(&mut self, scope: ResetScope, _initiator: &str) {
+        // SAM-5 §6.3.3: a LOGICAL UNIT RESET touches one unit (UNIT
+        // ATTENTION, task set cleared, reservation released); a target
+        // reset touches every unit.
+        match scope {
+            ResetScope::Lun(lun) => self.emu.reset_lun(lun),
+            ResetScope::Target { .. } => self.emu.reset(),
+        }
     }
 }
