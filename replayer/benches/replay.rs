@@ -148,10 +148,13 @@ fn direct(events: &[Event], write: bool) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it, as a quick smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::var("REPLAY_BENCH_COMMANDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if full { 1_000_000 } else { 10_000 });
     println!("| workload ({n} commands, 4 KiB, QD32) | replayer → emulator | peer: emulator alone | replayer → sink (engine ceiling) |");
     println!("|---|---|---|---|");
     for (name, write) in [
