@@ -508,8 +508,13 @@ pub fn write_repro(
 /// The replay command for a finding.
 pub fn replay_command(target: &Target, repro: &Path, bugs: &[Bug]) -> String {
     let mut cmd = format!(
-        "scuzz replay --to emulator --hba {} --block-size {} --capacity-blocks {} --seed {}",
-        target.preset.name, target.block_size, target.capacity_blocks, target.device_seed
+        "scuzz replay --to emulator --hba {} --block-size {} --capacity {} --seed {}",
+        target.preset.name,
+        target.block_size,
+        target
+            .capacity_blocks
+            .saturating_mul(u64::from(target.block_size)),
+        target.device_seed
     );
     for b in bugs {
         cmd.push_str(&format!(" --bug {}", b.name()));

@@ -149,3 +149,21 @@ fn each_scenario_violates_with_its_bug_and_passes_without() {
         );
     }
 }
+
+/// Regression: a transfer the OS splitter cuts, running past the last LBA,
+/// lands its in-range pieces. The harness once told the oracle nothing about
+/// them, and an unseeded no-bug campaign flagged the landed data as written
+/// by no one (a false positive).
+#[test]
+fn a_split_write_past_the_end_lands_its_in_range_pieces_without_a_violation() {
+    let t = target("lsi3108", &[]);
+    let end = t.capacity_blocks;
+    // 4 MiB from 3.5 MiB before the end: eight 512 KiB pieces, the last out of range.
+    let lba = end - 7 * 1024 - 5;
+    let prog = ScsiProgram::new(vec![
+        w(lba + 5, 4, false, 0x10_0000),
+        w(lba, 8192, false, 0x1_0000_0000),
+    ]);
+    let v = Harness::new(t).run(&prog, None);
+    assert!(v.passed(), "{:#?}", v.violations);
+}
