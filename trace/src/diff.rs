@@ -295,7 +295,8 @@ fn human_bytes(b: u64) -> String {
         (1 << 10, "K"),
     ];
     for (div, unit) in UNITS {
-        if b >= div && b % div == 0 {
+        // Every unit is a power of two: a whole multiple has no low bits set.
+        if b >= div && b & (div - 1) == 0 {
             return format!("{}{unit}", b / div);
         }
     }
