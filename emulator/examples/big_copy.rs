@@ -16,7 +16,11 @@ use trace::{Direction, HbaPreset, Segment, TaskAttr};
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -30,7 +34,10 @@ fn cdb16(op: u8, lba: u64, blocks: u32) -> [u8; 16] {
 }
 
 fn main() {
-    let gib: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let gib: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
     let bs = 4096u32;
     let per = (1u32 << 20) / bs;
     let commands = gib * 1024;
@@ -42,7 +49,9 @@ fn main() {
     })
     .expect("valid configuration");
     let mut oracle = Oracle::new(bs);
-    let sg: Vec<Segment> = (0..u64::from(per)).map(|i| Segment::new(0x1_0000_0000 + i * 4096, 4096)).collect();
+    let sg: Vec<Segment> = (0..u64::from(per))
+        .map(|i| Segment::new(0x1_0000_0000 + i * 4096, 4096))
+        .collect();
     let mut buf = vec![0u8; 1 << 20];
     let mut seq = 0u64;
     let t = Instant::now();
@@ -51,9 +60,26 @@ fn main() {
         fill_blocks(1, 1, lba, bs as usize, &mut buf);
         emu.memory().write(sg[0].addr.0, &buf);
         seq += 1;
-        oracle.submit_write(seq, lba, per, WriteData::Pattern { seed: 1, generation: 1 }, false);
+        oracle.submit_write(
+            seq,
+            lba,
+            per,
+            WriteData::Pattern {
+                seed: 1,
+                generation: 1,
+            },
+            false,
+        );
         let cdb = cdb16(0x8a, lba, per);
-        let task = Task { initiator: 0, lun: 0, cdb: &cdb, dir: Direction::ToDevice, xfer_len: 1 << 20, sg: &sg, attr: TaskAttr::Simple };
+        let task = Task {
+            initiator: 0,
+            lun: 0,
+            cdb: &cdb,
+            dir: Direction::ToDevice,
+            xfer_len: 1 << 20,
+            sg: &sg,
+            attr: TaskAttr::Simple,
+        };
         let out = emu.submit(&task);
         assert!(out.is_good(), "{out:?}");
         oracle.complete_write(seq, true);
@@ -61,7 +87,15 @@ fn main() {
     let write_s = t.elapsed().as_secs_f64();
     seq += 1;
     oracle.submit_flush(seq, 0, 0, false);
-    let out = emu.submit(&Task { initiator: 0, lun: 0, cdb: &cdb16(0x91, 0, 0), dir: Direction::None, xfer_len: 0, sg: &[], attr: TaskAttr::Simple });
+    let out = emu.submit(&Task {
+        initiator: 0,
+        lun: 0,
+        cdb: &cdb16(0x91, 0, 0),
+        dir: Direction::None,
+        xfer_len: 0,
+        sg: &[],
+        attr: TaskAttr::Simple,
+    });
     oracle.complete_flush(seq, out.is_good());
     let t = Instant::now();
     let mut bad = 0usize;
@@ -69,7 +103,15 @@ fn main() {
         let lba = i * u64::from(per);
         seq += 1;
         let cdb = cdb16(0x88, lba, per);
-        let task = Task { initiator: 0, lun: 0, cdb: &cdb, dir: Direction::FromDevice, xfer_len: 1 << 20, sg: &sg, attr: TaskAttr::Simple };
+        let task = Task {
+            initiator: 0,
+            lun: 0,
+            cdb: &cdb,
+            dir: Direction::FromDevice,
+            xfer_len: 1 << 20,
+            sg: &sg,
+            attr: TaskAttr::Simple,
+        };
         assert!(emu.submit(&task).is_good());
         emu.memory().read(sg[0].addr.0, &mut buf);
         bad += oracle.check_read(seq, lba, &buf).len();

@@ -34,15 +34,14 @@ fn main() {
             _ => usage(),
         }
     }
-    let url: IscsiUrl = url
-        .unwrap_or_else(|| usage())
-        .parse()
-        .unwrap_or_else(|e| {
-            eprintln!("{e}");
-            std::process::exit(1)
-        });
+    let url: IscsiUrl = url.unwrap_or_else(|| usage()).parse().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
     let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -59,7 +58,11 @@ fn main() {
         // the unit attention a new nexus reports.
         let _ = s.command(&CommandRequest::no_data(url.lun, &[0; 6])).await;
         let cap = s
-            .command(&CommandRequest::read(url.lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8))
+            .command(&CommandRequest::read(
+                url.lun,
+                &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                8,
+            ))
             .await
             .expect("READ CAPACITY");
         let last = u32::from_be_bytes(cap.data_in[0..4].try_into().expect("8 bytes"));

@@ -120,7 +120,11 @@ impl HbaPreset {
             max_bytes_write: 0x8_0000,
             segment_alignment: 4,
         };
-        HbaPreset { name: "lsi3108".into(), controller: c, splitter: c }
+        HbaPreset {
+            name: "lsi3108".into(),
+            controller: c,
+            splitter: c,
+        }
     }
 
     /// The LSI 3108 where the byte limits never reached the splitter (passed
@@ -157,7 +161,13 @@ impl HbaPreset {
 
 impl fmt::Display for HbaConstraints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lim = |v: u32| if v == u32::MAX { "unlimited".to_string() } else { v.to_string() };
+        let lim = |v: u32| {
+            if v == u32::MAX {
+                "unlimited".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         write!(
             f,
             "{}-bit, segments r/w {}/{}, bytes r/w {}/{}, segment <= {}, align {}",
@@ -181,7 +191,10 @@ mod tests {
         for n in HbaPreset::NAMES {
             assert_eq!(HbaPreset::by_name(n).unwrap().name, *n);
         }
-        assert!(HbaPreset::by_name("lsi9999").unwrap_err().to_string().contains("lsi3108"));
+        assert!(HbaPreset::by_name("lsi9999")
+            .unwrap_err()
+            .to_string()
+            .contains("lsi3108"));
     }
 
     #[test]
