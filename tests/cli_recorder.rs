@@ -1,6 +1,8 @@
 //! The recorder's subcommands run as a user runs them: `scuzz synth`,
 //! `scuzz import`, `scuzz export`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use trace::file::TraceReader;
@@ -307,11 +309,7 @@ fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
         iscsi::testing::Tgtd::available(),
         "tgtd is not usable: install `tgt` and run as root"
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-iscsi/root");
-    assert!(
-        root.join("usr/bin/qemu-img").is_file(),
-        "run scripts/fetch-qemu-iscsi"
-    );
+    common::qemu_root();
     let t = iscsi::testing::Tgtd::builder()
         .size(8 << 20)
         .start()
@@ -343,8 +341,9 @@ fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
     let src = tmp("record-src.raw");
     std::fs::write(&src, vec![0x5a; 4 << 20]).unwrap();
     let url = format!("iscsi://127.0.0.1:{port}/{}/1", t.iqn());
-    let q = Command::new(root.join("usr/bin/qemu-img"))
-        .args([
+    common::qemu(
+        "qemu-img",
+        &[
             "convert",
             "-n",
             "-t",
@@ -355,14 +354,8 @@ fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
             "raw",
             s(&src),
             &url,
-        ])
-        .env(
-            "QEMU_MODULE_DIR",
-            root.join("usr/lib/x86_64-linux-gnu/qemu"),
-        )
-        .output()
-        .unwrap();
-    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        ],
+    );
     let kill = Command::new("kill")
         .args(["-INT", &rec.id().to_string()])
         .status()

@@ -3,6 +3,8 @@
 //! and a QEMU workload recorded through `scuzz record` replayed into a
 //! fresh tgtd.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use trace::{Event, TraceReader};
@@ -213,11 +215,7 @@ fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
         iscsi::testing::Tgtd::available(),
         "tgtd is not usable: install `tgt` and run as root"
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-iscsi/root");
-    assert!(
-        root.join("usr/bin/qemu-img").is_file(),
-        "run scripts/fetch-qemu-iscsi"
-    );
+    common::qemu_root();
     const SIZE: u64 = 8 << 20;
     let first = iscsi::testing::Tgtd::builder().size(SIZE).start().unwrap();
     let trace = tmp("qemu.sczt");
@@ -251,8 +249,9 @@ fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
     }
     std::fs::write(&src, &img).unwrap();
     let url = format!("iscsi://127.0.0.1:{port}/{}/1", first.iqn());
-    let q = Command::new(root.join("usr/bin/qemu-img"))
-        .args([
+    common::qemu(
+        "qemu-img",
+        &[
             "convert",
             "-n",
             "-t",
@@ -263,14 +262,8 @@ fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
             "raw",
             s(&src),
             &url,
-        ])
-        .env(
-            "QEMU_MODULE_DIR",
-            root.join("usr/lib/x86_64-linux-gnu/qemu"),
-        )
-        .output()
-        .unwrap();
-    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        ],
+    );
     let kill = Command::new("kill")
         .args(["-INT", &rec.id().to_string()])
         .status()

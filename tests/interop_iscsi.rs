@@ -6,9 +6,12 @@
 //! `scripts/fetch-qemu-iscsi` (`scripts/test` installs all of them). A
 //! missing tool fails the test with the command that installs it.
 
+mod common;
+
+use common::qemu;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -241,32 +244,6 @@ fn compliance_parity_with_tgtd() {
     );
     assert!(sr > tr, "scuzz ran the checks of {sr} tests, tgtd of {tr}");
     let _ = std::fs::remove_dir_all(&scratch);
-}
-
-fn qemu_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-iscsi/root");
-    assert!(
-        root.join("usr/bin/qemu-img").is_file(),
-        "QEMU 7.2 with the iSCSI block driver is not unpacked: run scripts/fetch-qemu-iscsi"
-    );
-    root
-}
-
-fn qemu(tool: &str, args: &[&str]) -> String {
-    let root = qemu_root();
-    let out = Command::new(root.join("usr/bin").join(tool))
-        .args(args)
-        .env(
-            "QEMU_MODULE_DIR",
-            root.join("usr/lib/x86_64-linux-gnu/qemu"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{tool} {args:?} failed: {text}");
-    text
 }
 
 /// QEMU copies 64 MiB of random data into the emulator and back out
