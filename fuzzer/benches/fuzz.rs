@@ -14,6 +14,8 @@
 //! - `throughput`: executions per second of 32-op programs on a 64 MiB
 //!   disk, harness alone and inside LibAFL's loop.
 //! - `scaling`: `--cores 0` against `--cores 0-1` through the Launcher.
+//! - `harness [N]` (not part of the default run): the harness alone on N
+//!   programs, for profiling.
 
 use emulator::{Bug, BugSet};
 use fuzzer::campaign::{launch, run_in_process, CampaignConfig};
@@ -227,11 +229,12 @@ fn programs(limits: &fuzzer::program::Limits) -> Vec<ScsiProgram> {
         .collect()
 }
 
-fn throughput() {
+/// The harness alone on `n` programs: the per-execution floor under any
+/// campaign (and a short, repeatable run for `valgrind --tool=callgrind`).
+fn harness_alone(n: usize) {
     let mut h = Harness::new(target(None, 0));
     let progs = programs(&h.limits());
     let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
-    let n = 40_000;
     let start = Instant::now();
     for i in 0..n {
         let v = h.run(&progs[i % progs.len()], Some(&mut map));
@@ -239,6 +242,10 @@ fn throughput() {
     }
     let harness_rate = n as f64 / start.elapsed().as_secs_f64();
     println!("| harness alone, 32-op programs, coverage on | {harness_rate:.0} execs/s |");
+}
+
+fn throughput() {
+    harness_alone(40_000);
     let out = out_dir("tp");
     let mut cfg = config(target(None, 0), out.clone(), 15, 1);
     cfg.seeds = None;
@@ -300,6 +307,11 @@ fn main() {
         let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
         let (rate, clients) = launched(&args[1], secs);
         println!("{rate} {clients}");
+        return;
+    }
+    if args.first().map(String::as_str) == Some("harness") {
+        let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40_000);
+        harness_alone(n);
         return;
     }
     let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);

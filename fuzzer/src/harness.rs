@@ -515,13 +515,16 @@ impl Harness {
             // flagged the landed pieces as data no write produced).
             let in_range = self.in_range(lba, blocks);
             let bytes = blocks as usize * bs;
-            self.data.clear();
-            self.data.resize(bytes, 0);
-            pattern::fill_blocks(seed, generation, lba, bs, &mut self.data);
+            // Every byte is about to be overwritten: grow, never re-zero.
+            if self.data.len() < bytes {
+                self.data.resize(bytes, 0);
+            }
+            let data = &mut self.data[..bytes];
+            pattern::fill_blocks(seed, generation, lba, bs, data);
             let mut pos = 0usize;
             for s in &sg {
                 let n = (s.len as usize).min(bytes - pos);
-                run.emu.memory().write(s.addr.0, &self.data[pos..pos + n]);
+                run.emu.memory().write(s.addr.0, &data[pos..pos + n]);
                 pos += n;
             }
             let cdb = rw_cdb(true, lba, blocks, t.fua);
@@ -611,8 +614,11 @@ impl Harness {
                 continue;
             }
             self.judge_residual(run, &out, seq, xfer, bytes as u32);
-            self.data.clear();
-            self.data.resize(bytes, 0);
+            // The SG list covers `bytes` (the fitter guarantees it), so
+            // every byte checked below is read back first.
+            if self.data.len() < bytes {
+                self.data.resize(bytes, 0);
+            }
             let mut pos = 0usize;
             for s in &sg {
                 if pos >= bytes {
@@ -624,6 +630,9 @@ impl Harness {
                     .read(s.addr.0, &mut self.data[pos..pos + n]);
                 pos += n;
             }
+            // Should a list ever fall short, what it did not cover reads as
+            // zeros, as an untouched buffer would.
+            self.data[pos.min(bytes)..bytes].fill(0);
             self.check_blocks(run, seq, lba, blocks);
         }
     }

@@ -14,6 +14,7 @@ pub mod cdb;
 pub mod command;
 pub mod diff;
 pub mod file;
+pub mod hash;
 pub mod hba;
 pub mod oracle;
 pub mod pattern;

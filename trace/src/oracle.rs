@@ -31,8 +31,9 @@
 //! Versions older than a durable point are pruned, so a 20 GiB sequential
 //! copy costs one run per write command, not one entry per block.
 
+use crate::hash::FastMap;
 use crate::pattern::{self, BlockState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a write put in its blocks, as the oracle needs to recognise it.
@@ -291,9 +292,9 @@ pub struct Oracle {
     last_power_loss: u64,
     power_losses: u64,
     runs: BTreeMap<u64, (u64, Hist)>,
-    recs: HashMap<u64, Rec>,
-    flushes: HashMap<u64, Flush>,
-    reads: HashMap<u64, u64>,
+    recs: FastMap<u64, Rec>,
+    flushes: FastMap<u64, Flush>,
+    reads: FastMap<u64, u64>,
     live_after_gc: usize,
 }
 
@@ -310,9 +311,9 @@ impl Oracle {
             last_power_loss: 0,
             power_losses: 0,
             runs: BTreeMap::new(),
-            recs: HashMap::new(),
-            flushes: HashMap::new(),
-            reads: HashMap::new(),
+            recs: FastMap::default(),
+            flushes: FastMap::default(),
+            reads: FastMap::default(),
             live_after_gc: 0,
         }
     }
@@ -500,39 +501,60 @@ impl Oracle {
         let now = self.next_tick();
         let at = self.reads.remove(&seq).unwrap_or(now);
         let bs = self.block_size as usize;
+        let blocks = (data.len() / bs) as u64;
         let mut out: Vec<Violation> = Vec::new();
         let mut pins: Vec<(u64, Cand)> = Vec::new();
-        for (i, block) in data.chunks_exact(bs).enumerate() {
-            let l = lba.wrapping_add(i as u64);
-            let h = self.hist(l).clone();
-            let (cands, expected) = self.permitted(&h, at);
-            let mut view = BlockView::new(block);
-            if let Some(c) = cands
-                .iter()
-                .copied()
-                .find(|c| self.matches(*c, l, &mut view))
-            {
-                // After a power loss, what a read finds is on the medium:
-                // pin it, if no write since the loss could change it.
-                let crashed = self.power_losses > 0 && at > self.last_power_loss;
-                let quiet = h.versions.iter().all(|s| {
+        let crashed = self.power_losses > 0 && at > self.last_power_loss;
+        // Every block of a run shares its history, so what it may hold is
+        // worked out once per run, not once per block.
+        let mut i = 0u64;
+        while i < blocks {
+            let l = lba.wrapping_add(i);
+            let (h, run_left) = self.hist_run(l);
+            let n = run_left.min(blocks - i);
+            let (cands, expected) = self.permitted(h, at);
+            // After a power loss, what a read finds is on the medium: pin
+            // it, if no write since the loss could change it.
+            let pin = crashed
+                && (cands.len() > 1 || !h.versions.is_empty())
+                && h.versions.iter().all(|s| {
                     self.recs
                         .get(s)
                         .is_some_and(|r| r.submit < self.last_power_loss)
                 });
-                if crashed && quiet && (cands.len() > 1 || !h.versions.is_empty()) {
-                    pins.push((l, c));
+            for j in 0..n {
+                let l = lba.wrapping_add(i + j);
+                let at_byte = ((i + j) as usize) * bs;
+                let mut view = BlockView::new(&data[at_byte..at_byte + bs]);
+                if let Some(c) = cands
+                    .iter()
+                    .copied()
+                    .find(|c| self.matches(*c, l, &mut view))
+                {
+                    if pin {
+                        pins.push((l, c));
+                    }
+                    continue;
                 }
-                continue;
+                let v = self.classify(seq, l, h, expected, &mut view);
+                match out.last_mut() {
+                    Some(prev) if continues(prev, &v) => prev.blocks += 1,
+                    _ => out.push(v),
+                }
             }
-            let v = self.classify(seq, l, &h, expected, &mut view);
-            match out.last_mut() {
-                Some(prev) if continues(prev, &v) => prev.blocks += 1,
-                _ => out.push(v),
-            }
+            i += n;
         }
-        for (l, c) in pins {
-            for_range(&mut self.runs, l, l.saturating_add(1), |h| {
+        // Consecutive blocks pinned to the same version settle as one run.
+        let mut k = 0;
+        while k < pins.len() {
+            let (start, c) = pins[k];
+            let mut end = start.saturating_add(1);
+            k += 1;
+            while k < pins.len() && pins[k].0 == end && pins[k].1 == c {
+                end = end.saturating_add(1);
+                k += 1;
+            }
+            for_range(&mut self.runs, start, end, |h| {
                 h.durable = match c {
                     Cand::Initial => None,
                     Cand::Write(s) => Some(s),
@@ -602,6 +624,12 @@ impl Oracle {
     }
 
     fn hist(&self, lba: u64) -> &Hist {
+        self.hist_run(lba).0
+    }
+
+    /// The history of `lba` and how many blocks from `lba` share it (to the
+    /// end of its run, or to the next run for a never-written gap).
+    fn hist_run(&self, lba: u64) -> (&Hist, u64) {
         static EMPTY: Hist = Hist {
             durable: None,
             durable_by: None,
@@ -609,8 +637,14 @@ impl Oracle {
             old: Vec::new(),
         };
         match self.runs.range(..=lba).next_back() {
-            Some((k, (len, h))) if lba - k < *len => h,
-            _ => &EMPTY,
+            Some((k, (len, h))) if lba - k < *len => (h, *len - (lba - k)),
+            _ => {
+                let gap = match self.runs.range(lba.saturating_add(1)..).next() {
+                    Some((k, _)) => k - lba,
+                    None => u64::MAX - lba,
+                };
+                (&EMPTY, gap.max(1))
+            }
         }
     }
 
