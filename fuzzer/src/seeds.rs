@@ -33,6 +33,14 @@ pub enum SeedError {
     /// A trace could not be read (the error names the file and offset).
     #[error(transparent)]
     Trace(#[from] TraceError),
+    /// A program file could not be read or parsed.
+    #[error("seed program {path}: {reason}")]
+    Program {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong (the JSON parser names line and column).
+        reason: String,
+    },
 }
 
 /// Most seeds taken from one trace: a multi-gigabyte capture would otherwise
@@ -244,7 +252,22 @@ pub fn import_trace(path: &Path, limits: &Limits) -> Result<Vec<ScsiProgram>, Se
     Ok(b.finish())
 }
 
-/// Imports every `.sczt` file of `dir` (not recursively), in name order.
+/// Reads one program saved as JSON (the format of a campaign's queue entries
+/// and of `program.json` in a finding), fitted to `limits`.
+pub fn import_program(path: &Path, limits: &Limits) -> Result<ScsiProgram, SeedError> {
+    let bad = |reason: String| SeedError::Program {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut p: ScsiProgram = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    p.fit(limits);
+    Ok(p)
+}
+
+/// Imports every `.sczt` trace and every `.json` program of `dir` (not
+/// recursively), in name order: a recorded workload and a hand-written or
+/// previously found program seed a campaign alike.
 pub fn import_dir(dir: &Path, limits: &Limits) -> Result<Vec<ScsiProgram>, SeedError> {
     let rd = std::fs::read_dir(dir).map_err(|source| SeedError::Dir {
         path: dir.to_path_buf(),
@@ -252,12 +275,16 @@ pub fn import_dir(dir: &Path, limits: &Limits) -> Result<Vec<ScsiProgram>, SeedE
     })?;
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sczt"))
+        .filter(|p| p.extension().is_some_and(|x| x == "sczt" || x == "json"))
         .collect();
     paths.sort();
     let mut out = Vec::new();
     for p in paths {
-        out.extend(import_trace(&p, limits)?);
+        if p.extension().is_some_and(|x| x == "json") {
+            out.push(import_program(&p, limits)?);
+        } else {
+            out.extend(import_trace(&p, limits)?);
+        }
     }
     Ok(out)
 }
@@ -362,5 +389,21 @@ mod tests {
         assert!(progs.iter().all(|p| p.ops.len() <= SEED_OPS));
         // 4096-byte trace blocks are eight 512-byte blocks here.
         assert_eq!(progs[0].ops[1].lba_range(), Some((8, 8)));
+    }
+
+    #[test]
+    fn program_files_seed_beside_traces_and_bad_ones_name_their_file() {
+        let dir = std::env::temp_dir().join(format!("scuzz-seed-json-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let limits = Limits::new(512, 1 << 17);
+        let p = ScsiProgram::new(vec![Op::PowerLoss, Op::Barrier]);
+        std::fs::write(dir.join("a.json"), serde_json::to_vec(&p).unwrap()).unwrap();
+        let got = import_dir(&dir, &limits).unwrap();
+        assert_eq!(got, vec![p]);
+        std::fs::write(dir.join("b.json"), b"{\"ops\": [\"Nonsense\"]}").unwrap();
+        let err = import_dir(&dir, &limits).unwrap_err().to_string();
+        assert!(err.contains("b.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
