@@ -84,9 +84,55 @@ pub enum ConstraintPath {
 }
 
 /// The coverage map.
+///
+/// A fuzzer builds one emulator per execution, and a run touches a few
+/// dozen of the map's 65 536 entries: allocating, zeroing and freeing the
+/// whole map each time cost more than the commands it recorded. So the map
+/// remembers which entries it set ([`Coverage::touched`]), clears only
+/// those, and goes back to a per-thread pool when dropped, already clear,
+/// for the next [`Coverage::new`] on that thread.
 pub struct Coverage {
-    map: Box<[u8; MAP_SIZE]>,
+    map: Option<Box<[u8; MAP_SIZE]>>,
+    /// Entries that went from 0 to hit since the last clear, in that order.
+    touched: Vec<u32>,
+    /// The map was handed out mutably ([`Coverage::map_mut`]): what was
+    /// written through it is not in `touched`, so the next clear is a full one.
+    untracked: bool,
     prev: u32,
+}
+
+/// Maps kept per thread for reuse; more than a few means the caller keeps
+/// many emulators alive at once, and those are simply freed.
+const POOL_MAPS: usize = 4;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Box<[u8; MAP_SIZE]>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn fresh_map() -> Box<[u8; MAP_SIZE]> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+        // Zeroed allocation straight from the allocator, never through the stack.
+        vec![0u8; MAP_SIZE]
+            .into_boxed_slice()
+            .try_into()
+            .expect("MAP_SIZE bytes")
+    })
+}
+
+impl Drop for Coverage {
+    fn drop(&mut self) {
+        self.clear();
+        if let Some(map) = self.map.take() {
+            // `try_with`: during thread teardown the pool may be gone.
+            let _ = POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAPS {
+                    p.push(map);
+                }
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Coverage {
@@ -100,7 +146,9 @@ impl std::fmt::Debug for Coverage {
 impl Default for Coverage {
     fn default() -> Self {
         Coverage {
-            map: Box::new([0u8; MAP_SIZE]),
+            map: Some(fresh_map()),
+            touched: Vec::new(),
+            untracked: false,
             prev: 0,
         }
     }
@@ -120,30 +168,68 @@ impl Coverage {
         Self::default()
     }
 
+    fn bytes(&self) -> &[u8; MAP_SIZE] {
+        self.map.as_deref().expect("the map is only taken on drop")
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; MAP_SIZE] {
+        self.map
+            .as_deref_mut()
+            .expect("the map is only taken on drop")
+    }
+
     /// The map bytes (hit counts, saturating).
     pub fn map(&self) -> &[u8] {
-        &self.map[..]
+        &self.bytes()[..]
     }
 
     /// Mutable map bytes, for observers that reset the map between runs.
     pub fn map_mut(&mut self) -> &mut [u8] {
-        &mut self.map[..]
+        self.untracked = true;
+        &mut self.bytes_mut()[..]
+    }
+
+    /// The entries hit since the last [`Coverage::clear`], in the order
+    /// they were first hit: every non-zero entry is among them, so a
+    /// caller can copy or merge a run's coverage in time proportional to
+    /// what it hit rather than to the map. `None` once [`Coverage::map_mut`]
+    /// has handed the map out (writes through it are not tracked) until the
+    /// next clear.
+    pub fn touched(&self) -> Option<&[u32]> {
+        (!self.untracked).then_some(&self.touched[..])
     }
 
     /// Zero the map and forget the previous state.
     pub fn clear(&mut self) {
-        self.map.fill(0);
+        let touched = std::mem::take(&mut self.touched);
+        let untracked = std::mem::replace(&mut self.untracked, false);
+        let map = self.bytes_mut();
+        if untracked {
+            map.fill(0);
+        } else {
+            for &i in &touched {
+                map[i as usize] = 0;
+            }
+        }
+        self.touched = touched;
+        self.touched.clear();
         self.prev = 0;
     }
 
     /// Entries hit at least once.
     pub fn hit_entries(&self) -> usize {
-        self.map.iter().filter(|b| **b != 0).count()
+        self.bytes().iter().filter(|b| **b != 0).count()
     }
 
     fn hit(&mut self, idx: u32) {
-        let e = &mut self.map[idx as usize % MAP_SIZE];
-        *e = e.saturating_add(1);
+        let i = idx as usize % MAP_SIZE;
+        let e = &mut self.bytes_mut()[i];
+        if *e == 0 {
+            *e = 1;
+            self.touched.push(i as u32);
+        } else {
+            *e = e.saturating_add(1);
+        }
     }
 
     /// Mark one command's tuple and the edge from the previous one.
@@ -223,5 +309,47 @@ mod tests {
         assert_eq!(a.hit_entries(), 0);
         assert_eq!(count_bucket(0), 0);
         assert_eq!(count_bucket(129), 8);
+    }
+
+    #[test]
+    fn touched_lists_every_hit_entry_and_pooled_maps_come_back_clear() {
+        let s = SgShape::default();
+        let mut a = Coverage::new();
+        a.mark(
+            OpClass::Write,
+            CacheState::Clean,
+            s,
+            ConstraintPath::Direct,
+            0,
+        );
+        a.mark(
+            OpClass::Write,
+            CacheState::Dirty,
+            s,
+            ConstraintPath::Direct,
+            0,
+        );
+        a.event(1, 3);
+        let mut from_touched = vec![0u8; MAP_SIZE];
+        for &i in a.touched().unwrap() {
+            from_touched[i as usize] = a.map()[i as usize];
+        }
+        assert_eq!(from_touched, a.map(), "every non-zero entry is listed");
+        assert_eq!(a.touched().unwrap().len(), a.hit_entries());
+        drop(a);
+        // Several at once, so at least one comes from the pool.
+        let maps: Vec<Coverage> = (0..POOL_MAPS + 1).map(|_| Coverage::new()).collect();
+        assert!(maps.iter().all(|m| m.hit_entries() == 0));
+        let mut b = Coverage::new();
+        b.map_mut()[7] = 9;
+        assert_eq!(b.touched(), None, "writes through map_mut are not tracked");
+        b.clear();
+        assert_eq!(b.hit_entries(), 0);
+        assert_eq!(b.touched(), Some(&[][..]));
+        b.map_mut()[9] = 1;
+        drop(b);
+        drop(maps);
+        let c: Vec<Coverage> = (0..POOL_MAPS + 1).map(|_| Coverage::new()).collect();
+        assert!(c.iter().all(|m| m.hit_entries() == 0));
     }
 }
