@@ -8,9 +8,10 @@
 //! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
 
 use crate::content::{BlockData, Detected};
+use crate::hash::BuildFastHasher;
 use crate::medium::Medium;
 use crate::rng::Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// When the cache writes dirty lines back on its own.
 #[derive(
@@ -88,10 +89,20 @@ pub enum Lookup {
 }
 
 /// A write-back cache in front of one [`Medium`].
+///
+/// Lines are found by hashing (every block a command touches is looked up,
+/// so this is the emulator's hottest map); the few operations that need
+/// LBA order (a flush writing back, a power loss drawing its survivors)
+/// sort the dirty lines they collect, so outcomes do not depend on the
+/// hash. Only the random eviction policy needs ordered lookups of every
+/// line, and only it keeps an ordered index.
 #[derive(Debug, Clone)]
 pub struct Cache {
     cfg: CacheConfig,
-    lines: BTreeMap<u64, Line>,
+    lines: HashMap<u64, Line, BuildFastHasher>,
+    /// Every line's LBA, in order: kept only for [`Destage::Random`],
+    /// whose victim is the first line at or after a random LBA.
+    order: Option<BTreeSet<u64>>,
     /// (lba, stamp) in touch order; entries whose stamp is stale are skipped.
     lru: VecDeque<(u64, u64)>,
     /// (lba, dirtied) in write order, for oldest-first destage.
@@ -105,7 +116,8 @@ impl Cache {
     pub fn new(cfg: CacheConfig) -> Self {
         Cache {
             cfg,
-            lines: BTreeMap::new(),
+            lines: HashMap::default(),
+            order: (cfg.destage == Destage::Random).then(BTreeSet::new),
             lru: VecDeque::new(),
             dirty_order: VecDeque::new(),
             clock: 0,
@@ -164,13 +176,40 @@ impl Cache {
 
     /// The first dirty line in `[lba, end)`.
     pub fn next_dirty(&self, lba: u64, end: u64) -> Option<u64> {
-        if self.dirty == 0 {
+        if self.dirty == 0 || lba >= end {
             return None;
         }
+        if end - lba <= self.lines.len() as u64 {
+            return (lba..end).find(|l| self.is_dirty(*l));
+        }
         self.lines
-            .range(lba..end)
-            .find(|(_, l)| l.dirty)
+            .iter()
+            .filter(|(k, l)| l.dirty && (lba..end).contains(*k))
             .map(|(k, _)| *k)
+            .min()
+    }
+
+    /// The lines in `[lba, end)` (dirty ones only with `dirty_only`), in LBA
+    /// order: probing each LBA when the range is shorter than the cache,
+    /// else scanning every line.
+    fn lines_in(&self, lba: u64, end: u64, dirty_only: bool) -> Vec<u64> {
+        if lba >= end {
+            return Vec::new();
+        }
+        let wanted = |l: &Line| l.dirty || !dirty_only;
+        if end - lba <= self.lines.len() as u64 {
+            return (lba..end)
+                .filter(|k| self.lines.get(k).is_some_and(wanted))
+                .collect();
+        }
+        let mut keys: Vec<u64> = self
+            .lines
+            .iter()
+            .filter(|(k, l)| wanted(l) && (lba..end).contains(*k))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// Is there a dirty line for `lba`? (Without touching it.)
@@ -212,7 +251,7 @@ impl Cache {
         } else {
             let data = owned.unwrap_or_else(|| d.to_data());
             self.make_room(medium, rng);
-            self.lines.insert(
+            self.insert_line(
                 lba,
                 Line {
                     data,
@@ -258,7 +297,7 @@ impl Cache {
         }
         let stamp = self.tick();
         self.make_room(medium, rng);
-        self.lines.insert(
+        self.insert_line(
             lba,
             Line {
                 data,
@@ -274,7 +313,7 @@ impl Cache {
     /// Drop the cached copy of `lba` (after UNMAP or WRITE SAME): a dirty
     /// line must not be destaged over the newer medium content later.
     pub fn invalidate(&mut self, lba: u64) {
-        if let Some(l) = self.lines.remove(&lba) {
+        if let Some(l) = self.remove_line(lba) {
             if l.dirty {
                 self.dirty -= 1;
             }
@@ -283,10 +322,27 @@ impl Cache {
 
     /// Drop every cached line in `[lba, end)`.
     pub fn invalidate_range(&mut self, lba: u64, end: u64) {
-        let keys: Vec<u64> = self.lines.range(lba..end).map(|(k, _)| *k).collect();
-        for k in keys {
+        if self.lines.is_empty() {
+            return;
+        }
+        for k in self.lines_in(lba, end, false) {
             self.invalidate(k);
         }
+    }
+
+    fn insert_line(&mut self, lba: u64, line: Line) {
+        self.lines.insert(lba, line);
+        if let Some(o) = &mut self.order {
+            o.insert(lba);
+        }
+    }
+
+    fn remove_line(&mut self, lba: u64) -> Option<Line> {
+        let l = self.lines.remove(&lba)?;
+        if let Some(o) = &mut self.order {
+            o.remove(&lba);
+        }
+        Some(l)
     }
 
     /// Write every dirty line in `[lba, end)` to the medium (SYNCHRONIZE
@@ -296,9 +352,9 @@ impl Cache {
             return 0;
         }
         let mut n = 0;
-        for (k, l) in self.lines.range_mut(lba..end) {
-            if l.dirty {
-                medium.write_block(*k, &l.data);
+        for k in self.lines_in(lba, end, true) {
+            if let Some(l) = self.lines.get_mut(&k) {
+                medium.write_block(k, &l.data);
                 l.dirty = false;
                 n += 1;
             }
@@ -353,16 +409,24 @@ impl Cache {
     /// many dirty lines were lost.
     pub fn power_loss(&mut self, medium: &mut Medium, rng: &mut Rng) -> u64 {
         let mut lost = 0;
-        for (lba, l) in &self.lines {
-            if l.dirty {
-                if rng.coin() {
-                    medium.write_block(*lba, &l.data);
-                } else {
-                    lost += 1;
-                }
+        // In LBA order: the seed's coins fall on the same lines whatever
+        // the hash did.
+        let mut dirty: Vec<u64> = (self.lines.iter())
+            .filter(|(_, l)| l.dirty)
+            .map(|(k, _)| *k)
+            .collect();
+        dirty.sort_unstable();
+        for lba in dirty {
+            if rng.coin() {
+                medium.write_block(lba, &self.lines[&lba].data);
+            } else {
+                lost += 1;
             }
         }
         self.lines.clear();
+        if let Some(o) = &mut self.order {
+            o.clear();
+        }
         self.lru.clear();
         self.dirty_order.clear();
         self.dirty = 0;
@@ -376,7 +440,7 @@ impl Cache {
                 Destage::None | Destage::Lru => self.lru_key(),
             };
             let Some(lba) = victim else { return };
-            if let Some(l) = self.lines.remove(&lba) {
+            if let Some(l) = self.remove_line(lba) {
                 if l.dirty {
                     medium.write_block(lba, &l.data);
                     self.dirty -= 1;
@@ -391,14 +455,15 @@ impl Cache {
                 return Some(lba);
             }
         }
-        self.lines.keys().next().copied()
+        self.lines.keys().min().copied()
     }
 
     fn random_key(&mut self, rng: &mut Rng) -> Option<u64> {
-        let first = *self.lines.keys().next()?;
-        let last = *self.lines.keys().next_back()?;
+        let order = self.order.as_ref()?;
+        let first = *order.first()?;
+        let last = *order.last()?;
         let pick = first + rng.below(last - first + 1);
-        self.lines.range(pick..).next().map(|(k, _)| *k)
+        order.range(pick..).next().copied()
     }
 
     /// Rebuild the lazy queues when stale entries dominate, so their memory
@@ -483,6 +548,43 @@ mod tests {
         assert!(lost > 0 && lost < 64, "lost {lost}");
         assert_eq!(kept.iter().filter(|k| !**k).count() as u64, lost);
         assert_eq!(run(7), (lost, kept), "same seed, same survivors");
+    }
+
+    #[test]
+    fn ranged_operations_agree_whether_they_probe_or_scan() {
+        // Four lines: ranges of up to four LBAs are probed, longer ones
+        // scanned; both must find the same lines.
+        let (mut c, mut m, mut r) = cache(16, Destage::None);
+        for lba in [3, 9, 10, 40] {
+            c.write(lba, raw(lba as u8), &mut m, &mut r);
+        }
+        c.fill(5, raw(5), &mut m, &mut r);
+        assert_eq!(c.next_dirty(4, 8), None);
+        assert_eq!(c.next_dirty(8, 12), Some(9));
+        assert_eq!(c.next_dirty(4, 100), Some(9));
+        assert_eq!(c.next_dirty(0, u64::MAX), Some(3));
+        assert_eq!(c.flush(9, 11, &mut m), 2, "probed");
+        assert_eq!(c.flush(0, 1000, &mut m), 2, "scanned");
+        assert_eq!(c.dirty_count(), 0);
+        assert_eq!(m.block(40), raw(40));
+        c.invalidate_range(0, 6);
+        assert_eq!(c.len(), 3, "lines 3 and 5 dropped");
+        c.invalidate_range(6, 1 << 40);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn random_eviction_takes_the_first_line_at_or_after_a_random_lba() {
+        let (mut c, mut m, mut r) = cache(3, Destage::Random);
+        for lba in [100, 200, 300, 400, 500] {
+            c.write(lba, raw(1), &mut m, &mut r);
+        }
+        assert_eq!(c.len(), 3);
+        let evicted = [100u64, 200, 300, 400, 500]
+            .iter()
+            .filter(|l| m.block(**l) == raw(1))
+            .count();
+        assert_eq!(evicted, 2, "each eviction wrote its dirty line back");
     }
 
     #[test]
