@@ -121,6 +121,23 @@ impl BlockData {
             BlockData::Raw(b) => out.copy_from_slice(b),
         }
     }
+
+    /// Append the block's `block_size` bytes to `out`: what [`render`]
+    /// writes, without zeroing the space first for raw blocks.
+    ///
+    /// [`render`]: BlockData::render
+    pub fn render_append(&self, out: &mut Vec<u8>, block_size: usize) {
+        let at = out.len();
+        match self {
+            BlockData::Raw(b) if b.len() == block_size => out.extend_from_slice(b),
+            _ => {
+                out.resize(at + block_size, 0);
+                if !matches!(self, BlockData::Zero) {
+                    self.render(&mut out[at..]);
+                }
+            }
+        }
+    }
 }
 
 /// True if every byte of `buf` is zero. Runs on every block written, so it
@@ -162,6 +179,13 @@ mod tests {
         let mut back = vec![0u8; 4096];
         d.render(&mut back);
         assert_eq!(back, buf);
+        let mut appended = vec![1u8];
+        d.render_append(&mut appended, 4096);
+        BlockData::Zero.render_append(&mut appended, 4096);
+        BlockData::Raw(vec![7u8; 4096].into()).render_append(&mut appended, 4096);
+        assert_eq!(appended[1..4097], buf[..]);
+        assert!(appended[4097..8193].iter().all(|b| *b == 0));
+        assert!(appended[8193..].iter().all(|b| *b == 7) && appended.len() == 12289);
         buf[100] ^= 1; // body no longer matches its checksum: kept as bytes
         let d = BlockData::detect(&buf);
         assert!(matches!(d, BlockData::Raw(_)));

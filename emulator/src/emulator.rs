@@ -408,8 +408,8 @@ impl Emulator {
         let out = self.submit(&task);
         data_in.clear();
         if dir == Direction::FromDevice && out.bytes_transferred > 0 {
-            data_in.resize(out.bytes_transferred as usize, 0);
-            self.mem.read(self.window, data_in);
+            self.mem
+                .read_append(self.window, out.bytes_transferred as usize, data_in);
         }
         out
     }

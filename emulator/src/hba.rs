@@ -526,12 +526,10 @@ pub fn check_controller(
 pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &[u8], out: &mut Vec<u8>) {
     out.clear();
     for e in entries {
-        let at = out.len();
-        out.resize(at + e.len as usize, 0);
         match e.mem {
-            Mem::Host(a) => mem.read(a, &mut out[at..]),
+            Mem::Host(a) => mem.read_append(a, e.len as usize, out),
             Mem::Bounce { offset, .. } | Mem::Coalesced { offset, .. } => {
-                out[at..].copy_from_slice(&bounce[offset..offset + e.len as usize])
+                out.extend_from_slice(&bounce[offset..offset + e.len as usize])
             }
         }
     }

@@ -15,6 +15,22 @@ pub const PAGE_SIZE: u64 = 4096;
 
 type Page = Box<[u8; PAGE_SIZE as usize]>;
 
+/// A page holding `src` at `off`, zeros elsewhere. A page written whole
+/// (every Data-In scatter into a freed buffer) is copied, not zeroed first.
+fn new_page(off: usize, src: &[u8]) -> Page {
+    if off == 0 && src.len() == PAGE_SIZE as usize {
+        if let Ok(p) = Box::<[u8]>::from(src).try_into() {
+            return p;
+        }
+    }
+    let mut p: Page = vec![0u8; PAGE_SIZE as usize]
+        .into_boxed_slice()
+        .try_into()
+        .expect("PAGE_SIZE bytes");
+    p[off..off + src.len()].copy_from_slice(src);
+    p
+}
+
 /// A sparse physical address space.
 #[derive(Default)]
 pub struct HostMemory {
@@ -47,11 +63,15 @@ impl HostMemory {
             let page = a / PAGE_SIZE;
             let off = (a % PAGE_SIZE) as usize;
             let n = (PAGE_SIZE as usize - off).min(data.len() - done);
-            let p = self
-                .pages
-                .entry(page)
-                .or_insert_with(|| Box::new([0u8; PAGE_SIZE as usize]));
-            p[off..off + n].copy_from_slice(&data[done..done + n]);
+            let src = &data[done..done + n];
+            match self.pages.entry(page) {
+                std::collections::hash_map::Entry::Occupied(mut p) => {
+                    p.get_mut()[off..off + n].copy_from_slice(src);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(new_page(off, src));
+                }
+            }
             done += n;
         }
     }
@@ -70,6 +90,27 @@ impl HostMemory {
             match self.pages.get(&page) {
                 Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
                 None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+    }
+
+    /// Append `len` bytes from memory at `addr` to `out`, as
+    /// [`HostMemory::read`] would fill them, without zeroing them first.
+    pub fn read_append(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
+        out.reserve(len);
+        let mut done = 0usize;
+        while done < len {
+            let Some(a) = addr.checked_add(done as u64) else {
+                out.resize(out.len() + (len - done), 0);
+                return;
+            };
+            let page = a / PAGE_SIZE;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_SIZE as usize - off).min(len - done);
+            match self.pages.get(&page) {
+                Some(p) => out.extend_from_slice(&p[off..off + n]),
+                None => out.resize(out.len() + n, 0),
             }
             done += n;
         }
@@ -134,6 +175,15 @@ mod tests {
         m.read(addr, &mut back);
         assert_eq!(back, data);
         assert_eq!(m.resident_pages(), 4);
+        let mut appended = vec![5u8];
+        m.read_append(addr - 10, data.len() + 20, &mut appended);
+        assert_eq!(appended[..11], [5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(appended[11..11 + data.len()], data[..]);
+        assert_eq!(appended[11 + data.len()..], [0; 10]);
+        let mut top = Vec::new();
+        m.write(u64::MAX - 1, &[3, 3]);
+        m.read_append(u64::MAX - 1, 4, &mut top);
+        assert_eq!(top, [3, 3, 0, 0], "past 2^64 reads as zeros");
     }
 
     #[test]

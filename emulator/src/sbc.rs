@@ -663,21 +663,22 @@ impl Disk {
         done: &mut Done,
     ) {
         let bs = self.bs();
-        data_in.resize(blocks as usize * bs, 0);
+        data_in.clear();
+        data_in.reserve(blocks as usize * bs);
         let rcd = self.mode.current.rcd;
-        for (i, out) in data_in.chunks_exact_mut(bs).enumerate() {
-            let l = lba + i as u64;
+        for i in 0..u64::from(blocks) {
+            let l = lba + i;
             // RCD=1 (SBC-3 6.4.5): read from the medium, except that data
             // only the cache holds must still be returned.
             if !rcd || self.cache.is_dirty(l) {
                 if let (Lookup::CleanHit | Lookup::DirtyHit, Some(d)) = self.cache.get(l) {
-                    d.render(out);
+                    d.render_append(data_in, bs);
                     done.cache.hit = true;
                     continue;
                 }
             }
             let d = self.medium.block(l);
-            d.render(out);
+            d.render_append(data_in, bs);
             if !rcd {
                 if self.cache.is_full() {
                     done.cache.evicted = true;
