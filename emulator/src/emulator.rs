@@ -649,12 +649,31 @@ impl Emulator {
         hba::check_controller(c, &self.cfg.hba.controller, write)?;
         let mut data_out = std::mem::take(&mut self.scratch);
         let mut data_in = std::mem::take(&mut self.data_in);
-        if write {
+        data_out.clear();
+        // One entry inside one host page (a 4 KiB write, or a few 512-byte
+        // blocks) is handed to the device where it lies, uncopied.
+        let direct = match c.entries.as_slice() {
+            [hba::Entry {
+                mem: hba::Mem::Host(a),
+                len,
+            }] if write => self.mem.slice(*a, *len as usize),
+            _ => None,
+        };
+        if write && direct.is_none() {
             hba::gather(&c.entries, &self.mem, bounce, &mut data_out);
-        } else {
-            data_out.clear();
         }
-        let r = self.device(lun, initiator, &c.cmd, &data_out, &mut data_in);
+        let mut server = Server {
+            disks: &mut self.disks,
+            rng: &mut self.rng,
+            bugs: self.cfg.bugs,
+        };
+        let r = server.device(
+            lun,
+            initiator,
+            &c.cmd,
+            direct.unwrap_or(&data_out),
+            &mut data_in,
+        );
         if r.is_ok() && !write {
             hba::scatter(&c.entries, &data_in, &mut self.mem, bounce);
         }
@@ -663,6 +682,45 @@ impl Emulator {
         r
     }
 
+    fn lun_error(&self, lun: u64, cdb: &[u8]) -> Option<CommandError> {
+        let exists = usize::try_from(lun).is_ok_and(|l| l < self.disks.len());
+        let lun_free = matches!(cdb.first(), Some(0x12 | 0xa0 | 0x03));
+        (!exists && !lun_free).then(|| CheckCondition::lun_not_supported().into())
+    }
+
+    /// Send queued writes matching `which` to the controller, in order.
+    fn land(&mut self, which: impl Fn(&Deferred) -> bool) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let all = std::mem::take(&mut self.deferred);
+        for d in all {
+            if which(&d) {
+                self.run_deferred(d);
+            } else {
+                self.deferred.push(d);
+            }
+        }
+    }
+
+    fn run_deferred(&mut self, mut d: Deferred) {
+        for c in &d.commands {
+            // Already reported GOOD: an error here is lost, as it was in
+            // the driver that made this mistake.
+            let _ = self.controller(d.lun, d.initiator, Direction::ToDevice, c, &mut d.bounce);
+        }
+    }
+}
+
+/// The target's device side, borrowed apart from host memory so a
+/// controller command's Data-Out can be read in place while a LUN executes.
+struct Server<'a> {
+    disks: &'a mut [Disk],
+    rng: &'a mut Rng,
+    bugs: crate::bugs::BugSet,
+}
+
+impl Server<'_> {
     /// LUN addressing (SAM-5 4.7, SPC-4 6.33): the target answers REPORT
     /// LUNS itself, and commands to a LUN that does not exist.
     fn device(
@@ -727,38 +785,9 @@ impl Emulator {
         };
         let mut ctx = Ctx {
             rng: &mut self.rng,
-            stale_cache_read: self.cfg.bugs.has(Bug::StaleCacheRead),
+            stale_cache_read: self.bugs.has(Bug::StaleCacheRead),
             initiator,
         };
         disk.execute(&mut ctx, cmd, data_out, data_in)
-    }
-
-    fn lun_error(&self, lun: u64, cdb: &[u8]) -> Option<CommandError> {
-        let exists = usize::try_from(lun).is_ok_and(|l| l < self.disks.len());
-        let lun_free = matches!(cdb.first(), Some(0x12 | 0xa0 | 0x03));
-        (!exists && !lun_free).then(|| CheckCondition::lun_not_supported().into())
-    }
-
-    /// Send queued writes matching `which` to the controller, in order.
-    fn land(&mut self, which: impl Fn(&Deferred) -> bool) {
-        if self.deferred.is_empty() {
-            return;
-        }
-        let all = std::mem::take(&mut self.deferred);
-        for d in all {
-            if which(&d) {
-                self.run_deferred(d);
-            } else {
-                self.deferred.push(d);
-            }
-        }
-    }
-
-    fn run_deferred(&mut self, mut d: Deferred) {
-        for c in &d.commands {
-            // Already reported GOOD: an error here is lost, as it was in
-            // the driver that made this mistake.
-            let _ = self.controller(d.lun, d.initiator, Direction::ToDevice, c, &mut d.bounce);
-        }
     }
 }

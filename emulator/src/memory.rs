@@ -116,6 +116,18 @@ impl HostMemory {
         }
     }
 
+    /// The `len` bytes at `addr` when they lie in one resident page: what
+    /// [`HostMemory::read`] would copy out, borrowed instead.
+    pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let off = (addr % PAGE_SIZE) as usize;
+        if off + len > PAGE_SIZE as usize {
+            return None;
+        }
+        self.pages
+            .get(&(addr / PAGE_SIZE))
+            .map(|p| &p[off..off + len])
+    }
+
     /// Release the pages wholly inside `[addr, addr + len)` and zero the
     /// partial pages at either end, so a replayer that reuses buffer
     /// addresses keeps its memory bounded.
