@@ -199,9 +199,14 @@ impl Medium {
     }
 
     fn insert(&mut self, lba: u64, n: u64, ext: Extent) {
-        if n == 1 && self.insert_one(lba, &ext) {
-            return;
-        }
+        let ext = if n == 1 {
+            match self.insert_one(lba, ext) {
+                Ok(()) => return,
+                Err(ext) => ext,
+            }
+        } else {
+            ext
+        };
         // The last block of the device is at most u64::MAX - 1 (capacity is
         // checked by the executor), so `lba + n` cannot wrap here.
         let end = lba.saturating_add(n);
@@ -220,21 +225,43 @@ impl Medium {
         self.merge_right(lba, n);
     }
 
-    /// The common case of a one-block write (every cache write-back) in two
-    /// or three map operations instead of a general carve. Returns false
-    /// when the block lies inside a longer extent that must be split.
-    fn insert_one(&mut self, lba: u64, ext: &Extent) -> bool {
-        let found = self
-            .extents
-            .range(..=lba)
-            .next_back()
-            .map(|(k, (l, _))| (*k, *l));
-        match found {
-            Some((k, l)) if lba - k < l => {
-                if l != 1 {
+    /// The common case of a one-block write (every cache write-back): one
+    /// ordered walk finds the extents around `lba`, then one or two map
+    /// updates store the block, merged with either neighbour it continues.
+    /// Returns `ext` back when the block lies inside a longer extent that
+    /// must be split (the general path).
+    fn insert_one(&mut self, lba: u64, ext: Extent) -> Result<(), Extent> {
+        let right_key = lba.checked_add(1);
+        let mut around = self.extents.range(..=right_key.unwrap_or(lba)).rev();
+        let mut here = around.next();
+        // The extent starting right after the block, if any.
+        let mut right = None;
+        if let Some((&k, r)) = here {
+            if Some(k) == right_key {
+                right = Some(r);
+                here = around.next();
+            }
+        }
+        // A neighbour on the right merges when the new block continues into
+        // it (and then whatever the block joins on the left does too).
+        let right_len = right
+            .filter(|(_, r)| continues(&ext, 1, r))
+            .map(|(l, _)| *l);
+        enum Step {
+            /// Replace the one-block extent at `lba`; `Some(k)`: merge it
+            /// into the extent at `k` that it continues.
+            Replace(Option<u64>),
+            /// Grow the extent at `k`, which ends at `lba` and continues into it.
+            Extend(u64),
+            /// Start an extent at `lba` (nothing starts there).
+            Insert,
+        }
+        let step = match here {
+            Some((&k, (l, cur))) if lba - k < *l => {
+                if *l != 1 {
                     // Rewriting a block with what it already holds (a
                     // replayed or repeated copy) leaves the extent whole.
-                    let same = match (&self.extents[&k].1, ext) {
+                    let same = match (cur, &ext) {
                         (Extent::Pattern { first }, Extent::Pattern { first: t }) => {
                             *t == Tag {
                                 lba: first.lba.wrapping_add(lba - k),
@@ -245,53 +272,43 @@ impl Medium {
                         (Extent::Same(a), Extent::Raw(b)) => a == b,
                         _ => false,
                     };
-                    return same;
+                    return if same { Ok(()) } else { Err(ext) };
                 }
-                // Exactly this block: replace it, then merge either side.
-                if let Some((_, cur)) = self.extents.get_mut(&lba) {
-                    *cur = ext.clone();
-                }
-                self.merge_left(lba);
-                true
+                // Exactly this block: the left neighbour may absorb it.
+                let left = around
+                    .next()
+                    .filter(|(lk, (ll, le))| **lk + *ll == lba && continues(le, *ll, &ext))
+                    .map(|(lk, _)| *lk);
+                Step::Replace(left)
             }
-            Some((k, l)) if k + l == lba && continues(&self.extents[&k].1, l, ext) => {
-                if let Some((len, _)) = self.extents.get_mut(&k) {
-                    *len += 1;
-                }
-                self.merge_right(k, l + 1);
-                true
-            }
-            _ => {
-                // A gap: nothing starts at `lba` (the lookup would have found it).
-                self.extents.insert(lba, (1, ext.clone()));
-                self.merge_right(lba, 1);
-                true
-            }
-        }
-    }
-
-    /// Merge the extent at `k` into its left neighbour if it continues it,
-    /// then the result with its right neighbour.
-    fn merge_left(&mut self, k: u64) {
-        let left = self
-            .extents
-            .range(..k)
-            .next_back()
-            .map(|(lk, (ll, _))| (*lk, *ll));
-        let Some(len) = self.extents.get(&k).map(|(l, _)| *l) else {
-            return;
+            Some((&k, (l, cur))) if k + l == lba && continues(cur, *l, &ext) => Step::Extend(k),
+            _ => Step::Insert,
         };
-        if let Some((lk, ll)) = left {
-            if lk + ll == k && continues(&self.extents[&lk].1, ll, &self.extents[&k].1) {
-                self.extents.remove(&k);
-                if let Some((l, _)) = self.extents.get_mut(&lk) {
-                    *l += len;
-                }
-                self.merge_right(lk, ll + len);
-                return;
+        let grow = 1 + right_len.unwrap_or(0);
+        if right_len.is_some() {
+            if let Some(rk) = right_key {
+                self.extents.remove(&rk);
             }
         }
-        self.merge_right(k, len);
+        match step {
+            Step::Replace(Some(k)) | Step::Extend(k) => {
+                if matches!(step, Step::Replace(_)) {
+                    self.extents.remove(&lba);
+                }
+                if let Some((len, _)) = self.extents.get_mut(&k) {
+                    *len += grow;
+                }
+            }
+            Step::Replace(None) => {
+                if let Some(cur) = self.extents.get_mut(&lba) {
+                    *cur = (grow, ext);
+                }
+            }
+            Step::Insert => {
+                self.extents.insert(lba, (grow, ext));
+            }
+        }
+        Ok(())
     }
 
     fn merge_right(&mut self, k: u64, len: u64) {
