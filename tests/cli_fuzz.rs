@@ -2,6 +2,8 @@
 //! campaigns through LibAFL's Launcher and LLMP broker, kill and resume,
 //! and findings replayed by `scuzz replay`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -271,4 +273,106 @@ fn a_campaign_killed_with_sigkill_resumes_with_its_corpus_and_findings() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `--to iscsi://`: programs run over our initiator against `scuzz serve`
+/// with its flush a no-op; a TARGET COLD RESET is the power cut. The lost
+/// flush shows as stale or dropped blocks, and the finding says it came
+/// from a real target and how to replay it there.
+#[test]
+fn fuzzing_a_real_target_over_iscsi_finds_a_lost_flush() {
+    let serve = common::Serve::start(&["--capacity", "16M", "--bug", "sync-cache-noop"]);
+    let out = tempdir("iscsi-serve");
+    let o = run(scuzz()
+        .args([
+            "fuzz",
+            "--to",
+            &serve.url(0),
+            "--cold-reset",
+            "--time",
+            "90s",
+        ])
+        .args(["--until-findings", "1", "--quiet", "--seed", "5"])
+        .arg("--seeds")
+        .arg(seeds())
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2), "findings exit with 2");
+    let f = findings(&out);
+    assert_eq!(f.len(), 1);
+    let class = f[0].1["signature"]["class"].as_str().unwrap_or_default();
+    assert!(class == "stale" || class == "dropped", "class {class}");
+    let report = std::fs::read_to_string(f[0].0.join("report.md")).unwrap();
+    assert!(report.contains("found on a real target"), "{report}");
+    assert!(
+        report.contains(&format!("scuzz replay --to {}", serve.url(0))),
+        "{report}"
+    );
+    let repro = trace::TraceReader::open(&f[0].0.join("repro.sczt")).unwrap();
+    assert_eq!(
+        repro.header().labels.get("device").map(String::as_str),
+        Some(serve.url(0).as_str())
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A correct target (tgtd, LOGICAL UNIT RESET as the power loss) gives no
+/// finding: optional features it refuses with ILLEGAL REQUEST are not
+/// violations, and blocks an earlier run left are never mistaken for this
+/// run's.
+#[test]
+fn fuzzing_tgtd_over_iscsi_finds_nothing() {
+    assert!(
+        iscsi::testing::Tgtd::available(),
+        "tgtd is not installed: scripts/test installs the tgt package"
+    );
+    let t = iscsi::testing::Tgtd::builder()
+        .size(16 << 20)
+        .start()
+        .unwrap();
+    let out = tempdir("iscsi-tgtd");
+    let o = run(scuzz()
+        .args([
+            "fuzz",
+            "--to",
+            &t.url(1),
+            "--time",
+            "15s",
+            "--quiet",
+            "--seed",
+            "2",
+        ])
+        .arg("--seeds")
+        .arg(seeds())
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(findings(&out).is_empty());
+    let stats = std::fs::read_to_string(out.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert!(last["execs"].as_u64().unwrap() > 50, "{last}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_real_target_refuses_emulator_options_and_several_cores() {
+    let serve = common::Serve::start(&["--capacity", "16M"]);
+    let out = tempdir("iscsi-refuse");
+    let url = serve.url(0);
+    let cases: [(&[&str], &str); 3] = [
+        (&["--to", &url, "--bug", "sync-cache-noop"], "--bug"),
+        (&["--to", &url, "--cores", "0-1"], "one client"),
+        (&["--to", "iscsi://127.0.0.1:1/iqn.none/0"], "login"),
+    ];
+    for (args, says) in cases {
+        let o = run(scuzz()
+            .arg("fuzz")
+            .args(args)
+            .args(["--time", "5s", "--out"])
+            .arg(&out));
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -283,8 +283,8 @@ pub fn observers() -> ScsiObservers {
     )
 }
 
-/// Runs each program against a fresh emulator beside the oracle (through
-/// [`Harness`]), and fills the observers. No signal handlers or forks: the
+/// Runs each program against a fresh emulator (or a real target) beside
+/// the oracle (through [`Harness`]), and fills the observers. No signal handlers or forks: the
 /// emulator is safe Rust in this process, so a panic is a Scuzz bug to see,
 /// not a target crash to catch.
 pub struct ScsiExecutor {
@@ -327,6 +327,13 @@ impl<EM, S: HasExecutions, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
             self.observers.0.as_mut();
         let map: &mut [u8] = &mut hits[..];
         let verdict = self.harness.run(input, Some(map));
+        if let Some(e) = &verdict.device_error {
+            // Not a finding: the target is gone. Stop rather than record
+            // every later program as a pass.
+            return Err(libafl::Error::illegal_state(format!(
+                "the device stopped answering: {e}"
+            )));
+        }
         self.observers.1 .0.verdict = verdict;
         Ok(ExitKind::Ok)
     }
@@ -843,12 +850,27 @@ fn free_port() -> Result<u16, CampaignError> {
 /// forked client per core, an LLMP broker in this process that shares new
 /// corpus entries between them and runs the [`CampaignMonitor`].
 pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
-    let offset = prepare_out(cfg)?;
-    let layout = Layout::new(&cfg.out);
     let cores = Cores::from_cmdline(&cfg.cores).map_err(|e| CampaignError::Cores {
         spec: cfg.cores.clone(),
         reason: e.to_string(),
     })?;
+    if cfg.target.device.is_external() {
+        // One client: several would write the same LUN behind each other's
+        // oracle, and every block one of them did not expect would read as
+        // corruption.
+        if cores.ids.len() > 1 {
+            return Err(CampaignError::Cores {
+                spec: cfg.cores.clone(),
+                reason: format!(
+                    "{} is fuzzed by one client (one core): clients would overwrite each other's blocks on the shared LUN",
+                    cfg.target.device.describe()
+                ),
+            });
+        }
+        return run_in_process(cfg).map(|_| ());
+    }
+    let offset = prepare_out(cfg)?;
+    let layout = Layout::new(&cfg.out);
     let port = match cfg.broker_port {
         Some(p) => p,
         None => free_port()?,

@@ -317,6 +317,10 @@ pub fn minimize(h: &mut Harness, program: &ScsiProgram, class: &str) -> ScsiProg
 /// `target.bugs` whose removal makes it disappear. Empty when it shows
 /// with every bug off (a disagreement between device model and oracle).
 pub fn attribute(target: &Target, program: &ScsiProgram, class: &str) -> Vec<Bug> {
+    if target.device.is_external() {
+        // A real target's bugs are its own: nothing to switch off.
+        return Vec::new();
+    }
     let on: Vec<Bug> = target.bugs.iter().collect();
     let mut none = target.clone();
     none.bugs = BugSet::NONE;
@@ -391,7 +395,17 @@ impl FindingsDir {
         }
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let (final_verdict, events) = h.record(&min);
+        let (mut final_verdict, mut events) = h.record(&min);
+        // A real target is stateful: what survives a power cycle may differ
+        // run to run, so give the reproducer a few chances to show it.
+        let mut tries = 1;
+        while self.target.device.is_external()
+            && final_verdict.class() != Some(class.as_str())
+            && tries < 5
+        {
+            (final_verdict, events) = h.record(&min);
+            tries += 1;
+        }
         let events = reference_completions(&self.target, &min, events);
         write_repro(&tmp.join("repro.sczt"), &self.target, &sig, &events)?;
         min.to_file(tmp.join("program.json"))
@@ -446,6 +460,10 @@ pub fn reference_completions(
     events: Vec<trace::Event>,
 ) -> Vec<trace::Event> {
     use trace::Event;
+    if target.device.is_external() {
+        // No correct twin of a real target to ask.
+        return events;
+    }
     let mut clean = target.clone();
     clean.bugs = BugSet::NONE;
     let (_, reference) = Harness::new(clean).record(program);
@@ -486,6 +504,9 @@ pub fn write_repro(
     header
         .labels
         .insert("emulator.seed".into(), target.device_seed.to_string());
+    header
+        .labels
+        .insert("device".into(), target.device.describe());
     let mut w = TraceWriter::create(path, &header, Compression::None)?;
     // The harness's TEST UNIT READY probes are left out: a replayer clears
     // the unit attention of a power loss or reset itself, so recorded UA
@@ -507,6 +528,13 @@ pub fn write_repro(
 
 /// The replay command for a finding.
 pub fn replay_command(target: &Target, repro: &Path, bugs: &[Bug]) -> String {
+    if target.device.is_external() {
+        return format!(
+            "scuzz replay --to {} --verify {}",
+            target.device.describe(),
+            repro.display()
+        );
+    }
     let mut cmd = format!(
         "scuzz replay --to emulator --hba {} --block-size {} --capacity {} --seed {}",
         target.preset.name,
@@ -534,18 +562,32 @@ fn report_md(
     let sig = &r.signature;
     s.push_str(&format!("# Finding `{sig}`\n\n"));
     s.push_str(&format!(
-        "- **Classification:** {}\n- **Catalogued bug:** {}\n- **Device:** {} blocks of {} bytes behind `{}` ({}), emulator seed {}\n- **Campaign bugs:** {}\n- **Minimised:** {} ops to {} (shape `{}`)\n\n",
+        "- **Classification:** {}\n- **Catalogued bug:** {}\n- **Device:** {}\n- **Campaign bugs:** {}\n- **Minimised:** {} ops to {} (shape `{}`)\n\n",
         sig.class,
-        if culprits.is_empty() {
+        if target.device.is_external() {
+            "not applicable: found on a real target".to_string()
+        } else if culprits.is_empty() {
             "none: the violation shows with every bug off, so the device model and the oracle disagree".to_string()
         } else {
             culprits.iter().map(|b| format!("`{}`", b.name())).collect::<Vec<_>>().join(" + ")
         },
-        target.capacity_blocks,
-        target.block_size,
-        target.preset.name,
-        target.preset.controller,
-        target.device_seed,
+        if target.device.is_external() {
+            format!(
+                "`{}`, {} blocks of {} bytes (stateful: a replay starts from whatever the medium holds)",
+                target.device.describe(),
+                target.capacity_blocks,
+                target.block_size
+            )
+        } else {
+            format!(
+                "{} blocks of {} bytes behind `{}` ({}), emulator seed {}",
+                target.capacity_blocks,
+                target.block_size,
+                target.preset.name,
+                target.preset.controller,
+                target.device_seed
+            )
+        },
         if r.campaign_bugs.is_empty() { "none".to_string() } else { r.campaign_bugs.join(", ") },
         r.ops_before,
         r.ops_after,
@@ -568,6 +610,10 @@ fn report_md(
     }
     s.push_str("\n## Replay\n\n```sh\n");
     s.push_str(&replay_command(target, repro, culprits));
+    if target.device.is_external() {
+        s.push_str("\n```\n\nThe target keeps its medium between runs, so a replay may need a few tries to show the violation again.\n");
+        return s;
+    }
     s.push_str("\n```\n\nWith the bug switched off the same trace passes:\n\n```sh\n");
     s.push_str(&replay_command(target, repro, &[]));
     s.push_str("\n```\n");

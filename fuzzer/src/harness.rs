@@ -28,15 +28,16 @@
 //! Each run records, on request, the exact events it issued
 //! ([`Harness::record`]): that is the reproducer trace.
 
+use crate::device::{Device, DeviceError, DeviceSpec, EmulatorDevice, IscsiDevice};
 use crate::program::{Limits, Op, ScsiProgram, Transfer};
 use crate::verdict::{protocol, Verdict, Violation};
-use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
+use emulator::{BugSet, EmulatorConfig, Outcome, Task};
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::oracle::{Oracle, WriteData};
 use trace::pattern;
 use trace::{
-    Complete, Direction, Event, HbaPreset, Lba, Nexus, Payload, Segment, ServiceResponse, Submit,
-    TaskAttr,
+    Complete, Direction, Event, HbaPreset, Lba, Nexus, Payload, ScsiStatus, Segment,
+    ServiceResponse, Submit, TaskAttr,
 };
 
 /// Bytes in the emulator's coverage map (what the map observer holds).
@@ -57,8 +58,13 @@ pub struct Target {
     pub block_size: u32,
     /// Capacity in blocks.
     pub capacity_blocks: u64,
-    /// The emulator's seed (which dirty blocks survive a power loss).
+    /// The emulator's seed (which dirty blocks survive a power loss), and
+    /// the base of the data pattern's seed.
     pub device_seed: u64,
+    /// Where programs run: the emulator (default) or a real target, for
+    /// which `preset` and `bugs` mean nothing and `block_size` and
+    /// `capacity_blocks` are what the target reports.
+    pub device: DeviceSpec,
 }
 
 impl Target {
@@ -70,6 +76,7 @@ impl Target {
             block_size: 512,
             capacity_blocks: 64 << 11,
             device_seed: 0,
+            device: DeviceSpec::Emulator,
         }
     }
 
@@ -91,6 +98,7 @@ impl Target {
 pub struct Harness {
     target: Target,
     cfg: EmulatorConfig,
+    device: Option<Box<dyn Device>>,
     limits: Limits,
     data: Vec<u8>,
     param: Vec<u8>,
@@ -106,7 +114,9 @@ impl std::fmt::Debug for Harness {
 
 /// Everything one run accumulates.
 struct Run<'a> {
-    emu: Emulator,
+    emu: Box<dyn Device>,
+    failed: Option<DeviceError>,
+    data_seed: u64,
     oracle: Oracle,
     verdict: Verdict,
     seq: u64,
@@ -117,6 +127,33 @@ struct Run<'a> {
     tainted: Vec<(u64, u64)>,
     events: Option<&'a mut Vec<Event>>,
     op: Option<usize>,
+}
+
+/// Why a harness could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// The emulator refused the configuration.
+    #[error(transparent)]
+    Emulator(#[from] emulator::EmulatorError),
+    /// The real target could not be reached.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// What the harness pretends a command returned once the device failed:
+/// TASK ABORTED is never judged as GOOD, and the run's verdict is replaced
+/// by the device error anyway.
+fn aborted_outcome() -> Outcome {
+    Outcome {
+        status: ScsiStatus::TASK_ABORTED,
+        sense: Vec::new(),
+        bytes_transferred: 0,
+        residual: 0,
+        controller_commands: 0,
+        bounced_bytes: 0,
+        bugs_fired: BugSet::NONE,
+    }
 }
 
 fn sense_of(out: &Outcome) -> Option<(u8, u8, u8)> {
@@ -145,23 +182,37 @@ fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
 
 impl Harness {
     /// A harness for `target`, refusing one the emulator cannot build (block
-    /// size, capacity), with the emulator's reason.
-    pub fn try_new(target: Target) -> Result<Harness, emulator::EmulatorError> {
+    /// size, capacity) with the emulator's reason, or a real target it
+    /// cannot log in to.
+    pub fn try_new(target: Target) -> Result<Harness, HarnessError> {
         target.emulator_config().validate()?;
-        Ok(Harness::new(target))
+        let mut h = Harness::new(target);
+        if h.target.device.is_external() {
+            h.device = Some(h.connect()?);
+        }
+        Ok(h)
     }
 
-    /// A harness for `target` (see [`Harness::try_new`]).
+    /// A harness for `target` (see [`Harness::try_new`]); a real target is
+    /// logged in to at the first run.
     pub fn new(target: Target) -> Harness {
         let cfg = target.emulator_config();
         let limits = Limits::new(target.block_size, target.capacity_blocks);
         Harness {
             target,
             cfg,
+            device: None,
             limits,
             data: Vec::new(),
             param: Vec::new(),
         }
+    }
+
+    fn connect(&self) -> Result<Box<dyn Device>, DeviceError> {
+        Ok(match &self.target.device {
+            DeviceSpec::Emulator => Box::new(EmulatorDevice::new(self.cfg.clone())),
+            DeviceSpec::Iscsi(t) => Box::new(IscsiDevice::connect(t)?),
+        })
     }
 
     /// The target.
@@ -215,15 +266,21 @@ impl Harness {
             refit = c;
             &refit
         };
-        let emu = match Emulator::new(self.cfg.clone()) {
-            Ok(e) => e,
-            // Targets are validated when the harness is built
-            // ([`Harness::try_new`]); one the emulator refuses runs nothing.
-            Err(_) => return Verdict::default(),
+        let mut dev = match self.device.take().map_or_else(|| self.connect(), Ok) {
+            Ok(d) => d,
+            Err(e) => return Verdict::aborted(e),
         };
+        if let Err(e) = dev.begin(coverage.is_some()) {
+            self.device = Some(dev);
+            return Verdict::aborted(e);
+        }
+        let data_seed = dev.data_seed(self.target.device_seed ^ 0x5c0a_2a11_f022_0000);
+        let initial = dev.initial_content();
         let mut run = Run {
-            emu,
-            oracle: Oracle::new(self.target.block_size),
+            emu: dev,
+            failed: None,
+            data_seed,
+            oracle: Oracle::new(self.target.block_size).with_initial_content(initial),
             verdict: Verdict::default(),
             seq: 0,
             generation: 0,
@@ -234,30 +291,41 @@ impl Harness {
             events,
             op: None,
         };
-        if coverage.is_some() {
-            run.emu.enable_coverage();
-        }
         run.oracle.set_wce(run.wce);
         // Power-on unit attention: consumed, not judged (SPC-4 allows a
         // device to report it or not before the first command).
         self.tur(&mut run, false);
         for (i, op) in p.ops.iter().enumerate() {
+            if run.failed.is_some() {
+                break;
+            }
             run.op = Some(i);
             self.op(&mut run, op);
         }
         run.op = None;
-        if !run.written.is_empty() {
+        if !run.written.is_empty() && run.failed.is_none() {
             self.power_loss(&mut run);
             self.read_back(&mut run);
         }
-        if let (Some(map), Some(cov)) = (coverage, run.emu.coverage()) {
+        let Run {
+            emu,
+            failed,
+            mut verdict,
+            seq,
+            ..
+        } = run;
+        if let (Some(map), Some(cov)) = (coverage, emu.coverage()) {
             let n = map.len().min(cov.len());
             map[..n].copy_from_slice(&cov[..n]);
         }
-        run.verdict.commands = run.seq;
-        run.verdict.bug_path.sort();
-        run.verdict.bug_path.dedup();
-        run.verdict
+        self.device = Some(emu);
+        if let Some(e) = failed {
+            return Verdict::aborted(e);
+        }
+        verdict.commands = seq;
+        verdict.bug_path.sort();
+        verdict.bug_path.dedup();
+        verdict
     }
 
     fn violation(run: &mut Run<'_>, class: &str, seq: u64, lba: Option<u64>, detail: String) {
@@ -296,7 +364,15 @@ impl Harness {
             sg,
             attr,
         };
-        let out = run.emu.submit(&task);
+        let out = match run.emu.submit(&task) {
+            Ok(out) => out,
+            Err(e) => {
+                // The run is over (see `execute`); what follows must not
+                // judge a completion that never came.
+                run.failed.get_or_insert(e);
+                return (aborted_outcome(), seq);
+            }
+        };
         for b in out.bugs_fired.iter() {
             run.verdict.bug_path.push(b.name().to_string());
         }
@@ -352,7 +428,10 @@ impl Harness {
     }
 
     fn power_loss(&mut self, run: &mut Run<'_>) {
-        run.emu.power_loss();
+        if let Err(e) = run.emu.power_loss() {
+            run.failed.get_or_insert(e);
+            return;
+        }
         run.oracle.power_loss();
         if let Some(ev) = run.events.as_deref_mut() {
             ev.push(Event::PowerLoss {
@@ -389,6 +468,18 @@ impl Harness {
         within_limits: bool,
     ) -> bool {
         let good = out.is_good();
+        // A real target may lack optional features (SYNCHRONIZE CACHE's
+        // IMMED, WRITE SAME, UNMAP, ...) and then must refuse them with
+        // ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE or INVALID FIELD
+        // IN CDB (SPC-4 §4.5.2, SBC-4 §5.24): that is no violation. Plain
+        // READ and WRITE are mandatory. The emulator supports everything,
+        // so there such a refusal is still judged.
+        let unsupported = self.target.device.is_external()
+            && !matches!(what, "READ" | "WRITE")
+            && sense_of(out).is_some_and(|(k, asc, _)| k == 0x5 && (asc == 0x20 || asc == 0x24));
+        if unsupported {
+            return false;
+        }
         match range {
             Some((lba, blocks)) if blocks > 0 && !self.in_range(lba, blocks) => {
                 let ok = sense_of(out).is_some_and(|(k, asc, _)| k == 0x5 && asc == 0x21);
@@ -506,7 +597,7 @@ impl Harness {
         let bs = self.target.block_size as usize;
         run.generation = run.generation.wrapping_add(1).max(1);
         let generation = run.generation;
-        let seed = self.target.device_seed ^ 0x5c0a_2a11_f022_0000;
+        let seed = run.data_seed;
         for (off, blocks, sg) in self.split(t, true) {
             let lba = t.lba.0.wrapping_add(u64::from(off));
             // Judged per piece: when the splitter cuts a transfer that runs
@@ -860,7 +951,10 @@ impl Harness {
             Op::SyncCache { lba, blocks, immed } => self.sync(run, lba.0, *blocks, *immed),
             Op::PowerLoss => self.power_loss(run),
             Op::Reset => {
-                run.emu.reset();
+                if let Err(e) = run.emu.reset() {
+                    run.failed.get_or_insert(e);
+                    return;
+                }
                 if let Some(ev) = run.events.as_deref_mut() {
                     ev.push(Event::Reset {
                         time_ns: run.seq * 2,

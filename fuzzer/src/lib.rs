@@ -10,6 +10,8 @@
 //! - [`mutators`]: domain mutators for LibAFL's `HavocScheduledMutator`;
 //! - [`harness`]: runs a program against a fresh emulator beside
 //!   `trace::oracle`, as a faithful host would, into a [`verdict::Verdict`];
+//! - [`device`]: what the harness drives: the emulator, or a real target
+//!   over iSCSI (`--to iscsi://`);
 //! - [`campaign`]: the LibAFL wiring (executor, observers, objective,
 //!   findings stage, monitor, `Launcher`), `--resume`;
 //! - [`findings`]: minimisation, attribution to a catalogued bug, and the
@@ -38,6 +40,7 @@
 #![deny(missing_docs)]
 
 pub mod campaign;
+pub mod device;
 pub mod findings;
 pub mod generator;
 pub mod harness;

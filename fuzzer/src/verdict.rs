@@ -66,9 +66,22 @@ pub struct Verdict {
     pub bug_path: Vec<String>,
     /// Commands submitted.
     pub commands: u64,
+    /// The device could not carry the run (a real target went away): the
+    /// run says nothing about the device's correctness, and the campaign
+    /// stops with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_error: Option<String>,
 }
 
 impl Verdict {
+    /// The verdict of a run the device could not carry.
+    pub fn aborted(e: impl fmt::Display) -> Verdict {
+        Verdict {
+            device_error: Some(e.to_string()),
+            ..Verdict::default()
+        }
+    }
+
     /// True when nothing went wrong.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()

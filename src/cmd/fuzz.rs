@@ -1,11 +1,12 @@
 //! `scuzz fuzz`: a LibAFL campaign over programs of SCSI operations against
-//! the emulator (docs/fuzzing.md).
+//! the emulator, or a real target over iSCSI (docs/fuzzing.md).
 //!
 //! Exit codes: 0 no finding; 1 usage or I/O error; 2 findings written.
 
 use anyhow::{bail, Context};
 use emulator::{Bug, BugSet};
 use fuzzer::campaign::{launch, run_in_process, CampaignConfig, Layout};
+use fuzzer::device::{DeviceSpec, IscsiTarget, PowerCycle};
 use fuzzer::harness::Target;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,25 @@ pub struct Args {
     /// No live statistics on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Where programs run: `emulator`, or a real target
+    /// `iscsi://[user%secret@]host[:port]/target-iqn/lun` (one client,
+    /// stateful and slower; its blocks are overwritten; block size and
+    /// capacity come from the target).
+    #[arg(long, default_value = "emulator", value_name = "DEVICE")]
+    pub to: String,
+    /// Real target: what a program's power loss becomes, a shell command
+    /// that power-cycles the target (a new login follows). Default: a
+    /// LOGICAL UNIT RESET.
+    #[arg(
+        long = "power-cycle-cmd",
+        value_name = "CMD",
+        conflicts_with = "cold_reset"
+    )]
+    pub power_cycle_cmd: Option<String>,
+    /// Real target: a power loss is a TARGET COLD RESET (`scuzz serve`
+    /// treats it as a power cycle of its emulated disk).
+    #[arg(long = "cold-reset")]
+    pub cold_reset: bool,
 }
 
 /// `90s`, `10m`, `8h`, `1d`, or plain seconds.
@@ -93,15 +113,44 @@ fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
         .map(|b| b.parse::<Bug>())
         .collect::<Result<_, _>>()?;
     let bytes = replayer::runner::parse_size(&args.capacity).map_err(anyhow::Error::msg)?;
-    let capacity_blocks = bytes / u64::from(args.block_size.max(1));
-    let target = Target {
+    let mut target = Target {
         preset,
         bugs,
         block_size: args.block_size,
-        capacity_blocks,
+        capacity_blocks: bytes / u64::from(args.block_size.max(1)),
         device_seed: args.seed,
+        device: DeviceSpec::Emulator,
     };
-    fuzzer::harness::Harness::try_new(target.clone()).context("emulated device")?;
+    if args.to != "emulator" {
+        if !args.to.starts_with("iscsi://") {
+            bail!(
+                "--to `{}`: expected `emulator` or iscsi://host[:port]/target-iqn/lun",
+                args.to
+            );
+        }
+        if !target.bugs.is_empty() {
+            bail!(
+                "--bug switches on an emulator bug: it means nothing with --to {}",
+                args.to
+            );
+        }
+        let power_cycle = match (&args.power_cycle_cmd, args.cold_reset) {
+            (Some(cmd), _) => PowerCycle::Command(cmd.clone()),
+            (None, true) => PowerCycle::ColdReset,
+            (None, false) => PowerCycle::LunReset,
+        };
+        let spec = IscsiTarget {
+            url: args.to.clone(),
+            power_cycle,
+        };
+        let g = fuzzer::device::probe(&spec).context("--to")?;
+        target.block_size = g.block_size;
+        target.capacity_blocks = g.capacity_blocks;
+        target.device = DeviceSpec::Iscsi(spec);
+    } else if args.power_cycle_cmd.is_some() || args.cold_reset {
+        bail!("--power-cycle-cmd and --cold-reset apply to a real target (--to iscsi://...)");
+    }
+    fuzzer::harness::Harness::try_new(target.clone()).context("device")?;
     if let Some(dir) = &args.seeds {
         if !dir.is_dir() {
             bail!("--seeds {}: not a directory", dir.display());

@@ -1,7 +1,16 @@
 //! Helpers shared by the root package's integration tests.
 
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The target name `scuzz serve` uses by default.
+pub const IQN: &str = "iqn.2026-11.dev.scuzz:disk";
 
 /// Where `scripts/fetch-qemu-iscsi` unpacks QEMU 7.2 (the last Debian
 /// release whose tools ship the iSCSI block driver).
@@ -31,4 +40,77 @@ pub fn qemu(tool: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{tool} {args:?} failed: {text}");
     text
+}
+
+/// A running `scuzz serve`, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Serve {
+    /// The server process.
+    pub child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Its stderr, line by line.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    /// Starts `scuzz serve` on a free loopback port with `extra` options.
+    pub fn start(extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scuzz"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn scuzz serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("scuzz serve printed its address");
+        let port = first
+            .split("listening on 127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        Serve {
+            child,
+            port,
+            log: rx,
+        }
+    }
+
+    /// The target's URL for `lun`.
+    pub fn url(&self, lun: u32) -> String {
+        format!("iscsi://127.0.0.1:{}/{IQN}/{lun}", self.port)
+    }
+
+    /// Log lines so far.
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -760,9 +760,13 @@ impl Oracle {
                     .known(h)
                     .into_iter()
                     .find(|s| self.rec_matches(*s, lba, view));
+                // Under unknown initial content, a block for this LBA from
+                // another stream is what the unit held before these
+                // commands: older still.
                 let older = match exp_rec.map(|r| &r.data) {
                     Some(WriteData::Pattern { seed, generation }) => {
-                        *seed == tag.seed && tag.generation < *generation
+                        (*seed == tag.seed && tag.generation < *generation)
+                            || (self.initial == InitialContent::Unknown && *seed != tag.seed)
                     }
                     _ => false,
                 };
@@ -779,6 +783,11 @@ impl Oracle {
                     .find(|s| self.rec_matches(*s, lba, view));
                 match found {
                     Some(s) => (ViolationClass::Stale, Some(s)),
+                    // Data nobody in this stream wrote, where the unit's
+                    // earlier content is unknown: most likely that content.
+                    None if self.initial == InitialContent::Unknown && exp_rec.is_some() => {
+                        (ViolationClass::Stale, None)
+                    }
                     None if matches!(exp_rec.map(|r| &r.data), Some(WriteData::Pattern { .. })) => {
                         (ViolationClass::Garbage, None)
                     }
@@ -1085,6 +1094,28 @@ mod tests {
         );
         let mut u = Oracle::new(BS).with_initial_content(InitialContent::Unknown);
         assert!(u.check_read(1, 5, &vec![1; 512]).is_empty());
+    }
+
+    #[test]
+    fn on_a_used_disk_a_lost_write_shows_the_older_content_as_stale() {
+        // A real target keeps its medium: a durable write that did not land
+        // leaves what an earlier stream (another seed) or someone else put
+        // there. That is a lost write, not corruption.
+        let mut u = Oracle::new(BS).with_initial_content(InitialContent::Unknown);
+        write(&mut u, 1, 9, 1, 1, true);
+        let mut earlier = vec![0u8; 512];
+        fill_blocks(99, 4, 9, 512, &mut earlier);
+        assert_eq!(u.check_read(2, 9, &earlier)[0].class, ViolationClass::Stale);
+        assert_eq!(
+            u.check_read(3, 9, &vec![0x33; 512])[0].class,
+            ViolationClass::Stale
+        );
+        let mut elsewhere = vec![0u8; 512];
+        fill_blocks(7, 1, 10, 512, &mut elsewhere);
+        assert!(matches!(
+            u.check_read(4, 9, &elsewhere)[0].class,
+            ViolationClass::Misdirected { from_lba: 10 }
+        ));
     }
 
     #[test]

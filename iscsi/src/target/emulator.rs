@@ -82,9 +82,16 @@ impl ScsiDevice for EmulatorDevice {
         // SAM-5 §6.3.3: a LOGICAL UNIT RESET touches one unit (UNIT
         // ATTENTION, task set cleared, reservation released); a target
         // reset touches every unit.
+        // A TARGET COLD RESET is the target's power cycle (RFC 7143
+        // §11.5.1 ends every session; SAM-5 treats it as a power on): the
+        // emulated disk loses what its volatile cache held, which is what
+        // lets `scuzz fuzz --to iscsi://... --cold-reset` cut power.
         match scope {
             ResetScope::Lun(lun) => self.emu.reset_lun(lun),
-            ResetScope::Target { .. } => self.emu.reset(),
+            ResetScope::Target { cold: false } => self.emu.reset(),
+            ResetScope::Target { cold: true } => {
+                self.emu.power_loss();
+            }
         }
     }
 }
