@@ -14,7 +14,8 @@
 //!   backend does at any queue depth (it completes inline).
 //!
 //! Under callgrind, `--toggle-collect='per_command::drive*'` counts the
-//! emulator's work alone (data generation for `write` stays outside).
+//! emulator's work alone (data generation for `write` and the copy of the
+//! coverage map into the fuzzer's observer map stay outside).
 //! `cargo bench -p scuzz-emulator --bench per_command -- fuzz 20000`
 //! prints wall-clock rates; without `--bench` (as `cargo test
 //! --all-targets` runs it) a short smoke run of each mode.
@@ -164,10 +165,10 @@ fn read(emu: &mut Emulator, lba: u64, blocks: u32, addr: u64, buf: &mut Vec<u8>)
     s ^ u32::from(buf[len as usize - 1])
 }
 
-/// One fuzz execution: everything the emulator does for it, including
-/// building and dropping it.
+/// One fuzz execution: everything the emulator does for it, from building
+/// it to the final read-back ([`drive_drop`] counts dropping it).
 #[inline(never)]
-fn drive_fuzz(cfg: &EmulatorConfig, prog: &[Op], map: &mut [u8], buf: &mut Vec<u8>) -> u32 {
+fn drive_fuzz(cfg: &EmulatorConfig, prog: &[Op], buf: &mut Vec<u8>) -> (Emulator, u32) {
     let mut emu = Emulator::new(cfg.clone()).expect("valid configuration");
     emu.enable_coverage();
     let mut acc = tur(&mut emu);
@@ -202,11 +203,12 @@ fn drive_fuzz(cfg: &EmulatorConfig, prog: &[Op], map: &mut [u8], buf: &mut Vec<u
     for (lba, blocks, addr) in written {
         acc ^= read(&mut emu, lba, blocks, addr, buf);
     }
-    if let Some(cov) = emu.coverage() {
-        map.copy_from_slice(cov);
-        digest(map);
-    }
-    acc
+    (emu, acc)
+}
+
+#[inline(never)]
+fn drive_drop(emu: Emulator) {
+    drop(emu);
 }
 
 fn fuzz(n: usize) {
@@ -214,10 +216,31 @@ fn fuzz(n: usize) {
     let cfg = fuzz_config();
     let mut map = vec![0u8; emulator::coverage::MAP_SIZE];
     let mut buf = Vec::new();
+    let mut touched = Vec::new();
     let mut acc = 0;
     let start = Instant::now();
     for i in 0..n {
-        acc ^= drive_fuzz(&cfg, &progs[i % progs.len()], &mut map, &mut buf);
+        let (mut emu, a) = drive_fuzz(&cfg, &progs[i % progs.len()], &mut buf);
+        acc ^= a;
+        // The fuzzer's observer map (outside the emulator's count): the
+        // last run's entries cleared, this run's copied, by the touched list.
+        if let Some(cov) = emu.coverage_mut() {
+            for &i in &touched {
+                map[i as usize] = 0;
+            }
+            touched.clear();
+            match cov.touched() {
+                Some(t) => {
+                    for &i in t {
+                        map[i as usize] = cov.map()[i as usize];
+                    }
+                    touched.extend_from_slice(t);
+                }
+                None => map.copy_from_slice(cov.map()),
+            }
+            digest(&map);
+        }
+        drive_drop(emu);
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     println!("fuzz: {n} executions, {rate:.0} execs/s of emulator time ({acc:x})");
