@@ -29,6 +29,7 @@
 //! | [`hba`] | driver (SG list, bounce, split) and controller limits |
 //! | [`sbc`] | the SBC-3 device server of one LUN |
 //! | [`cache`], [`medium`], [`content`] | write-back cache, sparse extents, compact block content |
+//! | `recent` | self-describing blocks just written, so reads of them copy instead of regenerating |
 //! | [`mode`], [`vpd`], [`pr`] | mode pages, INQUIRY data, persistent reservations |
 //! | [`command`] | CDB decoding for the executor |
 //! | [`bugs`], [`coverage`], [`rng`] | bug catalogue, coverage map, seeded randomness |
@@ -63,6 +64,7 @@ pub mod memory;
 pub mod mode;
 mod opcodes;
 pub mod pr;
+mod recent;
 pub mod rng;
 pub mod sbc;
 pub mod vpd;

@@ -13,6 +13,7 @@ use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
 use crate::pr::{Access, PersistentReservations};
+use crate::recent::RecentBlocks;
 use crate::rng::Rng;
 use crate::vpd::{self, BlockLimits, Identity};
 use std::collections::HashMap;
@@ -94,6 +95,8 @@ pub struct Disk {
     pending_ua: HashMap<InitiatorId, Vec<CheckCondition>>,
     stopped: bool,
     scratch: Vec<u8>,
+    /// Self-describing blocks just written, for reads that follow them.
+    recent: RecentBlocks,
 }
 
 /// Per-call context the executor needs from the emulator.
@@ -132,6 +135,7 @@ impl Disk {
             pending_ua: HashMap::new(),
             stopped: false,
             scratch: Vec::new(),
+            recent: RecentBlocks::default(),
         }
     }
 
@@ -672,13 +676,13 @@ impl Disk {
             // only the cache holds must still be returned.
             if !rcd || self.cache.is_dirty(l) {
                 if let (Lookup::CleanHit | Lookup::DirtyHit, Some(d)) = self.cache.get(l) {
-                    d.render_append(data_in, bs);
+                    self.recent.render_append(d, data_in, bs);
                     done.cache.hit = true;
                     continue;
                 }
             }
             let d = self.medium.block(l);
-            d.render_append(data_in, bs);
+            self.recent.render_append(&d, data_in, bs);
             if !rcd {
                 if self.cache.is_full() {
                     done.cache.evicted = true;
@@ -707,7 +711,11 @@ impl Disk {
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
         for block in &mut chunks {
-            self.store_block(ctx, l, BlockData::classify(block), through, done);
+            let d = BlockData::classify(block);
+            if let crate::content::Detected::Pattern(tag) = d {
+                self.recent.remember(tag, block);
+            }
+            self.store_block(ctx, l, d, through, done);
             l += 1;
         }
         let tail = chunks.remainder();
