@@ -15,9 +15,35 @@ pub const PAGE_SIZE: u64 = 4096;
 
 type Page = Box<[u8; PAGE_SIZE as usize]>;
 
-/// A page holding `src` at `off`, zeros elsewhere. A page written whole
-/// (every Data-In scatter into a freed buffer) is copied, not zeroed first.
+/// Released pages kept per thread for reuse (4 MiB): a fuzzer builds an
+/// emulator per execution and frees its read buffers before every read, so
+/// the same few dozen pages were allocated and freed over and over.
+const POOL_PAGES: usize = 1024;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Page>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keep released pages for [`new_page`] (their content is overwritten there).
+fn recycle(pages: impl Iterator<Item = Page>) {
+    // `try_with`: during thread teardown the pool may be gone.
+    let _ = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let room = POOL_PAGES.saturating_sub(pool.len());
+        pool.extend(pages.take(room));
+    });
+}
+
+/// A page holding `src` at `off`, zeros elsewhere: a pooled page, or a
+/// new one (built from `src` when it covers the page, so not zeroed first).
 fn new_page(off: usize, src: &[u8]) -> Page {
+    if let Some(mut p) = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
+        let end = off + src.len();
+        p[..off].fill(0);
+        p[off..end].copy_from_slice(src);
+        p[end..].fill(0);
+        return p;
+    }
     if off == 0 && src.len() == PAGE_SIZE as usize {
         if let Ok(p) = Box::<[u8]>::from(src).try_into() {
             return p;
@@ -42,6 +68,12 @@ impl std::fmt::Debug for HostMemory {
         f.debug_struct("HostMemory")
             .field("resident_pages", &self.pages.len())
             .finish()
+    }
+}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        recycle(self.pages.drain().map(|(_, p)| p));
     }
 }
 
@@ -143,11 +175,13 @@ impl HostMemory {
             return;
         }
         if (last_full - first_full) as usize > self.pages.len() {
-            self.pages.retain(|p, _| *p < first_full || *p >= last_full);
+            recycle(
+                self.pages
+                    .extract_if(|p, _| (first_full..last_full).contains(p))
+                    .map(|(_, page)| page),
+            );
         } else {
-            for p in first_full..last_full {
-                self.pages.remove(&p);
-            }
+            recycle((first_full..last_full).filter_map(|p| self.pages.remove(&p)));
         }
         self.zero(addr, first_full * PAGE_SIZE - addr);
         self.zero(last_full * PAGE_SIZE, end - last_full * PAGE_SIZE);
@@ -210,6 +244,25 @@ mod tests {
         let mut b = [0u8; 12];
         m.read(4, &mut b);
         assert_eq!(b, [7, 7, 7, 7, 7, 7, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn recycled_pages_read_as_zeros_around_new_data() {
+        {
+            let mut m = HostMemory::new();
+            m.write(0, &[0xee; 3 * PAGE_SIZE as usize]);
+            m.free(PAGE_SIZE, PAGE_SIZE);
+        }
+        // Dropped and freed pages went to the pool full of 0xee.
+        let mut m = HostMemory::new();
+        m.write(PAGE_SIZE + 100, &[1, 2, 3]);
+        m.write(8 * PAGE_SIZE, &[4; PAGE_SIZE as usize]);
+        let mut b = vec![9u8; PAGE_SIZE as usize];
+        m.read(PAGE_SIZE, &mut b);
+        assert_eq!(b[100..103], [1, 2, 3]);
+        assert_eq!(b.iter().filter(|x| **x != 0).count(), 3);
+        m.read(8 * PAGE_SIZE, &mut b);
+        assert!(b.iter().all(|x| *x == 4));
     }
 
     #[test]
