@@ -2,6 +2,13 @@
 //! state machine fed every PDU in each direction (after it was forwarded),
 //! producing trace events. No I/O here, so every rule is unit-tested.
 //!
+//! A PDU arrives in three steps so that the relay never has to hold a whole
+//! PDU: [`Session::header`] once its header is in, [`Session::data`] for each
+//! piece of its data segment as the bytes pass (Data-Out, Data-In and
+//! immediate data are placed straight from the relay's buffer), and
+//! [`Session::end`] once the segment is complete. [`Session::from_initiator`]
+//! and [`Session::from_target`] take a whole PDU in one call.
+//!
 //! Commands are reassembled from the PDUs RFC 7143 spreads them over: the
 //! SCSI Command (CDB, attributes, immediate data), Data-Out PDUs answering
 //! R2Ts or sent unsolicited (placed by Buffer Offset, §11.7.5), Data-In PDUs
@@ -70,26 +77,41 @@ impl Buf {
     /// Places `data` at `offset`, never beyond `limit` (the expected
     /// length: a target or initiator sending more is recorded as sent up to
     /// the limit, and counted).
-    fn put(&mut self, offset: u32, data: &[u8], limit: u32, keep: bool) {
+    fn put(&mut self, offset: u64, data: &[u8], limit: u32, keep: bool) {
         self.received += data.len() as u64;
         if !keep {
             return;
         }
-        let start = offset as usize;
-        let end = (start.saturating_add(data.len())).min(limit as usize);
-        if start >= end {
+        let end = offset
+            .saturating_add(data.len() as u64)
+            .min(u64::from(limit));
+        if offset >= end {
             return;
         }
         // Memory follows the data actually received: an offset far past it
         // (a hostile Buffer Offset under a 4 GiB expected length) is
         // counted but not stored.
-        if end as u64 > self.received.saturating_add(MAX_AHEAD) {
+        if end > self.received.saturating_add(MAX_AHEAD) {
             return;
         }
-        if self.bytes.len() < end {
-            self.bytes.resize(end, 0);
+        // Both fit: end <= limit, a u32.
+        let (start, end) = (offset as usize, end as usize);
+        let piece = &data[..end - start];
+        if self.bytes.capacity() == 0 {
+            // One allocation for the usual command, sized by its expected
+            // length (capped like the look-ahead).
+            self.bytes
+                .reserve_exact((limit as usize).min(MAX_AHEAD as usize));
         }
-        self.bytes[start..end].copy_from_slice(&data[..end - start]);
+        if start == self.bytes.len() {
+            // In order (the usual case): appended, no zero fill first.
+            self.bytes.extend_from_slice(piece);
+        } else {
+            if self.bytes.len() < end {
+                self.bytes.resize(end, 0);
+            }
+            self.bytes[start..end].copy_from_slice(piece);
+        }
     }
 }
 
@@ -101,6 +123,20 @@ struct Cmd {
     data_in: Buf,
     done: Option<Complete>,
     read_len: u32,
+}
+
+/// What the relay does with the data segment of a PDU whose header
+/// [`Session::header`] has just taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataUse {
+    /// Hand each piece to [`Session::data`] as it passes: command data,
+    /// which is never held whole.
+    Pieces,
+    /// Collect the segment and hand it whole to [`Session::end`]: login
+    /// keys and sense data, a few bytes.
+    Whole,
+    /// Not needed: the relay only counts past it.
+    Skip,
 }
 
 /// Per-connection recording state.
@@ -153,82 +189,165 @@ impl Session {
         payload_of(self.capture, self.block_size, buf)
     }
 
-    /// A PDU the initiator sent.
+    /// Whether the final Login Response has been seen: from then on no
+    /// PDU changes the framing, so the relay may forward target bytes
+    /// before parsing them.
+    pub fn full_feature(&self) -> bool {
+        self.full_feature
+    }
+
+    /// A whole PDU the initiator sent.
     pub fn from_initiator(&mut self, h: &Header, data: &[u8], now: u64, out: &mut Vec<Event>) {
-        match h {
-            Header::ScsiCommand(c) => {
-                let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                self.commands += 1;
-                let opcode = c.cdb.first().copied().unwrap_or(0);
-                let cdb_len = trace::cdb::group_len(opcode)
-                    .filter(|&n| n <= c.cdb.len())
-                    .unwrap_or(c.cdb.len());
-                let dir = match (c.write, c.read) {
-                    (true, _) => Direction::ToDevice,
-                    (false, true) => Direction::FromDevice,
-                    _ => Direction::None,
-                };
-                let attr = match c.attr {
-                    TaskAttribute::Untagged | TaskAttribute::Simple => TaskAttr::Simple,
-                    TaskAttribute::Ordered => TaskAttr::Ordered,
-                    TaskAttribute::HeadOfQueue => TaskAttr::HeadOfQueue,
-                    TaskAttribute::Aca => TaskAttr::Aca,
-                };
-                let read_len = if c.write {
-                    c.bidi_read_length.unwrap_or(0)
+        self.pdu(true, h, data, now, out);
+    }
+
+    /// A whole PDU the target sent.
+    pub fn from_target(&mut self, h: &Header, data: &[u8], now: u64, out: &mut Vec<Event>) {
+        self.pdu(false, h, data, now, out);
+    }
+
+    fn pdu(
+        &mut self,
+        from_initiator: bool,
+        h: &Header,
+        data: &[u8],
+        now: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let whole = match self.header(from_initiator, h, now, out) {
+            DataUse::Pieces => {
+                self.data(h, 0, data);
+                &[][..]
+            }
+            DataUse::Whole => data,
+            DataUse::Skip => &[][..],
+        };
+        self.end(from_initiator, h, whole, now, out);
+    }
+
+    /// A PDU's header is in (sent by the initiator if `from_initiator`):
+    /// says what to do with its data segment.
+    pub fn header(
+        &mut self,
+        from_initiator: bool,
+        h: &Header,
+        now: u64,
+        out: &mut Vec<Event>,
+    ) -> DataUse {
+        match (from_initiator, h) {
+            (true, Header::ScsiCommand(c)) => {
+                self.command(c, now, out);
+                // Immediate data: the first bytes of the Data-Out (§11.3.4).
+                if c.write {
+                    DataUse::Pieces
                 } else {
-                    c.expected_length
-                };
-                let mut cmd = Cmd {
-                    submit: Submit {
-                        seq,
-                        time_ns: now,
-                        nexus: Nexus {
-                            target: 0,
-                            lun: c.lun.flat().map_or(c.lun.0, u64::from),
-                        },
-                        tag: u64::from(c.itt),
-                        attr,
-                        cdb: c.cdb[..cdb_len].to_vec(),
-                        dir,
-                        xfer_len: c.expected_length,
-                        sg: Vec::new(),
-                        payload: Payload::None,
-                    },
-                    emitted: false,
-                    data_out: Buf::default(),
-                    data_in: Buf::default(),
-                    done: None,
-                    read_len,
-                };
-                let keep = self.capture != PayloadCapture::None;
-                if c.write && !data.is_empty() {
-                    // Immediate data: the first bytes of the Data-Out (§11.3.4).
-                    cmd.data_out.put(0, data, c.expected_length, keep);
-                }
-                if let Some(old) = self.cmds.insert(c.itt, cmd) {
-                    // An ITT reused while open: the old command never got
-                    // its status (§11.2.1.8 forbids reuse until then).
-                    let mut old = old;
-                    self.finish_incomplete(&mut old, now, out);
-                }
-                self.order.push_back(c.itt);
-            }
-            Header::DataOut(d) => {
-                let keep = self.capture != PayloadCapture::None;
-                if let Some(cmd) = self.cmds.get_mut(&d.itt) {
-                    let limit = cmd.submit.xfer_len;
-                    cmd.data_out.put(d.buffer_offset, data, limit, keep);
+                    DataUse::Skip
                 }
             }
+            (true, Header::DataOut(_)) | (false, Header::DataIn(_)) => DataUse::Pieces,
+            (false, Header::LoginResponse(_) | Header::ScsiResponse(_)) => DataUse::Whole,
+            _ => DataUse::Skip,
+        }
+    }
+
+    /// `piece` of the data segment of `h` (whose header said
+    /// [`DataUse::Pieces`]), starting `at` bytes into the segment.
+    pub fn data(&mut self, h: &Header, at: u32, piece: &[u8]) {
+        let at = u64::from(at);
+        match h {
+            Header::ScsiCommand(c) => self.place(c.itt, true, at, piece),
+            Header::DataOut(d) => self.place(d.itt, true, u64::from(d.buffer_offset) + at, piece),
+            Header::DataIn(d) => self.place(d.itt, false, u64::from(d.buffer_offset) + at, piece),
             _ => {}
+        }
+    }
+
+    /// Places command data, Data-Out (`to_device`) or Data-In, at `offset`
+    /// in its command's buffer: the one reassembly step of both directions
+    /// (Buffer Offset placement, §11.7.5 and §11.7.4).
+    fn place(&mut self, itt: u32, to_device: bool, offset: u64, piece: &[u8]) {
+        let keep = self.capture != PayloadCapture::None;
+        if let Some(cmd) = self.cmds.get_mut(&itt) {
+            let (buf, limit) = if to_device {
+                (&mut cmd.data_out, cmd.submit.xfer_len)
+            } else {
+                (&mut cmd.data_in, cmd.read_len)
+            };
+            buf.put(offset, piece, limit, keep);
+        }
+    }
+
+    /// The PDU `h` is complete; `whole` is its data segment if its header
+    /// said [`DataUse::Whole`] (empty otherwise).
+    pub fn end(
+        &mut self,
+        from_initiator: bool,
+        h: &Header,
+        whole: &[u8],
+        now: u64,
+        out: &mut Vec<Event>,
+    ) {
+        if !from_initiator {
+            self.target_pdu_end(h, whole, now);
         }
         self.flush(out);
     }
 
-    /// A PDU the target sent.
-    pub fn from_target(&mut self, h: &Header, data: &[u8], now: u64, out: &mut Vec<Event>) {
-        let keep = self.capture != PayloadCapture::None;
+    fn command(&mut self, c: &iscsi::pdu::ScsiCommand, now: u64, out: &mut Vec<Event>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.commands += 1;
+        let opcode = c.cdb.first().copied().unwrap_or(0);
+        let cdb_len = trace::cdb::group_len(opcode)
+            .filter(|&n| n <= c.cdb.len())
+            .unwrap_or(c.cdb.len());
+        let dir = match (c.write, c.read) {
+            (true, _) => Direction::ToDevice,
+            (false, true) => Direction::FromDevice,
+            _ => Direction::None,
+        };
+        let attr = match c.attr {
+            TaskAttribute::Untagged | TaskAttribute::Simple => TaskAttr::Simple,
+            TaskAttribute::Ordered => TaskAttr::Ordered,
+            TaskAttribute::HeadOfQueue => TaskAttr::HeadOfQueue,
+            TaskAttribute::Aca => TaskAttr::Aca,
+        };
+        let read_len = if c.write {
+            c.bidi_read_length.unwrap_or(0)
+        } else {
+            c.expected_length
+        };
+        let cmd = Cmd {
+            submit: Submit {
+                seq,
+                time_ns: now,
+                nexus: Nexus {
+                    target: 0,
+                    lun: c.lun.flat().map_or(c.lun.0, u64::from),
+                },
+                tag: u64::from(c.itt),
+                attr,
+                cdb: c.cdb[..cdb_len].to_vec(),
+                dir,
+                xfer_len: c.expected_length,
+                sg: Vec::new(),
+                payload: Payload::None,
+            },
+            emitted: false,
+            data_out: Buf::default(),
+            data_in: Buf::default(),
+            done: None,
+            read_len,
+        };
+        if let Some(mut old) = self.cmds.insert(c.itt, cmd) {
+            // An ITT reused while open: the old command never got its
+            // status (§11.2.1.8 forbids reuse until then).
+            self.finish_incomplete(&mut old, now, out);
+        }
+        self.order.push_back(c.itt);
+    }
+
+    /// A target PDU is complete: login keys, collapsed status, responses.
+    fn target_pdu_end(&mut self, h: &Header, data: &[u8], now: u64) {
         match h {
             Header::LoginResponse(l) => {
                 for kv in data.split(|&b| b == 0) {
@@ -251,26 +370,22 @@ impl Session {
                 }
             }
             Header::DataIn(d) => {
-                if let Some(cmd) = self.cmds.get_mut(&d.itt) {
-                    let limit = cmd.read_len;
-                    cmd.data_in.put(d.buffer_offset, data, limit, keep);
-                    if let Some(status) = d.status {
-                        let residual = if d.underflow {
-                            i64::from(d.residual)
-                        } else if d.overflow {
-                            -i64::from(d.residual)
-                        } else {
-                            0
-                        };
-                        self.complete(
-                            d.itt,
-                            now,
-                            ServiceResponse::TaskComplete,
-                            status,
-                            Vec::new(),
-                            residual,
-                        );
-                    }
+                if let Some(status) = d.status {
+                    let residual = if d.underflow {
+                        i64::from(d.residual)
+                    } else if d.overflow {
+                        -i64::from(d.residual)
+                    } else {
+                        0
+                    };
+                    self.complete(
+                        d.itt,
+                        now,
+                        ServiceResponse::TaskComplete,
+                        status,
+                        Vec::new(),
+                        residual,
+                    );
                 }
             }
             Header::ScsiResponse(r) => {
@@ -298,7 +413,6 @@ impl Session {
             }
             _ => {}
         }
-        self.flush(out);
     }
 
     fn complete(
@@ -462,8 +576,28 @@ fn unreachable_complete(seq: u64) -> Complete {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A successful Login Response leaving the operational stage.
+    pub(in crate::proxy) fn login_response(transit: bool, nsg: Stage) -> Header {
+        Header::LoginResponse(iscsi::pdu::LoginResponse {
+            transit,
+            cont: false,
+            csg: Stage::Operational,
+            nsg,
+            version_max: 0,
+            version_active: 0,
+            isid: [0; 6],
+            tsih: 1,
+            itt: 0,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            status_class: 0,
+            status_detail: 0,
+        })
+    }
     use iscsi::pdu::{DataIn, DataOut, Lun, R2t, ScsiCommand, ScsiResponse};
 
     fn session() -> Session {
@@ -642,7 +776,7 @@ mod tests {
     #[test]
     fn a_hostile_buffer_offset_is_counted_not_allocated() {
         let mut b = Buf::default();
-        b.put(u32::MAX - 16, &[1; 8], u32::MAX, true);
+        b.put(u64::from(u32::MAX - 16), &[1; 8], u32::MAX, true);
         assert_eq!((b.received, b.bytes.len()), (8, 0));
         b.put(100, &[2; 8], u32::MAX, true);
         assert_eq!(b.bytes.len(), 108);
@@ -682,27 +816,9 @@ mod tests {
 
     #[test]
     fn digests_start_after_the_final_login_response_and_read_capacity_sets_the_digest_block() {
-        use iscsi::pdu::LoginResponse;
         let mut s = Session::new(Arc::new(AtomicU64::new(0)), PayloadCapture::Digest);
         let mut out = Vec::new();
-        let lr = |transit, nsg| {
-            Header::LoginResponse(LoginResponse {
-                transit,
-                cont: false,
-                csg: Stage::Operational,
-                nsg,
-                version_max: 0,
-                version_active: 0,
-                isid: [0; 6],
-                tsih: 1,
-                itt: 0,
-                stat_sn: 0,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-                status_class: 0,
-                status_detail: 0,
-            })
-        };
+        let lr = login_response;
         s.from_target(
             &lr(false, Stage::Operational),
             b"HeaderDigest=CRC32C\0DataDigest=None\0",
