@@ -88,6 +88,9 @@ pub enum Lookup {
     Miss,
 }
 
+/// Lines the tables are first sized for.
+const INITIAL_LINES: u64 = 64;
+
 /// A write-back cache in front of one [`Medium`].
 ///
 /// Lines are found by hashing (every block a command touches is looked up,
@@ -112,14 +115,16 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// An empty cache.
+    /// An empty cache, with room for a short run's lines (a fuzz
+    /// execution's few dozen) before any table has to grow.
     pub fn new(cfg: CacheConfig) -> Self {
+        let start = cfg.capacity_blocks.min(INITIAL_LINES) as usize;
         Cache {
             cfg,
-            lines: HashMap::default(),
+            lines: HashMap::with_capacity_and_hasher(start, BuildFastHasher::default()),
             order: (cfg.destage == Destage::Random).then(BTreeSet::new),
-            lru: VecDeque::new(),
-            dirty_order: VecDeque::new(),
+            lru: VecDeque::with_capacity(2 * start),
+            dirty_order: VecDeque::with_capacity(start),
             clock: 0,
             dirty: 0,
         }

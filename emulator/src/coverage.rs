@@ -147,7 +147,8 @@ impl Default for Coverage {
     fn default() -> Self {
         Coverage {
             map: Some(fresh_map()),
-            touched: Vec::new(),
+            // A run hits a few dozen entries: grown once or twice at most.
+            touched: Vec::with_capacity(64),
             untracked: false,
             prev: 0,
         }
