@@ -131,6 +131,27 @@ mod tests {
         assert_eq!(decode_event(&want, false).unwrap(), ev);
     }
 
+    /// Full payloads go through serde as a byte string (one copy, not a
+    /// call per byte): the encoding must stay what a `Vec<u8>` sequence
+    /// gave, a length and the bytes, here and in JSON.
+    #[test]
+    fn a_full_payload_encodes_as_its_length_and_bytes() {
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let p = Payload::Full(bytes.clone());
+        let mut want = vec![0x01, 0xfb, 0x2c, 0x01]; // Full, length 300
+        want.extend_from_slice(&bytes);
+        let got = bincode::serde::encode_to_vec(&p, CONFIG).unwrap();
+        assert_eq!(got, want);
+        let (back, _): (Payload, usize) = bincode::serde::decode_from_slice(&got, CONFIG).unwrap();
+        assert_eq!(back, p);
+        let json = serde_json::to_string(&Payload::Full(vec![1, 2, 255])).unwrap();
+        assert_eq!(json, r#"{"Full":[1,2,255]}"#);
+        assert_eq!(
+            serde_json::from_str::<Payload>(&json).unwrap(),
+            Payload::Full(vec![1, 2, 255])
+        );
+    }
+
     #[test]
     fn complete_and_marker_golden_vectors() {
         let ev = Event::Complete(Complete {
