@@ -123,8 +123,9 @@ pub(crate) trait Device: Send {
     fn power_loss(&mut self) -> Result<(), DeviceError>;
     /// A reset of the unit.
     fn reset(&mut self) -> Result<(), DeviceError>;
-    /// The run's coverage map, if asked for in [`Device::begin`].
-    fn coverage(&self) -> Option<&[u8]>;
+    /// Writes the run's coverage into `map` (zeroed first), if asked for in
+    /// [`Device::begin`]; leaves `map` alone otherwise.
+    fn copy_coverage(&mut self, map: &mut [u8]);
     /// What blocks this run has not written may read as.
     fn initial_content(&self) -> InitialContent;
     /// The pattern seed for this run's writes, given the campaign's.
@@ -174,8 +175,24 @@ impl Device for EmulatorDevice {
         self.emu().reset();
         Ok(())
     }
-    fn coverage(&self) -> Option<&[u8]> {
-        self.emu.as_ref().and_then(Emulator::coverage)
+    fn copy_coverage(&mut self, map: &mut [u8]) {
+        let Some(cov) = self.emu.as_mut().and_then(Emulator::coverage_mut) else {
+            return;
+        };
+        let src = cov.map();
+        let n = map.len().min(src.len());
+        match cov.touched() {
+            // A run hits a few hundred entries of 64 Ki: copy those.
+            Some(hit) => {
+                map.fill(0);
+                for &i in hit {
+                    if let (Some(d), Some(s)) = (map.get_mut(i as usize), src.get(i as usize)) {
+                        *d = *s;
+                    }
+                }
+            }
+            None => map[..n].copy_from_slice(&src[..n]),
+        }
     }
     fn initial_content(&self) -> InitialContent {
         InitialContent::Zeros
@@ -460,8 +477,11 @@ impl Device for IscsiDevice {
         self.tmf(TmfFunction::LOGICAL_UNIT_RESET)
     }
 
-    fn coverage(&self) -> Option<&[u8]> {
-        self.map.as_deref()
+    fn copy_coverage(&mut self, map: &mut [u8]) {
+        if let Some(src) = self.map.as_deref() {
+            let n = map.len().min(src.len());
+            map[..n].copy_from_slice(&src[..n]);
+        }
     }
 
     fn initial_content(&self) -> InitialContent {

@@ -308,15 +308,14 @@ impl Harness {
             self.read_back(&mut run);
         }
         let Run {
-            emu,
+            mut emu,
             failed,
             mut verdict,
             seq,
             ..
         } = run;
-        if let (Some(map), Some(cov)) = (coverage, emu.coverage()) {
-            let n = map.len().min(cov.len());
-            map[..n].copy_from_slice(&cov[..n]);
+        if let Some(map) = coverage {
+            emu.copy_coverage(map);
         }
         self.device = Some(emu);
         if let Some(e) = failed {
