@@ -11,8 +11,10 @@
 //! One mode at a time is what profiling the proxy wants.
 //!
 //! Needs tgtd (run as root) and QEMU 7.2's tools from
-//! scripts/fetch-qemu-iscsi. Rounds alternate direct and proxied copies so
-//! that drift in the machine's load hits both alike; the median of each is
+//! scripts/fetch-qemu-iscsi. Each round copies directly, through a plain
+//! byte relay (two threads copying between the sockets, recording nothing:
+//! what the extra TCP hop alone costs) and through the proxy, so that drift
+//! in the machine's load hits all three alike; the median of each is
 //! reported.
 
 use recorder::proxy::session::PayloadCapture;
@@ -89,6 +91,39 @@ fn tgtd_pid() -> Option<u32> {
     })
 }
 
+/// A relay that records nothing: per connection, one thread per direction
+/// copying what arrives. The floor under any user-space proxy's cost.
+fn plain_relay(target: std::net::SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    fn pump(mut from: TcpStream, mut to: TcpStream) {
+        let mut buf = vec![0u8; 512 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for i in l.incoming().flatten() {
+            let Ok(t) = TcpStream::connect(target) else {
+                continue;
+            };
+            let _ = (i.set_nodelay(true), t.set_nodelay(true));
+            let (Ok(i2), Ok(t2)) = (i.try_clone(), t.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || pump(i, t));
+            std::thread::spawn(move || pump(t2, i2));
+        }
+    });
+    port
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -132,6 +167,7 @@ fn main() {
         .build()
         .unwrap();
     let tgtd_pid = tgtd_pid();
+    let relay_port = plain_relay(tgtd.addr());
     let mut results = Vec::new();
     for (capture, compression) in modes {
         let trace_path = dir.join("bench.sczt");
@@ -150,9 +186,10 @@ fn main() {
             })
             .await
         });
-        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
-        // CPU seconds per copy: [direct, proxied] × (proxy, qemu-img, tgtd).
-        let mut spent = [Cpu::default(); 2];
+        let (mut direct, mut relayed, mut proxied) = (Vec::new(), Vec::new(), Vec::new());
+        // CPU seconds per copy: [direct, plain relay, proxied] × (this
+        // process: the relay or the proxy; qemu-img; tgtd).
+        let mut spent = [Cpu::default(); 3];
         let add = |to: &mut Cpu, a: Cpu, b: Cpu| {
             to.proxy += b.proxy - a.proxy;
             to.qemu += b.qemu - a.qemu;
@@ -162,16 +199,20 @@ fn main() {
             let a = cpu(tgtd_pid);
             direct.push(convert(&src, tgtd.addr().port(), tgtd.iqn()));
             let b = cpu(tgtd_pid);
-            proxied.push(convert(&src, port, tgtd.iqn()));
+            relayed.push(convert(&src, relay_port, tgtd.iqn()));
             let c = cpu(tgtd_pid);
+            proxied.push(convert(&src, port, tgtd.iqn()));
+            let d = cpu(tgtd_pid);
             add(&mut spent[0], a, b);
             add(&mut spent[1], b, c);
+            add(&mut spent[2], c, d);
         }
         let _ = stop_tx.send(());
         rt.block_on(proxy).unwrap().unwrap();
         let trace_len = std::fs::metadata(&trace_path).map(|m| m.len()).unwrap_or(0);
-        let (d, p) = (median(direct), median(proxied));
+        let (d, r, p) = (median(direct), median(relayed), median(proxied));
         results.push((
+            mib as f64 / r,
             capture,
             compression,
             mib as f64 / d,
@@ -183,27 +224,35 @@ fn main() {
             }),
         ));
     }
-    println!("qemu-img convert of {mib} MiB into tgtd, median of {rounds} alternating rounds");
-    println!("| --payload | trace compression | direct MiB/s | through proxy MiB/s | ratio | trace bytes |");
-    println!("|---|---|---|---|---|---|");
-    for (c, z, d, p, len, _) in &results {
-        println!("| {c:?} | {z:?} | {d:.0} | {p:.0} | {:.2} | {len} |", p / d);
+    println!("qemu-img convert of {mib} MiB into tgtd, median of {rounds} interleaved rounds");
+    println!("| --payload | trace compression | direct MiB/s | plain relay MiB/s (ratio) | through proxy MiB/s | ratio | trace bytes |");
+    println!("|---|---|---|---|---|---|---|");
+    for (r, c, z, d, p, len, _) in &results {
+        println!(
+            "| {c:?} | {z:?} | {d:.0} | {r:.0} ({:.2}) | {p:.0} | {:.2} | {len} |",
+            r / d,
+            p / d
+        );
     }
     println!();
-    println!("CPU seconds per copy (mean), direct / through the proxy");
-    println!("| --payload | trace compression | proxy | qemu-img | tgtd | total |");
+    println!("CPU seconds per copy (mean): direct / plain relay / through the proxy");
+    println!("| --payload | trace compression | relay or proxy | qemu-img | tgtd | total |");
     println!("|---|---|---|---|---|---|");
-    for (c, z, _, _, _, [d, p]) in &results {
+    for (_, c, z, _, _, _, spent) in &results {
+        let col = |i: usize| {
+            let v: Vec<String> = spent.iter().map(|x| format!("{:.3}", x[i])).collect();
+            v.join(" / ")
+        };
+        let total: Vec<String> = spent
+            .iter()
+            .map(|x| format!("{:.3}", x.iter().sum::<f64>()))
+            .collect();
         println!(
-            "| {c:?} | {z:?} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} |",
-            d[0],
-            p[0],
-            d[1],
-            p[1],
-            d[2],
-            p[2],
-            d.iter().sum::<f64>(),
-            p.iter().sum::<f64>()
+            "| {c:?} | {z:?} | {} | {} | {} | {} |",
+            col(0),
+            col(1),
+            col(2),
+            total.join(" / ")
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
