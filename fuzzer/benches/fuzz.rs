@@ -64,6 +64,8 @@ fn config(t: Target, out: PathBuf, secs: u64, seed: u64) -> CampaignConfig {
         resume: false,
         seed,
         broker_port: None,
+        broker_listen: None,
+        remote_broker: None,
         live: false,
         stop_after_findings: None,
         stop_when_found: Vec::new(),

@@ -88,6 +88,10 @@ pub enum CampaignError {
     /// LibAFL failed.
     #[error("fuzzing engine: {0}")]
     Engine(String),
+    /// The fleet settings (`--broker-listen`, `--remote-broker`) cannot be
+    /// used.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 impl From<libafl::Error> for CampaignError {
@@ -125,6 +129,13 @@ pub struct CampaignConfig {
     pub seed: u64,
     /// LLMP broker port; `None` picks a free one.
     pub broker_port: Option<u16>,
+    /// Address the broker listens on: `None` is 127.0.0.1 (this machine
+    /// only); `0.0.0.0` or `::` let other machines' brokers link to it
+    /// ([`crate::fleet`]).
+    pub broker_listen: Option<std::net::IpAddr>,
+    /// Another machine's broker to link to (`--remote-broker`), so new
+    /// corpus entries flow between the two campaigns ([`crate::fleet`]).
+    pub remote_broker: Option<std::net::SocketAddr>,
     /// Print live statistics to stderr.
     pub live: bool,
     /// Stop as soon as this many findings exist (tests and benchmarks).
@@ -629,6 +640,12 @@ impl StopRule {
         }
     }
 
+    /// Whether the campaign is over: the deadline has passed or the findings
+    /// in `dir` satisfy the rule (what a broker checks, [`crate::fleet`]).
+    pub fn reached(&self, dir: &Path) -> bool {
+        Instant::now() >= self.deadline || self.satisfied_by(dir)
+    }
+
     /// Whether the findings in `dir` satisfy the rule's finding conditions.
     fn satisfied_by(&self, dir: &Path) -> bool {
         if let Some(n) = self.findings {
@@ -841,14 +858,27 @@ pub fn run_in_process(cfg: &CampaignConfig) -> Result<ClientReport, CampaignErro
     fuzz_client(None, mgr, 0, cfg, StopRule::for_config(cfg))
 }
 
-fn free_port() -> Result<u16, CampaignError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
+/// The LLMP configuration name: clients with the same name trust each
+/// other's observers instead of re-running an imported testcase, so it names
+/// everything that decides a run's coverage and verdict (a fleet may mix
+/// machines fuzzing different bugs or device seeds).
+fn event_config(t: &Target) -> EventConfig {
+    let bugs: Vec<&str> = t.bugs.iter().map(|b| b.name()).collect();
+    EventConfig::from_name(&format!(
+        "scuzz hba={} bugs={} bs={} blocks={} device-seed={}",
+        t.preset.name,
+        bugs.join(","),
+        t.block_size,
+        t.capacity_blocks,
+        t.device_seed
+    ))
 }
 
 /// Runs a campaign on `cfg.cores` through LibAFL's [`Launcher`]: one
-/// forked client per core, an LLMP broker in this process that shares new
-/// corpus entries between them and runs the [`CampaignMonitor`].
+/// forked client per core, each under LibAFL's restarting manager, and an
+/// LLMP broker in this process tree that shares new corpus entries between
+/// them, runs the [`CampaignMonitor`] and, for a fleet, links to other
+/// machines' brokers ([`crate::fleet::serve`]).
 pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
     let cores = Cores::from_cmdline(&cfg.cores).map_err(|e| CampaignError::Cores {
         spec: cfg.cores.clone(),
@@ -867,17 +897,48 @@ pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
                 ),
             });
         }
+        if cfg.remote_broker.is_some() || cfg.broker_listen.is_some() {
+            return Err(crate::fleet::FleetError::NoBroker(format!(
+                "{} is fuzzed in process, without a broker to link",
+                cfg.target.device.describe()
+            ))
+            .into());
+        }
         return run_in_process(cfg).map(|_| ());
+    }
+    let Some(local_clients) = std::num::NonZeroUsize::new(cores.ids.len()) else {
+        return Err(CampaignError::Cores {
+            spec: cfg.cores.clone(),
+            reason: "no core to fuzz on".into(),
+        });
+    };
+    // Bound before anything forks: a busy port is the user's error to see,
+    // and no `free port` can be taken by someone else in between.
+    let addrs = crate::fleet::BrokerAddrs::new(
+        cfg.broker_listen,
+        cfg.broker_port.unwrap_or(0),
+        cfg.remote_broker,
+    )?;
+    let listener = addrs.bind()?;
+    let port = listener
+        .local_addr()
+        .map_err(io(Path::new("broker listener")))?
+        .port();
+    let mut listener = Some(listener);
+    if let Some(remote) = addrs.remote {
+        let host = crate::fleet::probe(remote)?;
+        if cfg.live {
+            eprintln!("scuzz fuzz: linking this machine's broker to {remote} ({host})");
+        }
     }
     let offset = prepare_out(cfg)?;
     let layout = Layout::new(&cfg.out);
-    let port = match cfg.broker_port {
-        Some(p) => p,
-        None => free_port()?,
-    };
+    let findings_dir = layout.findings();
     let shmem = StdShMemProvider::new()?;
     let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
     let stop = StopRule::for_config(cfg);
+    let broker_stop = stop.clone();
+    let configuration = event_config(&cfg.target);
     let me = std::process::id();
     let run_client =
         |state: Option<ScsiState>, mgr, desc: libafl::events::ClientDescription| match fuzz_client(
@@ -891,18 +952,75 @@ pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
             Err(CampaignError::Stopped) => Err(libafl::Error::shutting_down()),
             Err(e) => Err(libafl::Error::unknown(e.to_string())),
         };
+    let spawn_mgr = |_launcher: &Launcher<'_, _, CampaignMonitor, StdShMemProvider>,
+                     client: Option<libafl::events::ClientDescription>,
+                     monitor: Option<CampaignMonitor>| {
+        match client {
+            // Clients: exactly what `Launcher::launch` sets up.
+            Some(client_description) => libafl::events::llmp::setup_restarting_mgr_llmp::<
+                _,
+                ScsiProgram,
+                CampaignMonitor,
+                ScsiState,
+                _,
+            >(
+                shmem.clone(),
+                configuration,
+                None,
+                port,
+                libafl::events::ManagerKind::Client { client_description },
+                None,
+                libafl::events::ShouldSaveState::OnRestart,
+                tuple_list!(),
+            ),
+            // The broker: ours (see `fleet`), in a child under LibAFL's
+            // restarting manager as `Launcher::launch` runs its own, so
+            // Ctrl-C and exit codes behave the same.
+            None => {
+                let (Some(monitor), Some(listener)) = (monitor, listener.take()) else {
+                    return Err(libafl::Error::illegal_state("broker started twice"));
+                };
+                let remote = addrs.remote;
+                let findings_dir = findings_dir.clone();
+                let stop = broker_stop.clone();
+                let live = cfg.live;
+                libafl::events::RestartingMgr::new(shmem.clone()).launch(
+                    move |mut restorer, shmem, _core| {
+                        let served = crate::fleet::serve::<ScsiProgram, _, _>(
+                            shmem,
+                            listener,
+                            remote,
+                            monitor,
+                            local_clients,
+                            || stop.reached(&findings_dir),
+                        );
+                        restorer.send_exiting();
+                        match served {
+                            Ok(t) if live && t.received > 0 => eprintln!(
+                                "scuzz fuzz: {} testcases received from other machines' brokers",
+                                t.received
+                            ),
+                            Ok(_) => {}
+                            Err(e) => eprintln!("scuzz fuzz: broker: {e}"),
+                        }
+                        Err(libafl::Error::shutting_down())
+                    },
+                )
+            }
+        }
+    };
     let result = Launcher::builder()
-        .shmem_provider(shmem)
-        .configuration(EventConfig::from_name("scuzz"))
+        .shmem_provider(shmem.clone())
+        .configuration(configuration)
         .monitor(monitor)
         .run_client(run_client)
         .cores(&cores)
         .broker_port(port)
         .fork(true)
         .build()
-        .launch::<ScsiProgram, ScsiState>();
+        .launch_with_manager(spawn_mgr);
     if std::process::id() != me {
-        // A forked client or its restarter: its work is done.
+        // A forked client, the broker or a restarter: its work is done.
         std::process::exit(0);
     }
     match result {

@@ -14,6 +14,7 @@
 //!   over iSCSI (`--to iscsi://`);
 //! - [`campaign`]: the LibAFL wiring (executor, observers, objective,
 //!   findings stage, monitor, `Launcher`), `--resume`;
+//! - [`fleet`]: one campaign over several machines, their brokers linked;
 //! - [`findings`]: minimisation, attribution to a catalogued bug, and the
 //!   `repro.sczt`/`report.md` a user replays;
 //! - [`stats`], [`generator`]: the time series and plot, random programs.
@@ -42,6 +43,7 @@
 pub mod campaign;
 pub mod device;
 pub mod findings;
+pub mod fleet;
 pub mod generator;
 pub mod harness;
 pub mod mutators;

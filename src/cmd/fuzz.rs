@@ -49,9 +49,27 @@ pub struct Args {
     /// Logical block size: 512 or 4096.
     #[arg(long = "block-size", default_value_t = 512)]
     pub block_size: u32,
-    /// LLMP broker port (default: a free one).
+    /// LLMP broker port (default: a free one). A fleet's hub fixes it so
+    /// other machines can link to it.
     #[arg(long = "broker-port")]
     pub broker_port: Option<u16>,
+    /// Address the broker listens on: 127.0.0.1 (default, this machine
+    /// only), or 0.0.0.0 / :: so other machines' brokers can link to it
+    /// (`--remote-broker` there). No authentication: firewall the port.
+    #[arg(
+        long = "broker-listen",
+        value_name = "IP",
+        conflicts_with = "in_process"
+    )]
+    pub broker_listen: Option<std::net::IpAddr>,
+    /// Link this machine's broker to another machine's (`HOST:PORT`, its
+    /// `--broker-port`), so new corpus entries flow between the campaigns.
+    #[arg(
+        long = "remote-broker",
+        value_name = "HOST:PORT",
+        conflicts_with = "in_process"
+    )]
+    pub remote_broker: Option<String>,
     /// Stop as soon as this many findings exist.
     #[arg(long = "until-findings", value_name = "N")]
     pub until_findings: Option<usize>,
@@ -103,6 +121,16 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         .parse()
         .with_context(|| format!("--time `{t}` is not a duration (90s, 10m, 8h)"))?;
     Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+/// `HOST:PORT` of another machine's broker, resolved now so a typo fails
+/// before the campaign starts.
+fn remote_broker(spec: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    spec.to_socket_addrs()
+        .with_context(|| format!("--remote-broker `{spec}`: expected HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--remote-broker `{spec}`: no address for this host"))
 }
 
 fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
@@ -165,6 +193,12 @@ fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
         resume: args.resume,
         seed: args.seed,
         broker_port: args.broker_port,
+        broker_listen: args.broker_listen,
+        remote_broker: args
+            .remote_broker
+            .as_deref()
+            .map(remote_broker)
+            .transpose()?,
         live: !args.quiet,
         stop_after_findings: args.until_findings,
         stop_when_found: args.until_found.clone(),
@@ -207,5 +241,18 @@ mod tests {
         assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(8 * 3600));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn remote_brokers_resolve_or_name_the_flag() {
+        assert_eq!(
+            remote_broker("127.0.0.1:1337").unwrap(),
+            "127.0.0.1:1337".parse().unwrap()
+        );
+        let e = remote_broker("nowhere").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--remote-broker `nowhere`"),
+            "{e:#}"
+        );
     }
 }

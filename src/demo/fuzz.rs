@@ -136,6 +136,8 @@ pub fn campaign(
         resume: false,
         seed: cfg.seed,
         broker_port: None,
+        broker_listen: None,
+        remote_broker: None,
         live: false,
         stop_after_findings: None,
         stop_when_found: vec![bug.name().to_string()],

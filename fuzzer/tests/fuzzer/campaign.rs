@@ -23,6 +23,8 @@ pub fn config(out: PathBuf, preset: &str, bugs: &[Bug], secs: u64) -> CampaignCo
         resume: false,
         seed: 1,
         broker_port: None,
+        broker_listen: None,
+        remote_broker: None,
         live: false,
         stop_after_findings: Some(1),
         stop_when_found: Vec::new(),
