@@ -313,6 +313,28 @@ fn fuzzing_a_real_target_over_iscsi_finds_a_lost_flush() {
         repro.header().labels.get("device").map(String::as_str),
         Some(serve.url(0).as_str())
     );
+    // The report's replay command, power cycle included, shows it again
+    // (what survives a power cut is seeded per cut, so allow a few tries).
+    assert!(report.contains("--cold-reset --fresh-data"), "{report}");
+    let repro = f[0].0.join("repro.sczt");
+    let shown = (0..12).any(|_| {
+        let o = run(scuzz()
+            .args([
+                "replay",
+                "--to",
+                &serve.url(0),
+                "--cold-reset",
+                "--fresh-data",
+            ])
+            .arg("--verify")
+            .arg(&repro));
+        assert!(matches!(o.status.code(), Some(0 | 2)), "{o:?}");
+        o.status.code() == Some(2)
+    });
+    assert!(
+        shown,
+        "the reproducer never showed the violation in 12 replays"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -31,21 +31,11 @@ use emulator::memory::HostMemory;
 use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
 use iscsi::initiator::{CommandRequest, IscsiUrl, LoginOptions, Session};
 use iscsi::pdu::{TaskAttribute, TmfFunction, TmfResponse};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use trace::oracle::InitialContent;
 use trace::{Direction, ScsiStatus};
 
-/// What a real target's power loss becomes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum PowerCycle {
-    /// LOGICAL UNIT RESET of the LUN (SAM-5 §6.3.3).
-    #[default]
-    LunReset,
-    /// TARGET COLD RESET (RFC 7143 §11.5.1), then a new login.
-    ColdReset,
-    /// This shell command (`sh -c`), then a new login.
-    Command(String),
-}
+pub use iscsi::initiator::PowerCycle;
 
 /// A real target behind the workspace's iSCSI initiator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,10 +196,6 @@ impl Device for EmulatorDevice {
 /// target under a power-cycle script can be slow, but not this slow.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a new login may keep failing after a power cycle (the target
-/// is coming back up).
-const RELOGIN_WINDOW: Duration = Duration::from_secs(60);
-
 /// A real target over iSCSI: one session, one command at a time.
 pub(crate) struct IscsiDevice {
     spec: IscsiTarget,
@@ -352,24 +338,6 @@ impl IscsiDevice {
         self.prev = cur;
     }
 
-    fn relogin(&mut self) -> Result<(), DeviceError> {
-        let opts = LoginOptions::from_url(&self.url);
-        let addr = self.url.addr();
-        let started = Instant::now();
-        loop {
-            match self.rt.block_on(Session::login(&addr, &opts)) {
-                Ok(s) => {
-                    self.session = s;
-                    return Ok(());
-                }
-                Err(e) if started.elapsed() >= RELOGIN_WINDOW => {
-                    return Err(self.fail(format!("login after a power cycle: {e}")));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    }
-
     fn tmf(&mut self, function: TmfFunction) -> Result<(), DeviceError> {
         let lun = self.url.lun;
         let session = &self.session;
@@ -449,28 +417,11 @@ impl Device for IscsiDevice {
     }
 
     fn power_loss(&mut self) -> Result<(), DeviceError> {
-        match self.spec.power_cycle.clone() {
-            PowerCycle::LunReset => self.tmf(TmfFunction::LOGICAL_UNIT_RESET),
-            PowerCycle::ColdReset => {
-                // The target ends every session (RFC 7143 §11.5.1), so the
-                // response may never come: either way, log in again.
-                let _ = self.tmf(TmfFunction::TARGET_COLD_RESET);
-                self.relogin()
-            }
-            PowerCycle::Command(cmd) => {
-                let status = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .status()
-                    .map_err(|e| self.fail(format!("--power-cycle-cmd `{cmd}`: {e}")))?;
-                if !status.success() {
-                    return Err(
-                        self.fail(format!("--power-cycle-cmd `{cmd}` exited with {status}"))
-                    );
-                }
-                self.relogin()
-            }
-        }
+        let lun = self.url.lun;
+        let session = &self.session;
+        self.rt
+            .block_on(session.power_cycle(lun, &self.spec.power_cycle))
+            .map_err(|e| self.fail(e.to_string()))
     }
 
     fn reset(&mut self) -> Result<(), DeviceError> {

@@ -528,9 +528,16 @@ pub fn write_repro(
 
 /// The replay command for a finding.
 pub fn replay_command(target: &Target, repro: &Path, bugs: &[Bug]) -> String {
-    if target.device.is_external() {
+    if let crate::device::DeviceSpec::Iscsi(t) = &target.device {
+        let power = match &t.power_cycle {
+            crate::device::PowerCycle::LunReset => String::new(),
+            crate::device::PowerCycle::ColdReset => " --cold-reset".to_string(),
+            crate::device::PowerCycle::Command(c) => {
+                format!(" --power-cycle-cmd '{}'", c.replace('\'', r"'\''"))
+            }
+        };
         return format!(
-            "scuzz replay --to {} --verify {}",
+            "scuzz replay --to {}{power} --fresh-data --verify {}",
             target.device.describe(),
             repro.display()
         );

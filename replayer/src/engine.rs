@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use trace::oracle::InitialContent;
-use trace::{Cdb, Complete, Direction, Event, Submit, TaskAttr};
+use trace::{Cdb, Complete, Direction, Event, Payload, Submit, TaskAttr};
 
 /// Largest transfer one replayed command may ask for. A trace's transfer
 /// length is a 32-bit field; a corrupt or hostile one must not make the
@@ -458,8 +458,13 @@ impl<'b, B: Backend> Engine<'b, B> {
             match kind {
                 Kind::Write { lba, .. } => {
                     self.write_number = self.write_number.saturating_add(1);
+                    let payload = if self.opts.fresh_data {
+                        &Payload::None
+                    } else {
+                        &s.payload
+                    };
                     data::write_blocks(
-                        &s.payload,
+                        payload,
                         lba,
                         bs,
                         s.xfer_len,

@@ -156,6 +156,12 @@ pub struct ReplayOptions {
     pub power_loss_at: Vec<u64>,
     /// Seed for fresh write data.
     pub seed: u64,
+    /// Every WRITE carries fresh self-describing blocks (from `seed` and
+    /// the write's number), never the trace's recipe or bytes. A real
+    /// device keeps what an earlier replay wrote, and a lost write of the
+    /// very same data would read back right; fresh data (with a new seed
+    /// each run) cannot be mistaken for it.
+    pub fresh_data: bool,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
 }
@@ -172,6 +178,7 @@ impl Default for ReplayOptions {
             verify: false,
             power_loss_at: Vec::new(),
             seed: 0x5c022,
+            fresh_data: false,
             progress: false,
         }
     }

@@ -34,6 +34,8 @@ pub enum Target {
         url: String,
         /// CHAP user and secret.
         chap: Option<(String, String)>,
+        /// What a power loss in the trace becomes.
+        power_cycle: iscsi::initiator::PowerCycle,
     },
 }
 
@@ -48,6 +50,7 @@ impl Target {
             return Ok(Target::Iscsi {
                 url: to.to_string(),
                 chap: None,
+                power_cycle: iscsi::initiator::PowerCycle::default(),
             });
         }
         let dev = to.strip_prefix("sg:").unwrap_or(to);
@@ -193,7 +196,11 @@ pub async fn open_backend(
             .await
             .map(AnyBackend::Sg)
             .map_err(|e| err(format!("sg:{}", path.display()), e)),
-        Target::Iscsi { url, chap } => IscsiBackend::open(url, chap.clone())
+        Target::Iscsi {
+            url,
+            chap,
+            power_cycle,
+        } => IscsiBackend::open(url, chap.clone(), power_cycle.clone())
             .await
             .map(AnyBackend::Iscsi)
             .map_err(|e| err(mask_url(url), e)),

@@ -82,6 +82,19 @@ pub struct Args {
     /// SG_IO: replay onto a device that holds a partition table.
     #[arg(long = "i-know-this-destroys-data")]
     pub destroy_ok: bool,
+    /// Write fresh self-describing data (seeded from the clock), never the
+    /// trace's: on a real device that still holds an earlier replay's
+    /// blocks, a lost write of identical data would go unseen.
+    #[arg(long = "fresh-data")]
+    pub fresh_data: bool,
+    /// iSCSI: a power loss in the trace is a TARGET COLD RESET (`scuzz
+    /// serve` treats it as a power cycle) instead of a LOGICAL UNIT RESET.
+    #[arg(long = "cold-reset", conflicts_with = "power_cycle_cmd")]
+    pub cold_reset: bool,
+    /// iSCSI: a power loss in the trace runs this shell command (it must
+    /// power-cycle the target); the replayer then logs in again.
+    #[arg(long = "power-cycle-cmd", value_name = "CMD")]
+    pub power_cycle_cmd: Option<String>,
     /// iSCSI: CHAP user name.
     #[arg(long = "chap-user")]
     pub chap_user: Option<String>,
@@ -144,7 +157,16 @@ fn spec(a: &Args, trace: PathBuf) -> anyhow::Result<RunSpec> {
         lun_map,
         verify: a.verify,
         power_loss_at: a.power_loss_at.clone(),
-        seed: a.seed,
+        // Fresh data must differ from every earlier run's, whatever --seed.
+        seed: if a.fresh_data {
+            a.seed
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+        } else {
+            a.seed
+        },
+        fresh_data: a.fresh_data,
         progress: !a.json,
     };
     let mut target = Target::parse(&a.to)?;
@@ -156,6 +178,9 @@ fn spec(a: &Args, trace: PathBuf) -> anyhow::Result<RunSpec> {
         || a.latency_add > 0;
     match &mut target {
         Target::Emulator(e) => {
+            if a.cold_reset || a.power_cycle_cmd.is_some() {
+                anyhow::bail!("--cold-reset and --power-cycle-cmd need --to iscsi://... (the emulator cuts power itself)");
+            }
             *e = EmulatorSpec {
                 hba: a.hba.clone(),
                 bugs: a.bugs.clone(),
@@ -172,15 +197,25 @@ fn spec(a: &Args, trace: PathBuf) -> anyhow::Result<RunSpec> {
             };
         }
         Target::Sg { destroy_ok, .. } => {
+            if a.cold_reset || a.power_cycle_cmd.is_some() {
+                anyhow::bail!("--cold-reset and --power-cycle-cmd need --to iscsi://...");
+            }
             if emulator_only {
                 anyhow::bail!("--hba, --bug, --capacity, --block-size, --power-loss-at and --latency-add need --to emulator");
             }
             *destroy_ok = a.destroy_ok;
         }
-        Target::Iscsi { chap, .. } => {
+        Target::Iscsi {
+            chap, power_cycle, ..
+        } => {
             if emulator_only {
                 anyhow::bail!("--hba, --bug, --capacity, --block-size, --power-loss-at and --latency-add need --to emulator");
             }
+            *power_cycle = match (&a.power_cycle_cmd, a.cold_reset) {
+                (Some(cmd), _) => iscsi::initiator::PowerCycle::Command(cmd.clone()),
+                (None, true) => iscsi::initiator::PowerCycle::ColdReset,
+                (None, false) => iscsi::initiator::PowerCycle::LunReset,
+            };
             *chap = match (&a.chap_user, &a.chap_secret) {
                 (Some(u), Some(s)) => Some((u.clone(), s.clone())),
                 (None, None) => None,

@@ -142,6 +142,10 @@ pub enum InitiatorError {
     /// The target did not answer in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// A power cycle could not be carried out (the user's command failed,
+    /// or the target did not come back).
+    #[error("power cycle: {0}")]
+    PowerCycle(String),
 }
 
 impl InitiatorError {

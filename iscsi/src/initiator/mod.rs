@@ -517,6 +517,64 @@ impl Session {
         Ok(())
     }
 
+    /// Makes the target go through what stands in for a power loss (see
+    /// [`PowerCycle`]) and returns once it answers again, or fails after
+    /// [`POWER_CYCLE_WINDOW`] of refused logins.
+    pub async fn power_cycle(&self, lun: u16, how: &PowerCycle) -> Result<(), InitiatorError> {
+        match how {
+            PowerCycle::LunReset => match self.lun_reset(lun).await? {
+                TmfResponse::COMPLETE => return Ok(()),
+                r => {
+                    return Err(InitiatorError::PowerCycle(format!(
+                        "LOGICAL UNIT RESET answered {} (RFC 7143 §11.6.1)",
+                        r.0
+                    )))
+                }
+            },
+            PowerCycle::ColdReset => {
+                // §11.5.1: the target ends every session after answering,
+                // so the response may be lost with the connection.
+                let _ = self
+                    .task_mgmt(TmfFunction::TARGET_COLD_RESET, 0, None)
+                    .await;
+            }
+            PowerCycle::Command(cmd) => {
+                let cmd = cmd.clone();
+                let status = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&cmd)
+                        .status()
+                        .map(|s| (cmd, s))
+                })
+                .await
+                .map_err(|e| InitiatorError::PowerCycle(e.to_string()))?
+                .map_err(|e| InitiatorError::PowerCycle(format!("running the command: {e}")))?;
+                if !status.1.success() {
+                    return Err(InitiatorError::PowerCycle(format!(
+                        "`{}` exited with {}",
+                        status.0, status.1
+                    )));
+                }
+            }
+        }
+        // Whatever the target did to the old connection, start afresh.
+        self.drop_connection();
+        let started = std::time::Instant::now();
+        loop {
+            match Session::connection(&self.inner).await {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() >= POWER_CYCLE_WINDOW => {
+                    return Err(InitiatorError::PowerCycle(format!(
+                        "the target did not accept a login within {} s: {e}",
+                        POWER_CYCLE_WINDOW.as_secs()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     /// Cuts the connection without a logout, as a network failure would:
     /// commands in flight fail with [`InitiatorError::ConnectionLost`] and
     /// the next command logs in again.
@@ -524,6 +582,28 @@ impl Session {
         self.current().abort("connection dropped by the initiator");
     }
 }
+
+/// What an initiator can do to make a target lose power: storage under
+/// test rarely has a switch the tester can reach, so crash-consistency runs
+/// (`scuzz fuzz --to iscsi://`, `scuzz replay` of a trace with power
+/// losses) use what the user offers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PowerCycle {
+    /// LOGICAL UNIT RESET (SAM-5 §6.3.3): a unit attention, nothing need
+    /// be lost. The weakest stand-in, and the default.
+    #[default]
+    LunReset,
+    /// TARGET COLD RESET (RFC 7143 §11.5.1): every session ends; a target
+    /// that models power (`scuzz serve`) loses its volatile cache.
+    ColdReset,
+    /// A shell command that power-cycles the target (a switched PDU,
+    /// `virsh reset`, a script restarting a target daemon).
+    Command(String),
+}
+
+/// How long [`Session::power_cycle`] keeps logging in while the target
+/// comes back up.
+pub const POWER_CYCLE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A command accepted by the session, not yet completed.
 #[must_use = "a command's outcome is only known by awaiting it"]

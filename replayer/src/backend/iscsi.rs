@@ -8,7 +8,7 @@
 
 use super::{Backend, BackendError, Outcome, Request};
 use bytes::Bytes;
-use iscsi::initiator::{Chap, CommandRequest, IscsiUrl, LoginOptions, Session};
+use iscsi::initiator::{Chap, CommandRequest, IscsiUrl, LoginOptions, PowerCycle, Session};
 use iscsi::pdu::TaskAttribute;
 use trace::{Direction, ScsiStatus, ServiceResponse, TaskAttr};
 
@@ -17,14 +17,16 @@ pub struct IscsiBackend {
     session: Session,
     lun: u16,
     name: String,
+    power_cycle: PowerCycle,
 }
 
 impl IscsiBackend {
     /// Parses `url`, logs in (with CHAP when `chap` or the URL's user-info
-    /// gives credentials).
+    /// gives credentials); a power loss in the trace becomes `power_cycle`.
     pub async fn open(
         url: &str,
         chap: Option<(String, String)>,
+        power_cycle: PowerCycle,
     ) -> Result<IscsiBackend, BackendError> {
         let parsed: IscsiUrl = url
             .parse()
@@ -49,6 +51,7 @@ impl IscsiBackend {
             session,
             lun: parsed.lun,
             name,
+            power_cycle,
         })
     }
 
@@ -130,6 +133,15 @@ impl Backend for IscsiBackend {
     async fn close(&self) -> Result<(), BackendError> {
         self.session
             .logout()
+            .await
+            .map_err(|e| BackendError::Transport(e.to_string()))
+    }
+
+    /// What the user offered as a power cycle (a LOGICAL UNIT RESET unless
+    /// told otherwise): a real target has no switch the replayer reaches.
+    async fn power_loss(&self) -> Result<(), BackendError> {
+        self.session
+            .power_cycle(self.lun, &self.power_cycle)
             .await
             .map_err(|e| BackendError::Transport(e.to_string()))
     }

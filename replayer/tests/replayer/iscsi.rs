@@ -19,6 +19,7 @@ fn cp_replayed_to_tgtd_reads_back_what_it_wrote() {
     spec.target = Target::Iscsi {
         url: tgtd.url(1),
         chap: None,
+        power_cycle: Default::default(),
     };
     spec.options.qd = Some(8);
     let r = run(&spec, &t);
