@@ -239,6 +239,8 @@ fn harness_alone(n: usize) {
     let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
     let start = Instant::now();
     for i in 0..n {
+        // As LibAFL's observer does before every run.
+        map.fill(0);
         let v = h.run(&progs[i % progs.len()], Some(&mut map));
         assert!(v.passed());
     }

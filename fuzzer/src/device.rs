@@ -113,8 +113,8 @@ pub(crate) trait Device: Send {
     fn power_loss(&mut self) -> Result<(), DeviceError>;
     /// A reset of the unit.
     fn reset(&mut self) -> Result<(), DeviceError>;
-    /// Writes the run's coverage into `map` (zeroed first), if asked for in
-    /// [`Device::begin`]; leaves `map` alone otherwise.
+    /// Writes the run's coverage into `map` (which the caller zeroed), if
+    /// asked for in [`Device::begin`]; leaves `map` alone otherwise.
     fn copy_coverage(&mut self, map: &mut [u8]);
     /// What blocks this run has not written may read as.
     fn initial_content(&self) -> InitialContent;
@@ -174,7 +174,6 @@ impl Device for EmulatorDevice {
         match cov.touched() {
             // A run hits a few hundred entries of 64 Ki: copy those.
             Some(hit) => {
-                map.fill(0);
                 for &i in hit {
                     if let (Some(d), Some(s)) = (map.get_mut(i as usize), src.get(i as usize)) {
                         *d = *s;

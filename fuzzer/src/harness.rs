@@ -225,8 +225,10 @@ impl Harness {
         self.limits
     }
 
-    /// Runs `program` (fitted first if it is not); with `coverage`, copies
-    /// the emulator's state-transition map into it.
+    /// Runs `program` (fitted first if it is not); with `coverage`, adds
+    /// the entries the run hit to it. `coverage` must come zeroed, as
+    /// LibAFL's map observers reset theirs before every run: clearing 64 KiB
+    /// again here would cost more than the entries a run hits.
     pub fn run(&mut self, program: &ScsiProgram, coverage: Option<&mut [u8]>) -> Verdict {
         self.execute(program, coverage, None)
     }
