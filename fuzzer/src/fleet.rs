@@ -222,8 +222,13 @@ impl Clock {
     }
 
     fn local_quiet_for(&self) -> Duration {
+        self.quiet_at(self.now_ms())
+    }
+
+    /// How long the local clients had been silent at `now_ms`.
+    fn quiet_at(&self, now_ms: u64) -> Duration {
         let last = self.last_local_ms.load(Ordering::Relaxed);
-        Duration::from_millis(self.now_ms().saturating_sub(last))
+        Duration::from_millis(now_ms.saturating_sub(last))
     }
 }
 
@@ -365,12 +370,35 @@ mod tests {
         assert!(e.to_string().contains("--broker-listen 10.1.2.3"), "{e}");
     }
 
+    /// A port that answers but is no LLMP broker (a web server, say) must
+    /// be named as such, without trusting the length it appears to send.
+    #[test]
+    fn a_probe_refuses_what_is_not_a_broker() {
+        use std::io::Write;
+        let web = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = web.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = web.accept().unwrap();
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            let (s, _) = web.accept().unwrap();
+            drop(s);
+        });
+        let e = probe(addr).unwrap_err().to_string();
+        assert!(e.contains("not an LLMP broker"), "{e}");
+        let e = probe(addr).unwrap_err().to_string();
+        assert!(e.contains("no LLMP broker greeting"), "{e}");
+        server.join().unwrap();
+    }
+
     #[test]
     fn quiet_time_counts_from_the_last_local_message() {
         let clock = Clock::new();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(clock.local_quiet_for() >= Duration::from_millis(20));
+        assert_eq!(clock.quiet_at(2_500), Duration::from_millis(2_500));
+        clock.last_local_ms.store(1_000, Ordering::Relaxed);
+        assert_eq!(clock.quiet_at(4_000), LOCAL_QUIET);
+        // A message stamped after `now` (another thread) is no silence.
+        assert_eq!(clock.quiet_at(500), Duration::ZERO);
         clock.local_message();
-        assert!(clock.local_quiet_for() < Duration::from_millis(20));
+        assert!(clock.last_local_ms.load(Ordering::Relaxed) <= clock.now_ms());
     }
 }
