@@ -784,7 +784,7 @@ impl Server<'_> {
             return Err(CheckCondition::lun_not_supported().into());
         };
         let mut ctx = Ctx {
-            rng: &mut self.rng,
+            rng: self.rng,
             stale_cache_read: self.bugs.has(Bug::StaleCacheRead),
             initiator,
         };

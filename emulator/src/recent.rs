@@ -56,7 +56,10 @@ impl RecentBlocks {
         self.offered += 1;
         // After the warm-up, a stream that reads back fewer than one block
         // in four it writes only refreshes the ring every 64th write.
-        if self.offered > WARM_UP && self.hits * 4 < self.offered && self.offered % 64 != 0 {
+        if self.offered > WARM_UP
+            && self.hits * 4 < self.offered
+            && !self.offered.is_multiple_of(64)
+        {
             return;
         }
         let bs = bytes.len();
