@@ -12,6 +12,8 @@
 //!   self-describing data (READ(10)s) through `Emulator::execute` on a
 //!   1 GiB LUN with the default cache: what the replayer's in-process
 //!   backend does at any queue depth (it completes inline).
+//! - `raw N`: the same writes with arbitrary (not self-describing) data,
+//!   as an iSCSI initiator copying ordinary files sends.
 //!
 //! Under callgrind, `--toggle-collect='per_command::drive*'` counts the
 //! emulator's work alone (data generation for `write` and the copy of the
@@ -276,8 +278,9 @@ fn drive_execute(
     out
 }
 
-/// `n` random 4 KiB commands (xorshift LBAs, as the replayer's benchmark).
-fn replay(n: u64, write: bool) {
+/// `n` random 4 KiB commands (xorshift LBAs, as the replayer's benchmark);
+/// writes carry self-describing blocks, or arbitrary bytes with `raw`.
+fn replay(n: u64, write: bool, raw: bool) {
     let mut emu = replay_emulator();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut data = vec![0u8; REPLAY_BS as usize];
@@ -291,7 +294,12 @@ fn replay(n: u64, write: bool) {
         let lba = x % REPLAY_CAPACITY;
         let cdb = rw10(write, lba, 1, false);
         let out = if write {
-            fill_blocks(1, i as u32 + 1, lba, REPLAY_BS as usize, &mut data);
+            if raw {
+                data[..8].copy_from_slice(&i.to_le_bytes());
+                data[8..16].copy_from_slice(&lba.to_le_bytes());
+            } else {
+                fill_blocks(1, i as u32 + 1, lba, REPLAY_BS as usize, &mut data);
+            }
             drive_execute(&mut emu, &cdb, &data, &mut sink)
         } else {
             drive_execute(&mut emu, &cdb, &[], &mut sink)
@@ -299,7 +307,18 @@ fn replay(n: u64, write: bool) {
         acc ^= out.bytes_transferred;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let what = if write { "write" } else { "read" };
+    if write && DIGEST.with(|d| d.get().is_some()) {
+        // What the writes left, cache and medium: a sample of the LUN read
+        // back, so the digest covers stored content too.
+        for lba in (0..REPLAY_CAPACITY).step_by(61) {
+            drive_execute(&mut emu, &rw10(false, lba, 1, false), &[], &mut sink);
+        }
+    }
+    let what = match (write, raw) {
+        (true, true) => "raw write",
+        (true, false) => "write",
+        _ => "read",
+    };
     println!("{what}: {n} commands, {:.3} M cmd/s ({acc:x})", rate / 1e6);
 }
 
@@ -326,12 +345,14 @@ fn run() {
     };
     match args.first().map(String::as_str) {
         Some("fuzz") => fuzz(n(20_000) as usize),
-        Some("write") => replay(n(1_000_000), true),
-        Some("read") => replay(n(1_000_000), false),
+        Some("write") => replay(n(1_000_000), true, false),
+        Some("raw") => replay(n(1_000_000), true, true),
+        Some("read") => replay(n(1_000_000), false, false),
         _ => {
             fuzz(n(20_000) as usize);
-            replay(n(1_000_000), true);
-            replay(n(1_000_000), false);
+            replay(n(1_000_000), true, false);
+            replay(n(1_000_000), true, true);
+            replay(n(1_000_000), false, false);
         }
     }
 }
