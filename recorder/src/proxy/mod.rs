@@ -142,10 +142,67 @@ fn held_bytes(e: &Event) -> u64 {
     }
 }
 
+/// An event on its way to the writer. A digest-mode payload travels as its
+/// bytes with the block size to digest them at: the CRCs are computed on the
+/// writer thread, not on the relay's path (on the 2-core machine, the writer
+/// runs on the core the relay's pipeline leaves idle).
+struct Queued {
+    event: Event,
+    digest: Option<u32>,
+}
+
+impl From<Event> for Queued {
+    fn from(event: Event) -> Self {
+        Queued {
+            event,
+            digest: None,
+        }
+    }
+}
+
+impl Queued {
+    /// The event as the trace records it.
+    fn finish(self) -> Event {
+        let Queued { mut event, digest } = self;
+        if let Some(granularity) = digest {
+            let payload = match &mut event {
+                Event::Submit(s) => &mut s.payload,
+                Event::Complete(c) => &mut c.payload,
+                _ => return event,
+            };
+            if let Payload::Full(bytes) = payload {
+                *payload = session::digests(granularity, bytes);
+            }
+        }
+        event
+    }
+}
+
+/// Tags `events` (fresh from `s`, which defers digests) with the block
+/// sizes their payloads are to be digested at.
+fn queue(events: Vec<Event>, s: &mut Session) -> Vec<Queued> {
+    events
+        .into_iter()
+        .map(|event| {
+            let bytes = match &event {
+                Event::Submit(x) => matches!(x.payload, Payload::Full(_)),
+                Event::Complete(x) => matches!(x.payload, Payload::Full(_)),
+                _ => false,
+            };
+            let digest = if bytes {
+                s.take_deferred_digest()
+            } else {
+                None
+            };
+            Queued { event, digest }
+        })
+        .collect()
+}
+
 struct Shared {
     seq: Arc<AtomicU64>,
     start: Instant,
-    tx: SyncSender<Event>,
+    tx: SyncSender<Queued>,
     backlog: Arc<Backlog>,
     capture: PayloadCapture,
     commands: AtomicU64,
@@ -157,9 +214,9 @@ impl Shared {
     }
 
     /// Queues events for the writer from an async task.
-    fn send(&self, events: Vec<Event>) {
+    fn send(&self, events: Vec<Queued>) {
         for e in events {
-            let n = held_bytes(&e);
+            let n = held_bytes(&e.event);
             if !self.backlog.try_add(n) {
                 // The writer is behind: wait for it without blocking the
                 // runtime's other tasks.
@@ -176,9 +233,9 @@ impl Shared {
     }
 
     /// Queues events for the writer from a relay thread, which may block.
-    fn send_blocking(&self, events: Vec<Event>) {
+    fn send_blocking(&self, events: Vec<Queued>) {
         for e in events {
-            self.backlog.add(held_bytes(&e));
+            self.backlog.add(held_bytes(&e.event));
             if self.tx.send(e).is_err() {
                 return;
             }
@@ -197,7 +254,7 @@ pub async fn run<W: Write + Send + 'static>(
     writer: TraceWriter<W>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(W, ProxySummary), ProxyError> {
-    let (tx, rx) = sync_channel::<Event>(4096);
+    let (tx, rx) = sync_channel::<Queued>(4096);
     let backlog = Arc::new(Backlog::default());
     let written = backlog.clone();
     let writer_thread = std::thread::Builder::new()
@@ -260,15 +317,16 @@ pub async fn run<W: Write + Send + 'static>(
 
 fn write_events<W: Write>(
     mut w: TraceWriter<W>,
-    rx: Receiver<Event>,
+    rx: Receiver<Queued>,
     backlog: &Backlog,
 ) -> Result<(W, u64), TraceError> {
     let mut last_flush = Instant::now();
     let mut n = 0u64;
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(e) => {
-                let held = held_bytes(&e);
+            Ok(q) => {
+                let held = held_bytes(&q.event);
+                let e = q.finish();
                 let written = w.write(&e);
                 drop(e);
                 backlog.remove(held);
@@ -466,7 +524,7 @@ fn pump(
         // the writer in the order the session made them (a Submit before
         // its Complete).
         if !events.is_empty() {
-            shared.send_blocking(std::mem::take(events));
+            shared.send_blocking(queue(std::mem::take(events), &mut s));
         }
     };
     loop {
@@ -512,7 +570,9 @@ async fn relay(
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let session = Arc::new(Mutex::new(Session::new(shared.seq.clone(), shared.capture)));
+    let mut session = Session::new(shared.seq.clone(), shared.capture);
+    session.defer_digests();
+    let session = Arc::new(Mutex::new(session));
     let note = |text: String| Event::Note {
         time_ns: shared.now(),
         text,
@@ -520,9 +580,9 @@ async fn relay(
     let target_sock = match TcpStream::connect(&target).await {
         Ok(t) => t,
         Err(e) => {
-            shared.send(vec![note(format!(
+            shared.send(vec![Queued::from(note(format!(
                 "connection {conn} from {peer}: cannot reach target {target}: {e}"
-            ))]);
+            )))]);
             return;
         }
     };
@@ -544,15 +604,16 @@ async fn relay(
     let [i_up, t_up, i_down, t_down, i, t] = match socks {
         Ok(s) => s,
         Err(e) => {
-            shared.send(vec![note(format!(
+            shared.send(vec![Queued::from(note(format!(
                 "connection {conn} from {peer}: cannot set up the relay: {e}"
-            ))]);
+            )))]);
             return;
         }
     };
     shared.send(vec![note(format!(
         "connection {conn}: initiator {peer} to target {target}"
-    ))]);
+    ))
+    .into()]);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut spawned = 0;
     for (from_initiator, from, to) in [(true, i_up, t_up), (false, t_down, i_down)] {
@@ -585,17 +646,17 @@ async fn relay(
     let _ = i.shutdown(std::net::Shutdown::Both);
     let _ = t.shutdown(std::net::Shutdown::Both);
     while spawned > 0 && done_rx.recv().await.is_some() {}
-    let mut out = Vec::new();
-    let commands = {
+    let (mut out, commands) = {
         let mut s = match session.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
+        let mut out = Vec::new();
         s.close(shared.now(), &mut out);
-        s.commands
+        (queue(out, &mut s), s.commands)
     };
     shared.commands.fetch_add(commands, Ordering::Relaxed);
-    out.push(note(format!("connection {conn} ended: {why}")));
+    out.push(note(format!("connection {conn} ended: {why}")).into());
     shared.send(out);
 }
 
@@ -741,19 +802,24 @@ mod tests {
         out
     }
 
-    /// Cuts the conversation's wire bytes in `piece`-byte reads.
+    /// Cuts the conversation's wire bytes in `piece`-byte reads, as the
+    /// relay does: digests deferred to the writer, which finishes each
+    /// event.
     fn events_of_stream(capture: PayloadCapture, piece: usize) -> Vec<Event> {
         let mut s = Session::new(Arc::new(AtomicU64::new(0)), capture);
+        s.defer_digests();
         let (mut up, mut down) = (Cutter::new(true), Cutter::new(false));
-        let mut out = Vec::new();
+        let mut queued = Vec::new();
         for (from_initiator, h, data) in conversation() {
             let bytes = wire(&h, &data, s.digests());
             let cut = if from_initiator { &mut up } else { &mut down };
             for chunk in bytes.chunks(piece) {
+                let mut out = Vec::new();
                 cut.feed(chunk, &mut s, 7, &mut out);
+                queued.extend(queue(out, &mut s));
             }
         }
-        out
+        queued.into_iter().map(Queued::finish).collect()
     }
 
     #[test]
@@ -770,6 +836,12 @@ mod tests {
                     panic!("{whole:?}")
                 };
                 assert!(matches!(&s.payload, Payload::Full(d) if d.len() == 6001));
+            }
+            if capture == PayloadCapture::Digest {
+                let Event::Submit(s) = &whole[0] else {
+                    panic!("{whole:?}")
+                };
+                assert!(matches!(&s.payload, Payload::Digests { crcs, .. } if crcs.len() == 12));
             }
             for piece in [1, 3, 47, 48, 52, 1000, 4096, 1 << 20] {
                 assert_eq!(

@@ -152,6 +152,9 @@ pub struct Session {
     digests: (bool, bool),
     negotiated: (bool, bool),
     full_feature: bool,
+    /// With [`Session::defer_digests`]: the block size each digest-mode
+    /// payload left as bytes is to be digested at, in emission order.
+    deferred: Option<VecDeque<u32>>,
     /// Commands recorded.
     pub commands: u64,
 }
@@ -168,6 +171,7 @@ impl Session {
             digests: (false, false),
             negotiated: (false, false),
             full_feature: false,
+            deferred: None,
             commands: 0,
         }
     }
@@ -183,10 +187,30 @@ impl Session {
         self.cmds.len()
     }
 
-    /// The payload of `buf`, which is consumed: each direction's data is
-    /// written once, and Full mode moves it instead of copying.
-    fn payload(&self, buf: &mut Buf) -> Payload {
-        payload_of(self.capture, self.block_size, buf)
+    /// Digest-mode payloads leave as [`Payload::Full`] bytes instead of
+    /// CRCs, and [`Session::take_deferred_digest`] says at what block size
+    /// each is to be digested: the proxy digests on its writer thread, off
+    /// the relay's path. Other modes are unaffected.
+    pub fn defer_digests(&mut self) {
+        self.deferred.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The block size the oldest deferred digest-mode payload (in emission
+    /// order) is to be digested at; `None` if none is waiting.
+    pub fn take_deferred_digest(&mut self) -> Option<u32> {
+        self.deferred.as_mut()?.pop_front()
+    }
+
+    /// The payload of a command's data, which is consumed: each direction's
+    /// data is written once, and Full mode moves it instead of copying.
+    fn payload(&mut self, bytes: Vec<u8>) -> Payload {
+        match (self.capture, self.deferred.as_mut()) {
+            (PayloadCapture::Digest, Some(q)) => {
+                q.push_back(self.block_size);
+                Payload::Full(bytes)
+            }
+            (capture, _) => payload_of(capture, self.block_size, bytes),
+        }
     }
 
     /// Whether the final Login Response has been seen: from then on no
@@ -472,13 +496,13 @@ impl Session {
                 break;
             }
             self.order.pop_front();
-            let (capture, block_size) = (self.capture, self.block_size);
             if let Some(cmd) = self.cmds.get_mut(&itt) {
                 let mut s = cmd.submit.clone();
-                if s.dir == Direction::ToDevice {
-                    s.payload = payload_of(capture, block_size, &mut cmd.data_out);
-                }
+                let bytes = std::mem::take(&mut cmd.data_out.bytes);
                 cmd.emitted = true;
+                if s.dir == Direction::ToDevice {
+                    s.payload = self.payload(bytes);
+                }
                 out.push(Event::Submit(s));
             }
         }
@@ -496,7 +520,7 @@ impl Session {
                     .take()
                     .unwrap_or_else(|| unreachable_complete(cmd.submit.seq));
                 if cmd.submit.dir == Direction::FromDevice || cmd.read_len > 0 {
-                    c.payload = self.payload(&mut cmd.data_in);
+                    c.payload = self.payload(std::mem::take(&mut cmd.data_in.bytes));
                 }
                 ready.push(c);
             }
@@ -509,7 +533,7 @@ impl Session {
         if !cmd.emitted {
             let mut s = cmd.submit.clone();
             if s.dir == Direction::ToDevice {
-                s.payload = self.payload(&mut cmd.data_out);
+                s.payload = self.payload(std::mem::take(&mut cmd.data_out.bytes));
             }
             out.push(Event::Submit(s));
             cmd.emitted = true;
@@ -545,18 +569,23 @@ impl Session {
     }
 }
 
-fn payload_of(capture: PayloadCapture, block_size: u32, buf: &mut Buf) -> Payload {
+fn payload_of(capture: PayloadCapture, block_size: u32, bytes: Vec<u8>) -> Payload {
     match capture {
         PayloadCapture::None => Payload::None,
-        PayloadCapture::Full => Payload::Full(std::mem::take(&mut buf.bytes)),
-        PayloadCapture::Digest => Payload::Digests {
-            granularity: block_size,
-            crcs: buf
-                .bytes
-                .chunks(block_size.max(1) as usize)
-                .map(crc32c::crc32c)
-                .collect(),
-        },
+        PayloadCapture::Full => Payload::Full(bytes),
+        PayloadCapture::Digest => digests(block_size, &bytes),
+    }
+}
+
+/// CRC32C of each `granularity`-byte block of `bytes` (the last may be
+/// short): a digest-mode payload.
+pub fn digests(granularity: u32, bytes: &[u8]) -> Payload {
+    Payload::Digests {
+        granularity,
+        crcs: bytes
+            .chunks(granularity.max(1) as usize)
+            .map(crc32c::crc32c)
+            .collect(),
     }
 }
 
