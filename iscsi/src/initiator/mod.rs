@@ -537,6 +537,13 @@ impl Session {
                 let _ = self
                     .task_mgmt(TmfFunction::TARGET_COLD_RESET, 0, None)
                     .await;
+                // Log in again only once the target has closed this
+                // connection: a login racing the reset would be ended with
+                // the sessions it is still tearing down.
+                let started = std::time::Instant::now();
+                while !self.current().is_dead() && started.elapsed() < COLD_RESET_CLOSE {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
             PowerCycle::Command(cmd) => {
                 let cmd = cmd.clone();
@@ -604,6 +611,10 @@ pub enum PowerCycle {
 /// How long [`Session::power_cycle`] keeps logging in while the target
 /// comes back up.
 pub const POWER_CYCLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long [`Session::power_cycle`] waits for a target to close the
+/// connection after a TARGET COLD RESET before logging in anyway.
+const COLD_RESET_CLOSE: Duration = Duration::from_secs(5);
 
 /// A command accepted by the session, not yet completed.
 #[must_use = "a command's outcome is only known by awaiting it"]
