@@ -8,7 +8,7 @@
 //! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
 
 use crate::content::{BlockData, Detected};
-use crate::hash::BuildFastHasher;
+use trace::hash::BuildFastHasher;
 use crate::medium::Medium;
 use crate::rng::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};

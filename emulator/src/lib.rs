@@ -57,7 +57,6 @@ pub mod content;
 pub mod coverage;
 mod emulator;
 pub mod error;
-mod hash;
 pub mod hba;
 pub mod medium;
 pub mod memory;

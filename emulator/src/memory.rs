@@ -60,7 +60,7 @@ fn new_page(off: usize, src: &[u8]) -> Page {
 /// A sparse physical address space.
 #[derive(Default)]
 pub struct HostMemory {
-    pages: HashMap<u64, Page, crate::hash::BuildFastHasher>,
+    pages: HashMap<u64, Page, trace::hash::BuildFastHasher>,
 }
 
 impl std::fmt::Debug for HostMemory {
