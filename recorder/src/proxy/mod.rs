@@ -8,10 +8,10 @@
 //! AHS, header digest, padded data segment, data digest): only headers are
 //! copied, and command data goes from the relay's buffer straight into the
 //! command's reassembly buffer, or nowhere with `--payload none`.
-//! Initiator bytes are parsed before they are forwarded, so a command is
-//! known before the target can answer it; target bytes are parsed first
-//! until the final Login Response (digests switch on with it), then
-//! forwarded first.
+//! Bytes are parsed before they are forwarded, in both directions, so the
+//! session sees each PDU before the peer can react to it (a command before
+//! its answer, a status before its ITT is reused, the final Login Response
+//! before the first digest-protected PDU).
 //!
 //! Events go to a writer thread, so trace encoding and compression never
 //! run on the relay threads; the writer flushes every second, so a crash
@@ -382,9 +382,6 @@ struct Cutter {
     /// Padding and data digest still to pass.
     trailer: usize,
     whole: Vec<u8>,
-    /// Whether the session reached the full feature phase (cached so the
-    /// relay need not lock the session to ask).
-    full_feature: bool,
 }
 
 impl Cutter {
@@ -400,7 +397,6 @@ impl Cutter {
             data_seen: 0,
             trailer: 0,
             whole: Vec::new(),
-            full_feature: false,
         }
     }
 
@@ -454,7 +450,6 @@ impl Cutter {
                         if let Some(h) = self.header.take() {
                             s.end(self.from_initiator, &h, &self.whole, now, out);
                         }
-                        self.full_feature = s.full_feature();
                         self.stage = Stage::Head;
                         continue;
                     }
@@ -535,22 +530,15 @@ fn pump(
             Err(e) => return format!("{me}: {e}"),
         };
         let chunk = &buf[..n];
-        // Initiator bytes are parsed before they are forwarded: the target
-        // cannot answer a command before the session knows it (the other
-        // direction's thread parses the answer). Target bytes are parsed
-        // first too until the final Login Response has been parsed: digests
-        // switch on with it, and the initiator's first digest-protected PDU
-        // must not be cut before. After that they are forwarded first, so
-        // parsing Data-In never delays the initiator.
-        let parse_first = from_initiator || !cut.full_feature;
-        if parse_first {
-            parse(&mut cut, chunk, &mut events);
-        }
+        // Parsed before forwarded, in both directions, so the session sees
+        // every PDU before the peer can react to it: a command before the
+        // target's answer (which the other thread parses), a status before
+        // the initiator reuses its ITT for a new command, the final Login
+        // Response (digests switch on with it) before the first
+        // digest-protected PDU.
+        parse(&mut cut, chunk, &mut events);
         if let Err(e) = to.write_all(chunk) {
             return format!("{peer}: {e}");
-        }
-        if !parse_first {
-            parse(&mut cut, chunk, &mut events);
         }
     }
 }

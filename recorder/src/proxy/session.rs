@@ -213,13 +213,6 @@ impl Session {
         }
     }
 
-    /// Whether the final Login Response has been seen: from then on no
-    /// PDU changes the framing, so the relay may forward target bytes
-    /// before parsing them.
-    pub fn full_feature(&self) -> bool {
-        self.full_feature
-    }
-
     /// A whole PDU the initiator sent.
     pub fn from_initiator(&mut self, h: &Header, data: &[u8], now: u64, out: &mut Vec<Event>) {
         self.pdu(true, h, data, now, out);
