@@ -298,3 +298,82 @@ fn killing_the_initiator_mid_transfer_leaves_a_readable_trace_with_every_complet
     let _ = incomplete;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One PDU without AHS, digests or data: what both ends of the ITT-reuse
+/// test exchange.
+fn bare_pdu(h: &iscsi::pdu::Header) -> Vec<u8> {
+    let mut ahs = Vec::new();
+    let bhs = h.encode(0, &mut ahs);
+    assert!(ahs.is_empty());
+    bhs.to_vec()
+}
+
+/// An initiator that reuses one Initiator Task Tag the moment the status of
+/// its previous command arrives (open-iscsi reuses task tags), against a
+/// target that answers each command at once: every command is recorded as
+/// completed with its own status, none as incomplete. If the proxy forwarded
+/// a status before parsing it, the next command with the same ITT could
+/// reach the session first and retire the old one as incomplete.
+#[test]
+fn an_itt_reused_right_after_its_status_is_recorded_as_a_new_command() {
+    use iscsi::pdu::{Header, ScsiCommand, ScsiResponse};
+    use std::io::{Read, Write};
+    const COMMANDS: usize = 2000;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let answering = std::thread::spawn(move || {
+        let (mut s, _) = target.accept().unwrap();
+        let _ = s.set_nodelay(true);
+        let mut bhs = [0u8; 48];
+        let mut n = 0u8;
+        while s.read_exact(&mut bhs).is_ok() {
+            n = n.wrapping_add(1);
+            let itt = u32::from_be_bytes([bhs[16], bhs[17], bhs[18], bhs[19]]);
+            // Alternate GOOD and BUSY, so a status given to the wrong
+            // command would show.
+            let status = if n % 2 == 0 { 0x08 } else { 0x00 };
+            let r = Header::ScsiResponse(ScsiResponse {
+                itt,
+                status,
+                ..Default::default()
+            });
+            if s.write_all(&bare_pdu(&r)).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = scratch("itt-reuse");
+    let trace_path = dir.join("run.sczt");
+    let proxy = Proxy::start(target_addr, PayloadCapture::None, &trace_path);
+    let mut i = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let _ = i.set_nodelay(true);
+    let mut cdb = vec![0u8; 16]; // TEST UNIT READY
+    let mut status = [0u8; 48];
+    for _ in 0..COMMANDS {
+        let c = Header::ScsiCommand(ScsiCommand {
+            final_: true,
+            itt: 7,
+            cdb: cdb.clone(),
+            ..Default::default()
+        });
+        i.write_all(&bare_pdu(&c)).unwrap();
+        i.read_exact(&mut status).unwrap();
+    }
+    drop(i);
+    answering.join().unwrap();
+    let summary = proxy.finish();
+    assert_eq!(summary.commands, COMMANDS as u64);
+    let mut completes = Vec::new();
+    for e in TraceReader::open(&trace_path).unwrap() {
+        if let Event::Complete(c) = e.unwrap() {
+            completes.push(c);
+        }
+    }
+    assert_eq!(completes.len(), COMMANDS);
+    for (k, c) in completes.iter().enumerate() {
+        assert_eq!(c.response, ServiceResponse::TaskComplete, "command {k}");
+        let want = if k % 2 == 1 { 0x08 } else { 0x00 };
+        assert_eq!((c.seq, c.status.0), (k as u64, want), "command {k}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
