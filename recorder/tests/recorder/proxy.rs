@@ -331,7 +331,7 @@ fn an_itt_reused_right_after_its_status_is_recorded_as_a_new_command() {
             let itt = u32::from_be_bytes([bhs[16], bhs[17], bhs[18], bhs[19]]);
             // Alternate GOOD and BUSY, so a status given to the wrong
             // command would show.
-            let status = if n % 2 == 0 { 0x08 } else { 0x00 };
+            let status = if n & 1 == 0 { 0x08 } else { 0x00 };
             let r = Header::ScsiResponse(ScsiResponse {
                 itt,
                 status,
@@ -347,7 +347,7 @@ fn an_itt_reused_right_after_its_status_is_recorded_as_a_new_command() {
     let proxy = Proxy::start(target_addr, PayloadCapture::None, &trace_path);
     let mut i = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     let _ = i.set_nodelay(true);
-    let mut cdb = vec![0u8; 16]; // TEST UNIT READY
+    let cdb = vec![0u8; 16]; // TEST UNIT READY
     let mut status = [0u8; 48];
     for _ in 0..COMMANDS {
         let c = Header::ScsiCommand(ScsiCommand {
