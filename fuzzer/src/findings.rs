@@ -408,8 +408,11 @@ impl FindingsDir {
         }
         let events = reference_completions(&self.target, &min, events);
         write_repro(&tmp.join("repro.sczt"), &self.target, &sig, &events)?;
-        min.to_file(tmp.join("program.json"))
-            .map_err(|e| FindingError::Serialize(e.to_string()))?;
+        // Pretty here: a finding's program is read by people.
+        let json =
+            serde_json::to_vec_pretty(&min).map_err(|e| FindingError::Serialize(e.to_string()))?;
+        let pj = tmp.join("program.json");
+        fs::write(&pj, json).map_err(io(&pj))?;
         let record = FindingRecord {
             signature: sig.clone(),
             key,

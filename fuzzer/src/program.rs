@@ -277,11 +277,13 @@ pub struct ScsiProgram {
 }
 
 impl Input for ScsiProgram {
-    /// JSON, so a corpus entry can be read and edited by hand; written
-    /// atomically (temporary file, then rename), so a campaign killed
-    /// mid-write never leaves a half entry.
+    /// JSON, so a corpus entry can be read and edited by hand (compact:
+    /// every client writes every entry it keeps, its own and imported ones,
+    /// and SG lists of a thousand entries are three times larger pretty);
+    /// written atomically (temporary file, then rename), so a campaign
+    /// killed mid-write never leaves a half entry.
     fn to_file<P: AsRef<Path>>(&self, path: P) -> Result<(), libafl::Error> {
-        let bytes = serde_json::to_vec_pretty(self)
+        let bytes = serde_json::to_vec(self)
             .map_err(|e| libafl::Error::serialize(format!("program to JSON: {e}")))?;
         libafl_bolts::fs::write_file_atomic(path, &bytes)
     }
