@@ -125,48 +125,51 @@ pub(crate) trait Device: Send {
 /// The embedded emulator, rebuilt for every run.
 pub(crate) struct EmulatorDevice {
     cfg: EmulatorConfig,
-    emu: Option<Emulator>,
+    emu: Emulator,
+}
+
+fn build(cfg: &EmulatorConfig) -> Result<Emulator, DeviceError> {
+    Emulator::new(cfg.clone()).map_err(|e| DeviceError {
+        device: "emulator".into(),
+        reason: e.to_string(),
+    })
 }
 
 impl EmulatorDevice {
-    pub(crate) fn new(cfg: EmulatorConfig) -> EmulatorDevice {
-        EmulatorDevice { cfg, emu: None }
-    }
-
-    fn emu(&mut self) -> &mut Emulator {
-        self.emu
-            .get_or_insert_with(|| Emulator::new(self.cfg.clone()).expect("validated config"))
+    /// Refuses a configuration the emulator cannot build.
+    pub(crate) fn new(cfg: EmulatorConfig) -> Result<EmulatorDevice, DeviceError> {
+        let emu = build(&cfg)?;
+        Ok(EmulatorDevice { cfg, emu })
     }
 }
 
 impl Device for EmulatorDevice {
     fn begin(&mut self, coverage: bool) -> Result<(), DeviceError> {
-        let mut emu = Emulator::new(self.cfg.clone()).map_err(|e| DeviceError {
-            device: "emulator".into(),
-            reason: e.to_string(),
-        })?;
+        // The previous run's emulator is dropped by the assignment, before
+        // coverage is enabled or a page written, so its map and host pages
+        // go back to the emulator's per-thread pools and are reused.
+        self.emu = build(&self.cfg)?;
         if coverage {
-            emu.enable_coverage();
+            self.emu.enable_coverage();
         }
-        self.emu = Some(emu);
         Ok(())
     }
     fn submit(&mut self, task: &Task<'_>) -> Result<Outcome, DeviceError> {
-        Ok(self.emu().submit(task))
+        Ok(self.emu.submit(task))
     }
     fn memory(&mut self) -> &mut HostMemory {
-        self.emu().memory()
+        self.emu.memory()
     }
     fn power_loss(&mut self) -> Result<(), DeviceError> {
-        self.emu().power_loss();
+        self.emu.power_loss();
         Ok(())
     }
     fn reset(&mut self) -> Result<(), DeviceError> {
-        self.emu().reset();
+        self.emu.reset();
         Ok(())
     }
     fn copy_coverage(&mut self, map: &mut [u8]) {
-        let Some(cov) = self.emu.as_mut().and_then(Emulator::coverage_mut) else {
+        let Some(cov) = self.emu.coverage_mut() else {
             return;
         };
         let src = cov.map();

@@ -210,7 +210,7 @@ impl Harness {
 
     fn connect(&self) -> Result<Box<dyn Device>, DeviceError> {
         Ok(match &self.target.device {
-            DeviceSpec::Emulator => Box::new(EmulatorDevice::new(self.cfg.clone())),
+            DeviceSpec::Emulator => Box::new(EmulatorDevice::new(self.cfg.clone())?),
             DeviceSpec::Iscsi(t) => Box::new(IscsiDevice::connect(t)?),
         })
     }
