@@ -212,9 +212,10 @@ pub fn plan(
                 // Correct: copy through low memory the controller can reach
                 // (xnu's IODMACommand does this when there is no IOMMU).
                 let offset = bounce.len();
-                bounce.resize(offset + n as usize, 0);
                 if write {
-                    mem.read(addr, &mut bounce[offset..]);
+                    mem.read_append(addr, n as usize, bounce);
+                } else {
+                    bounce.resize(offset + n as usize, 0);
                 }
                 p.bounced += u64::from(n);
                 Mem::Bounce { offset, host: addr }

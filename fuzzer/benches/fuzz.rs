@@ -325,6 +325,28 @@ fn main() {
         println!("{rate} {clients}");
         return;
     }
+    if args.first().map(String::as_str) == Some("harness-dir") {
+        // The harness over a campaign's queue: the programs the loop really
+        // runs (for profiling; `harness-dir DIR [N]`).
+        let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N]"));
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let mut h = Harness::new(target(None, 0));
+        let progs = fuzzer::findings::load_programs(&dir);
+        assert!(!progs.is_empty(), "no programs in {}", dir.display());
+        let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
+        let start = Instant::now();
+        for i in 0..n {
+            map.fill(0);
+            h.run(&progs[i % progs.len()], Some(&mut map));
+        }
+        println!(
+            "| harness over {} ({} programs) | {:.0} execs/s |",
+            dir.display(),
+            progs.len(),
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+        return;
+    }
     if args.first().map(String::as_str) == Some("harness") {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40_000);
         harness_alone(n);
