@@ -8,10 +8,10 @@
 //! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
 
 use crate::content::{BlockData, Detected};
-use trace::hash::BuildFastHasher;
 use crate::medium::Medium;
 use crate::rng::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use trace::hash::BuildFastHasher;
 
 /// When the cache writes dirty lines back on its own.
 #[derive(
