@@ -29,7 +29,7 @@
 
 use emulator::memory::HostMemory;
 use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
-use iscsi::initiator::{CommandRequest, IscsiUrl, LoginOptions, Session};
+use iscsi::initiator::{redact_url, CommandRequest, IscsiUrl, LoginOptions, Session};
 use iscsi::pdu::{TaskAttribute, TmfFunction, TmfResponse};
 use std::time::Duration;
 use trace::oracle::InitialContent;
@@ -67,16 +67,8 @@ impl DeviceSpec {
     pub fn describe(&self) -> String {
         match self {
             DeviceSpec::Emulator => "emulator".into(),
-            DeviceSpec::Iscsi(t) => redact(&t.url),
+            DeviceSpec::Iscsi(t) => redact_url(&t.url),
         }
-    }
-}
-
-/// The URL with any CHAP secret in its user-info removed.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_string(),
     }
 }
 
@@ -225,7 +217,7 @@ pub struct Geometry {
 impl IscsiDevice {
     /// Logs in to `spec.url`.
     pub(crate) fn connect(spec: &IscsiTarget) -> Result<IscsiDevice, DeviceError> {
-        let name = redact(&spec.url);
+        let name = redact_url(&spec.url);
         let fail = |reason: String| DeviceError {
             device: name.clone(),
             reason,
@@ -459,12 +451,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_lose_their_secret_in_reports() {
-        assert_eq!(
-            redact("iscsi://alice%s3cret@10.0.0.1:3260/iqn.x:disk/0"),
-            "iscsi://10.0.0.1:3260/iqn.x:disk/0"
-        );
-        assert_eq!(redact("iscsi://h/iqn/1"), "iscsi://h/iqn/1");
+    fn reports_name_the_target_without_its_secret() {
+        let spec = DeviceSpec::Iscsi(IscsiTarget {
+            url: "iscsi://alice%s3cret@10.0.0.1:3260/iqn.x:disk/0".into(),
+            power_cycle: PowerCycle::LunReset,
+        });
+        assert_eq!(spec.describe(), "iscsi://10.0.0.1:3260/iqn.x:disk/0");
     }
 
     #[test]

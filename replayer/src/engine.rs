@@ -50,29 +50,10 @@ impl RunResult {
     }
 }
 
-/// Hashes a command id or sequence number with one multiply (Fibonacci
-/// hashing): the maps below are touched several times per command, and
-/// SipHash's flood resistance buys nothing for keys the engine assigns.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// Maps keyed by command ids and sequence numbers: touched several times
+/// per command, with keys the engine assigns, so the workspace's integer
+/// hasher rather than SipHash.
+type IdMap<V> = trace::hash::FastMap<u64, V>;
 
 /// Geometry the engine learnt from a LUN (READ CAPACITY).
 #[derive(Debug, Clone, Copy)]

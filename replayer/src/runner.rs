@@ -203,19 +203,7 @@ pub async fn open_backend(
         } => IscsiBackend::open(url, chap.clone(), power_cycle.clone())
             .await
             .map(AnyBackend::Iscsi)
-            .map_err(|e| err(mask_url(url), e)),
-    }
-}
-
-/// `url` without a CHAP secret in its user-info part, for messages.
-pub fn mask_url(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("iscsi://") else {
-        return url.to_string();
-    };
-    let auth_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..auth_end].rfind('@') {
-        Some(at) => format!("iscsi://{}", &rest[at + 1..]),
-        None => url.to_string(),
+            .map_err(|e| err(iscsi::initiator::redact_url(url), e)),
     }
 }
 
@@ -353,10 +341,5 @@ mod tests {
             Ok(Target::Iscsi { .. })
         ));
         assert!(Target::parse("nvme").is_err());
-        assert_eq!(
-            mask_url("iscsi://u%s3cret@h:3260/iqn.x/1"),
-            "iscsi://h:3260/iqn.x/1"
-        );
-        assert_eq!(mask_url("iscsi://h/iqn.x/1"), "iscsi://h/iqn.x/1");
     }
 }

@@ -36,7 +36,7 @@ mod url;
 
 pub use error::{InitiatorError, TaskId};
 pub use login::DiscoveredTarget;
-pub use url::{IscsiUrl, UrlError, DEFAULT_PORT};
+pub use url::{redact_url, IscsiUrl, UrlError, DEFAULT_PORT};
 
 use crate::login::{Negotiated, OperationalParams};
 use crate::pdu::{Lun, TaskAttribute, TmfFunction, TmfResponse};

@@ -172,6 +172,19 @@ impl fmt::Debug for IscsiUrl {
     }
 }
 
+/// `url` without the CHAP credentials of its user-info part, for messages
+/// and reports (left as it is when it is not an `iscsi://` URL).
+pub fn redact_url(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("iscsi://") else {
+        return url.to_string();
+    };
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => format!("iscsi://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +235,15 @@ mod tests {
         );
         let e = bad("iscsi://u%topsecret@h:0/iqn/1");
         assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn redacted_urls_lose_their_credentials_only() {
+        assert_eq!(
+            redact_url("iscsi://u%s3cret@h:3260/iqn.x/1"),
+            "iscsi://h:3260/iqn.x/1"
+        );
+        assert_eq!(redact_url("iscsi://h/iqn.x/1"), "iscsi://h/iqn.x/1");
+        assert_eq!(redact_url("emulator"), "emulator");
     }
 }
