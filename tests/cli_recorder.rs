@@ -303,8 +303,6 @@ fn corpus_seeds_regenerate_from_their_commands() {
 /// and QEMU 7.2's tools (scripts/test provides them).
 #[test]
 fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     assert!(
         iscsi::testing::Tgtd::available(),
         "tgtd is not usable: install `tgt` and run as root"
@@ -315,55 +313,14 @@ fn record_proxies_qemu_into_tgtd_and_ctrl_c_finishes_the_trace() {
         .start()
         .unwrap();
     let out = tmp("record.sczt");
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_scuzz"))
-        .args([
-            "record",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &t.addr().to_string(),
-            "--payload",
-            "digest",
-            "-o",
-            s(&out),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(rec.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let port: u16 = first
-        .split("listening on 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let rec = common::Record::start(&t.addr().to_string(), "digest", &out);
     let src = tmp("record-src.raw");
     std::fs::write(&src, vec![0x5a; 4 << 20]).unwrap();
-    let url = format!("iscsi://127.0.0.1:{port}/{}/1", t.iqn());
-    common::qemu(
-        "qemu-img",
-        &[
-            "convert",
-            "-n",
-            "-t",
-            "writeback",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            s(&src),
-            &url,
-        ],
+    common::qemu_copy_in(
+        &src,
+        &format!("iscsi://127.0.0.1:{}/{}/1", rec.port, t.iqn()),
     );
-    let kill = Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = rec.wait().unwrap();
-    assert!(status.success(), "scuzz record exited with {status}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = rec.interrupt();
     assert!(rest.iter().any(|l| l.contains("commands")), "{rest:?}");
     let r = TraceReader::open(&out).unwrap();
     let ev: Vec<Event> = r.collect::<Result<_, _>>().unwrap();

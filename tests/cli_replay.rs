@@ -209,8 +209,6 @@ fn regression_suite_passes_and_writes_junit() {
 /// file. Needs tgtd and QEMU 7.2's tools (scripts/test provides them).
 #[test]
 fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     assert!(
         iscsi::testing::Tgtd::available(),
         "tgtd is not usable: install `tgt` and run as root"
@@ -219,26 +217,7 @@ fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
     const SIZE: u64 = 8 << 20;
     let first = iscsi::testing::Tgtd::builder().size(SIZE).start().unwrap();
     let trace = tmp("qemu.sczt");
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_scuzz"))
-        .args([
-            "record",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &first.addr().to_string(),
-        ])
-        .args(["--payload", "full", "-o", s(&trace)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(rec.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let port: u16 = line
-        .split("listening on 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let rec = common::Record::start(&first.addr().to_string(), "full", &trace);
     // An image with structure: distinct data per MiB and a hole.
     let src = tmp("qemu-src.raw");
     let mut img = vec![0u8; 6 << 20];
@@ -248,28 +227,11 @@ fn qemu_img_trace_replays_byte_identical_into_a_fresh_tgtd() {
         }
     }
     std::fs::write(&src, &img).unwrap();
-    let url = format!("iscsi://127.0.0.1:{port}/{}/1", first.iqn());
-    common::qemu(
-        "qemu-img",
-        &[
-            "convert",
-            "-n",
-            "-t",
-            "writeback",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            s(&src),
-            &url,
-        ],
+    common::qemu_copy_in(
+        &src,
+        &format!("iscsi://127.0.0.1:{}/{}/1", rec.port, first.iqn()),
     );
-    let kill = Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert!(rec.wait().unwrap().success());
+    rec.interrupt();
     let recorded = std::fs::read(first.backing_path()).unwrap();
     assert_eq!(&recorded[..img.len()], &img[..], "qemu-img wrote the image");
 

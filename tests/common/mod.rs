@@ -42,6 +42,80 @@ pub fn qemu(tool: &str, args: &[&str]) -> String {
     text
 }
 
+/// The loopback port in the first line `scuzz serve` and `scuzz record`
+/// print ("listening on 127.0.0.1:PORT, ...").
+pub fn listening_port(line: &str) -> u16 {
+    line.split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+/// Copies a raw image file onto an iSCSI LUN with QEMU 7.2's `qemu-img
+/// convert` (write-back cache, so QEMU ends with SYNCHRONIZE CACHE): a
+/// real `cp` through iSCSI.
+pub fn qemu_copy_in(src: &Path, url: &str) {
+    let src = src.to_str().expect("UTF-8 temporary path");
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-t",
+            "writeback",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src,
+            url,
+        ],
+    );
+}
+
+/// A running `scuzz record` between a test and an iSCSI target.
+pub struct Record {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl Record {
+    /// Starts `scuzz record` on a free loopback port in front of `target`,
+    /// capturing `payload` (`full`, `digest`, `none`) into `out`.
+    pub fn start(target: &str, payload: &str, out: &Path) -> Record {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scuzz"))
+            .args(["record", "--listen", "127.0.0.1:0", "--target", target])
+            .args(["--payload", payload, "-o"])
+            .arg(out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn scuzz record");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        let first = lines
+            .next()
+            .expect("scuzz record printed its address")
+            .expect("stderr is text");
+        let port = listening_port(&first);
+        Record { child, lines, port }
+    }
+
+    /// Stops it with SIGINT, as a user's Ctrl-C would; asserts it finished
+    /// cleanly and returns what it printed since starting.
+    pub fn interrupt(mut self) -> Vec<String> {
+        let kill = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+        let status = self.child.wait().expect("wait for scuzz record");
+        assert!(status.success(), "scuzz record exited with {status}");
+        self.lines.map_while(Result::ok).collect()
+    }
+}
+
 /// A running `scuzz serve`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Serve {
     /// The server process.
@@ -75,12 +149,7 @@ impl Serve {
         let first = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("scuzz serve printed its address");
-        let port = first
-            .split("listening on 127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let port = listening_port(&first);
         Serve {
             child,
             port,
