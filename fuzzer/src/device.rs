@@ -30,7 +30,7 @@
 use emulator::memory::HostMemory;
 use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
 use iscsi::initiator::{redact_url, CommandRequest, IscsiUrl, LoginOptions, Session};
-use iscsi::pdu::{TaskAttribute, TmfFunction, TmfResponse};
+use iscsi::pdu::TaskAttribute;
 use std::time::Duration;
 use trace::oracle::InitialContent;
 use trace::{Direction, ScsiStatus};
@@ -332,17 +332,14 @@ impl IscsiDevice {
         self.prev = cur;
     }
 
-    fn tmf(&mut self, function: TmfFunction) -> Result<(), DeviceError> {
+    /// A LOGICAL UNIT RESET, cold reset or user command, through the
+    /// initiator (which also checks the task-management response).
+    fn cycle(&mut self, how: &PowerCycle) -> Result<(), DeviceError> {
         let lun = self.url.lun;
         let session = &self.session;
-        match self.rt.block_on(session.task_mgmt(function, lun, None)) {
-            Ok(r) if r == TmfResponse::COMPLETE => Ok(()),
-            Ok(r) => Err(self.fail(format!(
-                "task management function {} answered {} (RFC 7143 §11.6.1)",
-                function.0, r.0
-            ))),
-            Err(e) => Err(self.fail(format!("task management function {}: {e}", function.0))),
-        }
+        self.rt
+            .block_on(session.power_cycle(lun, how))
+            .map_err(|e| self.fail(e.to_string()))
     }
 }
 
@@ -411,15 +408,12 @@ impl Device for IscsiDevice {
     }
 
     fn power_loss(&mut self) -> Result<(), DeviceError> {
-        let lun = self.url.lun;
-        let session = &self.session;
-        self.rt
-            .block_on(session.power_cycle(lun, &self.spec.power_cycle))
-            .map_err(|e| self.fail(e.to_string()))
+        let how = self.spec.power_cycle.clone();
+        self.cycle(&how)
     }
 
     fn reset(&mut self) -> Result<(), DeviceError> {
-        self.tmf(TmfFunction::LOGICAL_UNIT_RESET)
+        self.cycle(&PowerCycle::LunReset)
     }
 
     fn copy_coverage(&mut self, map: &mut [u8]) {

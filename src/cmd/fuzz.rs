@@ -178,7 +178,10 @@ fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
     } else if args.power_cycle_cmd.is_some() || args.cold_reset {
         bail!("--power-cycle-cmd and --cold-reset apply to a real target (--to iscsi://...)");
     }
-    fuzzer::harness::Harness::try_new(target.clone()).context("device")?;
+    if !target.device.is_external() {
+        // A real target was reached and measured by the probe above.
+        fuzzer::harness::Harness::try_new(target.clone()).context("emulated device")?;
+    }
     if let Some(dir) = &args.seeds {
         if !dir.is_dir() {
             bail!("--seeds {}: not a directory", dir.display());
