@@ -16,6 +16,13 @@
 //! - `scaling`: `--cores 0` against `--cores 0-1` through the Launcher.
 //! - `harness [N]` (not part of the default run): the harness alone on N
 //!   programs, for profiling.
+//! - `harness-dir DIR [N [HBA [BUG]]]` (not part of the default run): the
+//!   harness over the programs of a campaign's queue, on preset HBA with
+//!   catalogued bug BUG switched on (default `lsi3108`, no bug).
+//!
+//! With `HARNESS_DIGEST=1`, the `harness` and `harness-dir` modes fold the
+//! `Debug` text of every verdict into one FNV-1a digest and print it, so two
+//! builds can be shown to judge every program identically.
 
 use emulator::{Bug, BugSet};
 use fuzzer::campaign::{launch, run_in_process, CampaignConfig};
@@ -231,20 +238,46 @@ fn programs(limits: &fuzzer::program::Limits) -> Vec<ScsiProgram> {
         .collect()
 }
 
+/// An FNV-1a digest of verdicts, when `HARNESS_DIGEST` is set.
+struct VerdictDigest(Option<u64>);
+
+impl VerdictDigest {
+    fn from_env() -> Self {
+        VerdictDigest(std::env::var_os("HARNESS_DIGEST").map(|_| 0xcbf2_9ce4_8422_2325))
+    }
+
+    fn fold(&mut self, v: &fuzzer::verdict::Verdict) {
+        if let Some(h) = &mut self.0 {
+            for b in format!("{v:?}").bytes() {
+                *h = (*h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+
+    fn print(&self) {
+        if let Some(h) = self.0 {
+            println!("verdict digest {h:016x}");
+        }
+    }
+}
+
 /// The harness alone on `n` programs: the per-execution floor under any
 /// campaign (and a short, repeatable run for `valgrind --tool=callgrind`).
 fn harness_alone(n: usize) {
     let mut h = Harness::new(target(None, 0));
     let progs = programs(&h.limits());
     let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
+    let mut digest = VerdictDigest::from_env();
     let start = Instant::now();
     for i in 0..n {
         // As LibAFL's observer does before every run.
         map.fill(0);
         let v = h.run(&progs[i % progs.len()], Some(&mut map));
         assert!(v.passed());
+        digest.fold(&v);
     }
     let harness_rate = n as f64 / start.elapsed().as_secs_f64();
+    digest.print();
     println!("| harness alone, 32-op programs, coverage on | {harness_rate:.0} execs/s |");
 }
 
@@ -328,17 +361,27 @@ fn main() {
     if args.first().map(String::as_str) == Some("harness-dir") {
         // The harness over a campaign's queue: the programs the loop really
         // runs (for profiling; `harness-dir DIR [N]`).
-        let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N]"));
+        let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N [HBA [BUG]]]"));
         let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
-        let mut h = Harness::new(target(None, 0));
+        let mut t = target(None, 0);
+        if let Some(hba) = args.get(3) {
+            t.preset = HbaPreset::by_name(hba).expect("a known HBA preset");
+        }
+        if let Some(bug) = args.get(4) {
+            t.bugs = BugSet::of(&[bug.parse::<Bug>().expect("a catalogued bug")]);
+        }
+        let mut h = Harness::new(t);
         let progs = fuzzer::findings::load_programs(&dir);
         assert!(!progs.is_empty(), "no programs in {}", dir.display());
         let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
+        let mut digest = VerdictDigest::from_env();
         let start = Instant::now();
         for i in 0..n {
             map.fill(0);
-            h.run(&progs[i % progs.len()], Some(&mut map));
+            let v = h.run(&progs[i % progs.len()], Some(&mut map));
+            digest.fold(&v);
         }
+        digest.print();
         println!(
             "| harness over {} ({} programs) | {:.0} execs/s |",
             dir.display(),
