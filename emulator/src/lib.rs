@@ -65,6 +65,7 @@ mod opcodes;
 pub mod pr;
 mod recent;
 pub mod rng;
+pub mod runs;
 pub mod sbc;
 pub mod vpd;
 

@@ -6,14 +6,34 @@
 //! never filled. So the HBA never sees a byte slice, only `(address, length)`
 //! segments it resolves here. Pages are allocated on first write and read as
 //! zeros before that, so a 2^40 address costs one page, not a terabyte.
+//!
+//! A page holds either bytes or pieces of self-describing blocks
+//! ([`TagPiece`], see [`crate::runs`]) with zeros between them: a fuzzer's
+//! buffers hold nothing but such blocks, so its writes and reads move tags,
+//! not kilobytes. Whoever reads or writes bytes gets exactly the bytes the
+//! tags generate (a byte write into a tagged page renders the page first),
+//! so the byte interface behaves as if every page were bytes.
 
+use crate::runs::{DataRuns, Part, TagPiece};
 use std::collections::HashMap;
 
 /// Bytes per host page. Matches the 4 KiB page of x86-64 and the granule
 /// macOS' IOMMU maps; segment layouts in traces are built from it.
 pub const PAGE_SIZE: u64 = 4096;
 
-type Page = Box<[u8; PAGE_SIZE as usize]>;
+type Bytes = Box<[u8; PAGE_SIZE as usize]>;
+
+/// Pieces a tagged page holds before it is rendered to bytes, so a page cut
+/// into tiny pieces by a hostile SG list costs a bounded walk.
+const MAX_PIECES: usize = 32;
+
+/// One resident page.
+enum Page {
+    Bytes(Bytes),
+    /// Pieces in address order, `(offset in the page, piece)`, not
+    /// overlapping; bytes no piece covers are zero.
+    Tagged(Vec<(u32, TagPiece)>),
+}
 
 /// Released pages kept per thread for reuse (4 MiB): a fuzzer builds an
 /// emulator per execution and frees its read buffers before every read, so
@@ -21,7 +41,7 @@ type Page = Box<[u8; PAGE_SIZE as usize]>;
 const POOL_PAGES: usize = 1024;
 
 thread_local! {
-    static POOL: std::cell::RefCell<Vec<Page>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Keep released pages for [`new_page`] (their content is overwritten there).
@@ -30,13 +50,20 @@ fn recycle(pages: impl Iterator<Item = Page>) {
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let room = POOL_PAGES.saturating_sub(pool.len());
-        pool.extend(pages.take(room));
+        pool.extend(
+            pages
+                .filter_map(|p| match p {
+                    Page::Bytes(b) => Some(b),
+                    Page::Tagged(_) => None,
+                })
+                .take(room),
+        );
     });
 }
 
 /// A page holding `src` at `off`, zeros elsewhere: a pooled page, or a
 /// new one (built from `src` when it covers the page, so not zeroed first).
-fn new_page(off: usize, src: &[u8]) -> Page {
+fn new_page(off: usize, src: &[u8]) -> Bytes {
     if let Some(mut p) = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
         let end = off + src.len();
         p[..off].fill(0);
@@ -49,7 +76,7 @@ fn new_page(off: usize, src: &[u8]) -> Page {
             return p;
         }
     }
-    let mut p: Page = vec![0u8; PAGE_SIZE as usize]
+    let mut p: Bytes = vec![0u8; PAGE_SIZE as usize]
         .into_boxed_slice()
         .try_into()
         .expect("PAGE_SIZE bytes");
@@ -77,6 +104,77 @@ impl Drop for HostMemory {
     }
 }
 
+/// Render a tagged page's pieces into bytes.
+fn render_page(pieces: &[(u32, TagPiece)]) -> Bytes {
+    let mut p = new_page(0, &[]);
+    for (off, piece) in pieces {
+        let o = *off as usize;
+        piece.render(&mut p[o..o + piece.len as usize]);
+    }
+    p
+}
+
+/// Append bytes `[off, off + n)` of a tagged page to `out` as runs.
+fn tagged_runs(pieces: &[(u32, TagPiece)], off: usize, n: usize, out: &mut DataRuns) {
+    let end = off + n;
+    let mut at = off;
+    for (po, piece) in pieces {
+        let (ps, pe) = (*po as usize, *po as usize + piece.len as usize);
+        if pe <= at {
+            continue;
+        }
+        if ps >= end {
+            break;
+        }
+        if ps > at {
+            out.push_zero(ps - at);
+            at = ps;
+        }
+        let take = pe.min(end) - at;
+        out.push_piece(piece.sub((at - ps) as u32, take as u32));
+        at += take;
+    }
+    out.push_zero(end - at);
+}
+
+/// Remove bytes `[off, off + n)` from a tagged page's pieces (they become
+/// zeros), trimming or splitting the pieces that overlap them.
+fn cut(pieces: &mut Vec<(u32, TagPiece)>, off: u32, n: u32) {
+    let end = off + n;
+    let mut i = 0;
+    while i < pieces.len() {
+        let (ps, p) = pieces[i];
+        let pe = ps + p.len;
+        if pe <= off {
+            i += 1;
+            continue;
+        }
+        if ps >= end {
+            break;
+        }
+        let head = (ps < off).then(|| (ps, p.sub(0, off - ps)));
+        let tail = (pe > end).then(|| (end, p.sub(end - ps, pe - end)));
+        match (head, tail) {
+            (Some(h), Some(t)) => {
+                pieces[i] = h;
+                pieces.insert(i + 1, t);
+                i += 2;
+            }
+            (Some(h), None) => {
+                pieces[i] = h;
+                i += 1;
+            }
+            (None, Some(t)) => {
+                pieces[i] = t;
+                i += 1;
+            }
+            (None, None) => {
+                pieces.remove(i);
+            }
+        }
+    }
+}
+
 impl HostMemory {
     /// An empty address space: every byte reads as zero.
     pub fn new() -> Self {
@@ -97,12 +195,111 @@ impl HostMemory {
             let n = (PAGE_SIZE as usize - off).min(data.len() - done);
             let src = &data[done..done + n];
             match self.pages.entry(page) {
-                std::collections::hash_map::Entry::Occupied(mut p) => {
-                    p.get_mut()[off..off + n].copy_from_slice(src);
-                }
+                std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
+                    Page::Bytes(b) => b[off..off + n].copy_from_slice(src),
+                    Page::Tagged(pieces) => {
+                        // Bytes over a tagged page: render it first unless
+                        // the write covers it all.
+                        let b = if n == PAGE_SIZE as usize {
+                            new_page(0, src)
+                        } else {
+                            let mut b = render_page(pieces);
+                            b[off..off + n].copy_from_slice(src);
+                            b
+                        };
+                        *p.get_mut() = Page::Bytes(b);
+                    }
+                },
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(new_page(off, src));
+                    v.insert(Page::Bytes(new_page(off, src)));
                 }
+            }
+            done += n;
+        }
+    }
+
+    /// Place a piece of a self-describing block at `addr`: the bytes it
+    /// stands for, without rendering them where the pages allow (pages
+    /// past 2^64 are dropped as in [`HostMemory::write`]).
+    pub fn write_piece(&mut self, addr: u64, piece: TagPiece) {
+        let mut done = 0u32;
+        while done < piece.len {
+            let Some(a) = addr.checked_add(u64::from(done)) else {
+                return;
+            };
+            let page = a / PAGE_SIZE;
+            let off = (a % PAGE_SIZE) as u32;
+            let n = (PAGE_SIZE as u32 - off).min(piece.len - done);
+            let sub = piece.sub(done, n);
+            match self.pages.entry(page) {
+                std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
+                    Page::Tagged(pieces) => {
+                        cut(pieces, off, n);
+                        let at = pieces.partition_point(|(o, _)| *o < off);
+                        pieces.insert(at, (off, sub));
+                        if pieces.len() > MAX_PIECES {
+                            let b = render_page(pieces);
+                            *p.get_mut() = Page::Bytes(b);
+                        }
+                    }
+                    Page::Bytes(b) => {
+                        let (o, e) = (off as usize, (off + n) as usize);
+                        // A page of bytes that are all zero outside the
+                        // piece (a buffer just freed) becomes tagged.
+                        if n == PAGE_SIZE as u32
+                            || (crate::content::is_zero(&b[..o])
+                                && crate::content::is_zero(&b[e..]))
+                        {
+                            let old =
+                                std::mem::replace(p.get_mut(), Page::Tagged(vec![(off, sub)]));
+                            recycle(std::iter::once(old));
+                        } else {
+                            sub.render(&mut b[o..e]);
+                        }
+                    }
+                },
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let mut pieces = Vec::with_capacity(4);
+                    pieces.push((off, sub));
+                    v.insert(Page::Tagged(pieces));
+                }
+            }
+            done += n;
+        }
+    }
+
+    /// Place `len` bytes of `runs` from `start` at `addr`: bytes are
+    /// written, zeros zeroed, pieces placed as pieces.
+    pub fn write_runs(&mut self, addr: u64, runs: &DataRuns, start: usize, len: usize) {
+        // Past 2^64 nothing is written (as in `write`).
+        let mut next = Some(addr);
+        runs.for_each(start, len, |part| {
+            let Some(a) = next else { return };
+            match part {
+                Part::Bytes(b) => self.write(a, b),
+                Part::Zero(n) => self.zero(a, n as u64),
+                Part::Piece(p) => self.write_piece(a, p),
+            }
+            next = a.checked_add(part.len() as u64);
+        });
+    }
+
+    /// Append the `len` bytes at `addr` to `out` as runs: bytes, zeros
+    /// (unallocated or between pieces) and pieces as the pages hold them.
+    pub fn read_runs(&self, addr: u64, len: usize, out: &mut DataRuns) {
+        let mut done = 0usize;
+        while done < len {
+            let Some(a) = addr.checked_add(done as u64) else {
+                out.push_zero(len - done);
+                return;
+            };
+            let page = a / PAGE_SIZE;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_SIZE as usize - off).min(len - done);
+            match self.pages.get(&page) {
+                Some(Page::Bytes(p)) => out.push_bytes(&p[off..off + n]),
+                Some(Page::Tagged(pieces)) => tagged_runs(pieces, off, n, out),
+                None => out.push_zero(n),
             }
             done += n;
         }
@@ -119,9 +316,11 @@ impl HostMemory {
             let page = a / PAGE_SIZE;
             let off = (a % PAGE_SIZE) as usize;
             let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
             match self.pages.get(&page) {
-                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
-                None => buf[done..done + n].fill(0),
+                Some(Page::Bytes(p)) => dst.copy_from_slice(&p[off..off + n]),
+                Some(Page::Tagged(pieces)) => render_tagged(pieces, off, dst),
+                None => dst.fill(0),
             }
             done += n;
         }
@@ -141,23 +340,29 @@ impl HostMemory {
             let off = (a % PAGE_SIZE) as usize;
             let n = (PAGE_SIZE as usize - off).min(len - done);
             match self.pages.get(&page) {
-                Some(p) => out.extend_from_slice(&p[off..off + n]),
+                Some(Page::Bytes(p)) => out.extend_from_slice(&p[off..off + n]),
+                Some(Page::Tagged(pieces)) => {
+                    let at = out.len();
+                    out.resize(at + n, 0);
+                    render_tagged(pieces, off, &mut out[at..]);
+                }
                 None => out.resize(out.len() + n, 0),
             }
             done += n;
         }
     }
 
-    /// The `len` bytes at `addr` when they lie in one resident page: what
-    /// [`HostMemory::read`] would copy out, borrowed instead.
+    /// The `len` bytes at `addr` when they lie in one resident page of
+    /// bytes: what [`HostMemory::read`] would copy out, borrowed instead.
     pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let off = (addr % PAGE_SIZE) as usize;
         if off + len > PAGE_SIZE as usize {
             return None;
         }
-        self.pages
-            .get(&(addr / PAGE_SIZE))
-            .map(|p| &p[off..off + len])
+        match self.pages.get(&(addr / PAGE_SIZE)) {
+            Some(Page::Bytes(p)) => Some(&p[off..off + len]),
+            _ => None,
+        }
     }
 
     /// Release the pages wholly inside `[addr, addr + len)` and zero the
@@ -187,6 +392,7 @@ impl HostMemory {
         self.zero(last_full * PAGE_SIZE, end - last_full * PAGE_SIZE);
     }
 
+    /// Make `[addr, addr + len)` read as zeros.
     fn zero(&mut self, addr: u64, len: u64) {
         let mut a = addr;
         let end = addr.saturating_add(len);
@@ -194,8 +400,14 @@ impl HostMemory {
             let page = a / PAGE_SIZE;
             let off = (a % PAGE_SIZE) as usize;
             let n = ((PAGE_SIZE as usize - off) as u64).min(end - a) as usize;
-            if let Some(p) = self.pages.get_mut(&page) {
-                p[off..off + n].fill(0);
+            if n == PAGE_SIZE as usize {
+                recycle(self.pages.remove(&page).into_iter());
+            } else {
+                match self.pages.get_mut(&page) {
+                    Some(Page::Bytes(p)) => p[off..off + n].fill(0),
+                    Some(Page::Tagged(pieces)) => cut(pieces, off as u32, n as u32),
+                    None => {}
+                }
             }
             a += n as u64;
         }
@@ -205,6 +417,31 @@ impl HostMemory {
     pub fn resident_pages(&self) -> usize {
         self.pages.len()
     }
+}
+
+/// Render bytes `[off, off + dst.len())` of a tagged page into `dst`.
+fn render_tagged(pieces: &[(u32, TagPiece)], off: usize, dst: &mut [u8]) {
+    let end = off + dst.len();
+    let mut at = off;
+    for (po, piece) in pieces {
+        let (ps, pe) = (*po as usize, *po as usize + piece.len as usize);
+        if pe <= at {
+            continue;
+        }
+        if ps >= end {
+            break;
+        }
+        if ps > at {
+            dst[at - off..ps - off].fill(0);
+            at = ps;
+        }
+        let take = pe.min(end) - at;
+        piece
+            .sub((at - ps) as u32, take as u32)
+            .render(&mut dst[at - off..at - off + take]);
+        at += take;
+    }
+    dst[at - off..].fill(0);
 }
 
 #[cfg(test)]
@@ -272,5 +509,278 @@ mod tests {
         let mut b = [0u8; 4];
         m.read(0, &mut b);
         assert_eq!(b, [0; 4]);
+    }
+
+    use crate::content::Tag;
+    use crate::runs::{DataRuns, Part, TagPiece};
+    use proptest::prelude::*;
+
+    fn tag(lba: u64) -> Tag {
+        Tag {
+            lba,
+            seed: 0x5eed,
+            generation: 4,
+        }
+    }
+
+    fn bytes_of(p: TagPiece) -> Vec<u8> {
+        let mut b = vec![0u8; p.len as usize];
+        p.render(&mut b);
+        b
+    }
+
+    fn read_vec(m: &HostMemory, addr: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0xaa; len];
+        m.read(addr, &mut b);
+        b
+    }
+
+    #[test]
+    fn a_page_mixes_pieces_and_zero_gaps_and_reads_back_their_bytes() {
+        let mut m = HostMemory::new();
+        let a = TagPiece::whole(tag(1), 512);
+        let b = TagPiece::whole(tag(2), 512);
+        m.write_piece(0x1000, a);
+        m.write_piece(0x1000 + 1024, b);
+        let got = read_vec(&m, 0x1000, 2048);
+        assert_eq!(got[..512], bytes_of(a)[..]);
+        assert!(got[512..1024].iter().all(|x| *x == 0));
+        assert_eq!(got[1024..1536], bytes_of(b)[..]);
+        assert!(m.slice(0x1000, 16).is_none(), "a tagged page is not bytes");
+        let mut runs = DataRuns::new();
+        m.read_runs(0x1000, 2048, &mut runs);
+        let parts: Vec<Part<'_>> = runs.parts().collect();
+        assert_eq!(
+            parts,
+            [
+                Part::Piece(a),
+                Part::Zero(512),
+                Part::Piece(b),
+                Part::Zero(512)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_block_split_across_pages_comes_back_as_one_piece() {
+        let mut m = HostMemory::new();
+        let p = TagPiece::whole(tag(7), 4096);
+        let addr = 3 * PAGE_SIZE - 100; // misaligned: 100 bytes, then 3996
+        m.write_piece(addr, p);
+        assert_eq!(m.resident_pages(), 2);
+        let mut runs = DataRuns::new();
+        m.read_runs(addr, 4096, &mut runs);
+        assert_eq!(runs.single(0, 4096), Some(Part::Piece(p)));
+        assert_eq!(read_vec(&m, addr, 4096), bytes_of(p));
+        let mut app = vec![1u8];
+        m.read_append(addr - 3, 4100, &mut app);
+        assert_eq!(app[..4], [1, 0, 0, 0]);
+        assert_eq!(app[4..4100], bytes_of(p)[..4096]);
+    }
+
+    #[test]
+    fn a_byte_write_over_a_tagged_page_keeps_the_rest_of_its_bytes() {
+        let mut m = HostMemory::new();
+        let p = TagPiece::whole(tag(3), 512);
+        m.write_piece(0, p);
+        m.write(100, &[9, 9, 9]);
+        let mut want = bytes_of(p);
+        want[100..103].copy_from_slice(&[9, 9, 9]);
+        assert_eq!(read_vec(&m, 0, 512), want);
+        assert_eq!(m.slice(100, 3), Some(&[9u8, 9, 9][..]), "now bytes");
+        // A piece over bytes that are not all zero is rendered into them.
+        m.write_piece(512, TagPiece::whole(tag(4), 512));
+        assert_eq!(
+            read_vec(&m, 512, 512),
+            bytes_of(TagPiece::whole(tag(4), 512))
+        );
+        assert_eq!(read_vec(&m, 0, 512), want);
+    }
+
+    #[test]
+    fn a_read_stitches_two_tags_and_free_cuts_pieces() {
+        let mut m = HostMemory::new();
+        let a = TagPiece::whole(tag(10), 512);
+        let b = TagPiece::whole(tag(11), 512);
+        m.write_piece(0x2000, a);
+        m.write_piece(0x2000 + 512, b);
+        // Half of one, half of the other: what a misdirected DMA sees.
+        let mut runs = DataRuns::new();
+        m.read_runs(0x2000 + 256, 512, &mut runs);
+        assert_eq!(runs.single(0, 512), None);
+        let mut want = bytes_of(a)[256..].to_vec();
+        want.extend_from_slice(&bytes_of(b)[..256]);
+        assert_eq!(runs.to_bytes(), want);
+        // An overlapping piece replaces what it covers.
+        m.write_piece(0x2000 + 300, TagPiece::whole(tag(12), 512));
+        let got = read_vec(&m, 0x2000, 1024);
+        assert_eq!(got[..300], bytes_of(a)[..300]);
+        assert_eq!(got[300..812], bytes_of(TagPiece::whole(tag(12), 512))[..]);
+        assert_eq!(got[812..], bytes_of(b)[300..]);
+        m.free(0x2000 + 100, 50);
+        let got2 = read_vec(&m, 0x2000, 1024);
+        assert!(got2[100..150].iter().all(|x| *x == 0));
+        assert_eq!(got2[..100], got[..100]);
+        assert_eq!(got2[150..], got[150..]);
+    }
+
+    #[test]
+    fn runs_written_then_read_give_the_same_runs() {
+        let mut m = HostMemory::new();
+        let mut runs = DataRuns::new();
+        runs.push_bytes(&[5; 700]);
+        runs.push_piece(TagPiece::whole(tag(20), 512));
+        runs.push_zero(3000);
+        runs.push_piece(TagPiece::whole(tag(21), 512).sub(12, 400));
+        let addr = (1 << 33) + 77;
+        m.write(addr - 10, &[1; 5000]); // bytes under the zeros must go
+        m.write_runs(addr, &runs, 0, runs.len());
+        let mut back = DataRuns::new();
+        m.read_runs(addr, runs.len(), &mut back);
+        assert_eq!(back.to_bytes(), runs.to_bytes());
+        assert_eq!(read_vec(&m, addr, runs.len()), runs.to_bytes());
+    }
+
+    #[test]
+    fn many_small_pieces_fall_back_to_bytes() {
+        let mut m = HostMemory::new();
+        let p = TagPiece::whole(tag(30), 512);
+        let mut want = vec![0u8; 4096];
+        for i in 0..60u32 {
+            let sub = p.sub(i * 8, 5);
+            m.write_piece(u64::from(i) * 64, sub);
+            let o = i as usize * 64;
+            want[o..o + 5].copy_from_slice(&bytes_of(sub));
+        }
+        assert!(m.slice(0, 1).is_some(), "rendered to bytes past MAX_PIECES");
+        assert_eq!(read_vec(&m, 0, 4096), want);
+    }
+
+    /// One step of the model check.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Bytes(u64, Vec<u8>),
+        Piece(u64, u64, u32, u32),
+        Runs(u64, Vec<(u8, u32)>),
+        Free(u64, u64),
+        Read(u64, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        // Addresses in a small window (so steps overlap), some near 2^64.
+        let addr = prop_oneof![
+            4 => 0u64..5 * PAGE_SIZE,
+            1 => (u64::MAX - 3 * PAGE_SIZE)..=u64::MAX,
+        ];
+        prop_oneof![
+            (addr.clone(), proptest::collection::vec(any::<u8>(), 0..600))
+                .prop_map(|(a, b)| Step::Bytes(a, b)),
+            (addr.clone(), 0u64..4, 0u32..512, 1u32..=512).prop_map(|(a, l, s, n)| {
+                let s = s.min(511);
+                Step::Piece(a, l, s, n.min(512 - s))
+            }),
+            (
+                addr.clone(),
+                proptest::collection::vec((0u8..3, 1u32..1500), 1..5)
+            )
+                .prop_map(|(a, r)| Step::Runs(a, r)),
+            (addr.clone(), 0u64..9000).prop_map(|(a, n)| Step::Free(a, n)),
+            (addr, 0usize..9000).prop_map(|(a, n)| Step::Read(a, n)),
+        ]
+    }
+
+    /// Where two byte strings first differ (or their lengths, if one is a
+    /// prefix of the other), so a failure prints an offset, not kilobytes.
+    fn first_diff(a: &[u8], b: &[u8]) -> Option<(usize, usize, usize)> {
+        if a == b {
+            return None;
+        }
+        let i = a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        Some((i, a.len(), b.len()))
+    }
+
+    /// The plain byte model: a map of every byte ever written.
+    fn model_write(model: &mut std::collections::BTreeMap<u64, u8>, addr: u64, b: &[u8]) {
+        for (i, x) in b.iter().enumerate() {
+            let Some(a) = addr.checked_add(i as u64) else {
+                return;
+            };
+            model.insert(a, *x);
+        }
+    }
+
+    fn model_read(model: &std::collections::BTreeMap<u64, u8>, addr: u64, n: usize) -> Vec<u8> {
+        (0..n as u64)
+            .map(|i| {
+                addr.checked_add(i)
+                    .and_then(|a| model.get(&a).copied())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn tagged_memory_reads_back_what_a_byte_memory_would(
+            steps in proptest::collection::vec(step(), 1..24)
+        ) {
+            let mut m = HostMemory::new();
+            let mut model = std::collections::BTreeMap::new();
+            for s in steps {
+                match s {
+                    Step::Bytes(a, b) => {
+                        m.write(a, &b);
+                        model_write(&mut model, a, &b);
+                    }
+                    Step::Piece(a, lba, start, n) => {
+                        let p = TagPiece::whole(tag(lba), 512).sub(start, n);
+                        m.write_piece(a, p);
+                        model_write(&mut model, a, &bytes_of(p));
+                    }
+                    Step::Runs(a, spec) => {
+                        let mut runs = DataRuns::new();
+                        for (i, (kind, n)) in spec.iter().enumerate() {
+                            match kind {
+                                0 => runs.push_bytes(&vec![i as u8 + 1; *n as usize]),
+                                1 => runs.push_zero(*n as usize),
+                                _ => {
+                                    let w = TagPiece::whole(tag(i as u64), 4096);
+                                    runs.push_piece(w.sub(0, (*n).min(4096)));
+                                }
+                            }
+                        }
+                        m.write_runs(a, &runs, 0, runs.len());
+                        model_write(&mut model, a, &runs.to_bytes());
+                    }
+                    Step::Free(a, n) => {
+                        m.free(a, n);
+                        let end = a.saturating_add(n);
+                        let zeros = vec![0u8; (end - a) as usize];
+                        model_write(&mut model, a, &zeros);
+                    }
+                    Step::Read(a, n) => {
+                        let want = model_read(&model, a, n);
+                        prop_assert_eq!(first_diff(&read_vec(&m, a, n), &want), None);
+                        let mut app = Vec::new();
+                        m.read_append(a, n, &mut app);
+                        prop_assert_eq!(first_diff(&app, &want), None);
+                        let mut runs = DataRuns::new();
+                        m.read_runs(a, n, &mut runs);
+                        prop_assert_eq!(runs.len(), n);
+                        prop_assert_eq!(first_diff(&runs.to_bytes(), &want), None);
+                        if let Some(sl) = m.slice(a, n) {
+                            prop_assert_eq!(first_diff(sl, &want), None);
+                        }
+                    }
+                }
+            }
+            let want = model_read(&model, 0, 5 * PAGE_SIZE as usize);
+            prop_assert_eq!(first_diff(&read_vec(&m, 0, 5 * PAGE_SIZE as usize), &want), None);
+        }
     }
 }

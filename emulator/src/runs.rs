@@ -1,0 +1,434 @@
+//! Data in flight as runs of bytes, zeros and pieces of self-describing
+//! blocks, so a block that is only ever described by its tag never becomes
+//! 512 or 4096 bytes on its way between host memory and the device.
+//!
+//! A fuzz campaign moves megabytes per program, nearly all of it
+//! self-describing ([`trace::pattern`]): the host generated it from a tag,
+//! the device stores it as that tag, and the oracle only wants the tag back.
+//! Carrying bytes meant generating every block, copying it through host
+//! memory, the controller's gather and scatter and the bounce buffer, and
+//! checking its two CRC32Cs twice. Here a block travels as a [`TagPiece`]
+//! (which part of which tagged block) and is rendered only where someone
+//! asks for bytes: a byte read of host memory, a block stitched from two
+//! pieces by a faulty DMA, a partial block. Rendering gives exactly the
+//! bytes the tag generates, so every byte-level observer sees what it did
+//! before.
+
+use crate::content::{BlockData, Tag};
+use std::cell::RefCell;
+use trace::pattern::{self, BlockTag};
+
+/// Bytes `[start, start + len)` of the self-describing block `tag`
+/// generates at `block_len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagPiece {
+    /// The block's identity.
+    pub tag: Tag,
+    /// Length of the whole block (its header records it, so the same tag
+    /// at another block size is other bytes).
+    pub block_len: u32,
+    /// First byte of the block this piece holds.
+    pub start: u32,
+    /// Bytes held.
+    pub len: u32,
+}
+
+impl TagPiece {
+    /// The whole block `tag` generates at `block_len` bytes.
+    pub fn whole(tag: Tag, block_len: u32) -> TagPiece {
+        TagPiece {
+            tag,
+            block_len,
+            start: 0,
+            len: block_len,
+        }
+    }
+
+    /// Whether the piece is a whole block of `block_len` bytes: what a
+    /// device can store as the tag without looking at a byte.
+    pub fn is_whole_block(&self, block_len: u32) -> bool {
+        self.start == 0 && self.len == block_len && self.block_len == block_len
+    }
+
+    /// `len` bytes of this piece from `off` (within the piece).
+    pub fn sub(&self, off: u32, len: u32) -> TagPiece {
+        debug_assert!(off + len <= self.len);
+        TagPiece {
+            start: self.start + off,
+            len,
+            ..*self
+        }
+    }
+
+    /// Whether `next` continues this piece in the same block.
+    fn continued_by(&self, next: &TagPiece) -> bool {
+        next.tag == self.tag
+            && next.block_len == self.block_len
+            && next.start == self.start + self.len
+    }
+
+    /// Write the piece's bytes into `out` (`self.len` bytes).
+    pub fn render(&self, out: &mut [u8]) {
+        let bl = self.block_len as usize;
+        let (s, n) = (self.start as usize, self.len as usize);
+        if s == 0 && n == bl && bl >= pattern::HEADER_LEN {
+            pattern::fill_block(&BlockTag::from(self.tag), out);
+            return;
+        }
+        BLOCK.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            b.resize(bl.max(pattern::HEADER_LEN), 0);
+            // A block shorter than its header cannot exist (a TagPiece is
+            // only made for real block sizes); render the header's bytes
+            // anyway rather than panic.
+            pattern::fill_block(&BlockTag::from(self.tag), &mut b[..]);
+            out.copy_from_slice(&b[s..s + n]);
+        });
+    }
+}
+
+thread_local! {
+    /// A block to render a partial piece in.
+    static BLOCK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One stretch of a [`DataRuns`], as [`DataRuns::for_each`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// Arbitrary bytes.
+    Bytes(&'a [u8]),
+    /// This many zero bytes.
+    Zero(usize),
+    /// A piece of a self-describing block.
+    Piece(TagPiece),
+}
+
+impl Part<'_> {
+    /// Bytes this part stands for.
+    pub fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::Zero(n) => *n,
+            Part::Piece(p) => p.len as usize,
+        }
+    }
+
+    /// Whether the part is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// `len` bytes of the byte store from `at`.
+    Bytes {
+        at: usize,
+        len: usize,
+    },
+    Zero(usize),
+    Piece(TagPiece),
+}
+
+impl Run {
+    fn len(&self) -> usize {
+        match self {
+            Run::Bytes { len, .. } => *len,
+            Run::Zero(n) => *n,
+            Run::Piece(p) => p.len as usize,
+        }
+    }
+}
+
+/// A transfer's data as a sequence of runs. Adjacent runs of the same kind
+/// merge (two pieces merge when the second continues the first in the same
+/// block), so a block cut in two by a page boundary comes back whole.
+#[derive(Debug, Clone, Default)]
+pub struct DataRuns {
+    runs: Vec<Run>,
+    /// Offset of each run in the transfer.
+    starts: Vec<usize>,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl DataRuns {
+    /// No data.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forget all runs, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.starts.clear();
+        self.bytes.clear();
+        self.len = 0;
+    }
+
+    /// Bytes the runs stand for.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, r: Run) {
+        self.starts.push(self.len);
+        self.len += r.len();
+        self.runs.push(r);
+    }
+
+    /// Append arbitrary bytes.
+    pub fn push_bytes(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            return;
+        }
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        if let Some(Run::Bytes { at: a, len }) = self.runs.last_mut() {
+            if *a + *len == at {
+                *len += b.len();
+                self.len += b.len();
+                return;
+            }
+        }
+        self.push(Run::Bytes { at, len: b.len() });
+    }
+
+    /// Append `n` zero bytes.
+    pub fn push_zero(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(Run::Zero(z)) = self.runs.last_mut() {
+            *z += n;
+            self.len += n;
+            return;
+        }
+        self.push(Run::Zero(n));
+    }
+
+    /// Append a piece of a self-describing block.
+    pub fn push_piece(&mut self, p: TagPiece) {
+        if p.len == 0 {
+            return;
+        }
+        if let Some(Run::Piece(last)) = self.runs.last_mut() {
+            if last.continued_by(&p) {
+                last.len += p.len;
+                self.len += p.len as usize;
+                return;
+            }
+        }
+        self.push(Run::Piece(p));
+    }
+
+    /// Append a part.
+    pub fn push_part(&mut self, part: Part<'_>) {
+        match part {
+            Part::Bytes(b) => self.push_bytes(b),
+            Part::Zero(n) => self.push_zero(n),
+            Part::Piece(p) => self.push_piece(p),
+        }
+    }
+
+    /// Append one stored block as the device returns it: zeros, its tag,
+    /// or its bytes.
+    pub fn push_block(&mut self, d: &BlockData, block_size: usize) {
+        match d {
+            BlockData::Zero => self.push_zero(block_size),
+            BlockData::Pattern(t) => self.push_piece(TagPiece::whole(*t, block_size as u32)),
+            BlockData::Raw(b) if b.len() == block_size => self.push_bytes(b),
+            // A raw block of another size cannot be stored; render as the
+            // byte path would.
+            BlockData::Raw(_) => {
+                let mut tmp = Vec::with_capacity(block_size);
+                d.render_append(&mut tmp, block_size);
+                self.push_bytes(&tmp);
+            }
+        }
+    }
+
+    /// Replace the runs by `bytes` (no copy); [`DataRuns::take_bytes`]
+    /// gives the buffer back.
+    pub fn adopt_bytes(&mut self, bytes: Vec<u8>) {
+        self.clear();
+        self.bytes = bytes;
+        let n = self.bytes.len();
+        if n > 0 {
+            self.push(Run::Bytes { at: 0, len: n });
+        }
+    }
+
+    /// The byte store, emptied of runs (pairs with [`DataRuns::adopt_bytes`]).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        let b = std::mem::take(&mut self.bytes);
+        self.clear();
+        b
+    }
+
+    /// Call `f` with the parts covering `[start, start + len)` (clipped to
+    /// the data), in order.
+    pub fn for_each<'s>(&'s self, start: usize, len: usize, mut f: impl FnMut(Part<'s>)) {
+        let end = start.saturating_add(len).min(self.len);
+        if start >= end {
+            return;
+        }
+        // The last run starting at or before `start`.
+        let mut i = self.starts.partition_point(|s| *s <= start) - 1;
+        let mut at = start;
+        while at < end {
+            let r = self.runs[i];
+            let off = at - self.starts[i];
+            let n = (r.len() - off).min(end - at);
+            f(match r {
+                Run::Bytes { at: b, .. } => Part::Bytes(&self.bytes[b + off..b + off + n]),
+                Run::Zero(_) => Part::Zero(n),
+                Run::Piece(p) => Part::Piece(p.sub(off as u32, n as u32)),
+            });
+            at += n;
+            i += 1;
+        }
+    }
+
+    /// The whole runs' parts, in order.
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_>> + '_ {
+        self.runs.iter().map(|r| match *r {
+            Run::Bytes { at, len } => Part::Bytes(&self.bytes[at..at + len]),
+            Run::Zero(n) => Part::Zero(n),
+            Run::Piece(p) => Part::Piece(p),
+        })
+    }
+
+    /// When `[start, start + len)` lies in one run, that run's part.
+    pub fn single(&self, start: usize, len: usize) -> Option<Part<'_>> {
+        if len == 0 || start.checked_add(len)? > self.len {
+            return None;
+        }
+        let i = self.starts.partition_point(|s| *s <= start) - 1;
+        let r = self.runs[i];
+        let off = start - self.starts[i];
+        if off + len > r.len() {
+            return None;
+        }
+        Some(match r {
+            Run::Bytes { at, .. } => Part::Bytes(&self.bytes[at + off..at + off + len]),
+            Run::Zero(_) => Part::Zero(len),
+            Run::Piece(p) => Part::Piece(p.sub(off as u32, len as u32)),
+        })
+    }
+
+    /// Append the bytes of `[start, start + len)` to `out` (only what the
+    /// runs cover; a range past the end appends less).
+    pub fn render_append(&self, start: usize, len: usize, out: &mut Vec<u8>) {
+        self.for_each(start, len, |p| render_part_append(p, out));
+    }
+
+    /// All the bytes, rendered.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        self.render_append(0, self.len, &mut v);
+        v
+    }
+}
+
+/// Append a part's bytes to `out`.
+pub fn render_part_append(p: Part<'_>, out: &mut Vec<u8>) {
+    match p {
+        Part::Bytes(b) => out.extend_from_slice(b),
+        Part::Zero(n) => out.resize(out.len() + n, 0),
+        Part::Piece(t) => {
+            let at = out.len();
+            out.resize(at + t.len as usize, 0);
+            t.render(&mut out[at..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(lba: u64) -> Tag {
+        Tag {
+            lba,
+            seed: 9,
+            generation: 2,
+        }
+    }
+
+    fn block(lba: u64, bs: usize) -> Vec<u8> {
+        let mut b = vec![0u8; bs];
+        pattern::fill_block(&BlockTag::from(tag(lba)), &mut b);
+        b
+    }
+
+    #[test]
+    fn pieces_of_one_block_merge_back_into_the_whole_block() {
+        let mut r = DataRuns::new();
+        let w = TagPiece::whole(tag(4), 512);
+        r.push_piece(w.sub(0, 100));
+        r.push_piece(w.sub(100, 412));
+        assert_eq!(r.single(0, 512), Some(Part::Piece(w)));
+        // A piece of another block, or a gap, does not merge.
+        r.push_piece(TagPiece::whole(tag(5), 512).sub(0, 10));
+        r.push_zero(5);
+        r.push_zero(5);
+        r.push_bytes(&[1, 2]);
+        r.push_bytes(&[3]);
+        assert_eq!(r.parts().count(), 4);
+        let mut want = block(4, 512);
+        want.extend_from_slice(&block(5, 512)[..10]);
+        want.extend_from_slice(&[0; 10]);
+        want.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(r.to_bytes(), want);
+        let mut mid = Vec::new();
+        r.render_append(500, 40, &mut mid);
+        assert_eq!(mid, want[500..], "clipped to the data");
+        assert_eq!(r.single(524, 4), Some(Part::Zero(4)));
+        assert_eq!(r.single(532, 3), Some(Part::Bytes(&[1, 2, 3])));
+        assert_eq!(r.single(510, 4), None, "spans two runs");
+    }
+
+    #[test]
+    fn adopted_bytes_come_back_uncopied() {
+        let mut r = DataRuns::new();
+        let v = vec![7u8; 1000];
+        let ptr = v.as_ptr();
+        r.adopt_bytes(v);
+        assert_eq!(r.single(0, 1000), Some(Part::Bytes(&[7u8; 1000][..])));
+        let back = r.take_bytes();
+        assert_eq!((back.as_ptr(), back.len(), r.len()), (ptr, 1000, 0));
+    }
+
+    #[test]
+    fn stored_blocks_become_runs_that_render_as_the_device_would() {
+        let mut r = DataRuns::new();
+        let raw: std::sync::Arc<[u8]> = vec![3u8; 512].into();
+        for d in [
+            BlockData::Zero,
+            BlockData::Pattern(tag(8)),
+            BlockData::Raw(raw),
+        ] {
+            r.push_block(&d, 512);
+        }
+        let mut want = Vec::new();
+        for d in [
+            BlockData::Zero,
+            BlockData::Pattern(tag(8)),
+            BlockData::Raw(vec![3u8; 512].into()),
+        ] {
+            d.render_append(&mut want, 512);
+        }
+        assert_eq!(r.to_bytes(), want);
+        assert_eq!(
+            r.single(512, 512),
+            Some(Part::Piece(TagPiece::whole(tag(8), 512)))
+        );
+    }
+}
