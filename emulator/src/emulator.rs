@@ -6,9 +6,10 @@ use crate::command::Command;
 use crate::config::EmulatorConfig;
 use crate::coverage::{self, CacheState, ConstraintPath, Coverage, OpClass, SgShape};
 use crate::error::{CheckCondition, CommandError, EmulatorError};
-use crate::hba::{self, ControllerCommand, Geometry, Task};
+use crate::hba::{self, BounceBuffer, ControllerCommand, Geometry, Task};
 use crate::memory::HostMemory;
 use crate::rng::Rng;
+use crate::runs::{DataOut, DataRuns, Part};
 use crate::sbc::{CacheUse, Ctx, Disk, DiskConfig, Done, InitiatorId};
 use crate::vpd::{self, BlockLimits, Identity};
 use trace::cdb::Cdb;
@@ -85,7 +86,7 @@ struct Deferred {
     lun: u64,
     initiator: InitiatorId,
     commands: Vec<ControllerCommand>,
-    bounce: Vec<u8>,
+    bounce: BounceBuffer,
     /// `early-completion`: land after the next task; otherwise
     /// (`reorder-across-flush`) before it, unless it is a flush.
     after_next: bool,
@@ -99,9 +100,15 @@ pub struct Emulator {
     mem: HostMemory,
     rng: Rng,
     cov: Option<Box<Coverage>>,
-    bounce: Vec<u8>,
+    bounce: BounceBuffer,
     scratch: Vec<u8>,
     data_in: Vec<u8>,
+    /// A controller command's Data-Out, and a READ's Data-In, as runs.
+    runs_out: DataRuns,
+    runs_in: DataRuns,
+    /// READ data lands in host memory as tags where the device holds tags
+    /// ([`Emulator::set_tagged_reads`]).
+    tagged_reads: bool,
     deferred: Vec<Deferred>,
     /// What the current task's controller commands did to the cache.
     cache_use: CacheUse,
@@ -171,9 +178,12 @@ impl Emulator {
             disks,
             mem: HostMemory::new(),
             cov: None,
-            bounce: Vec::new(),
+            bounce: BounceBuffer::default(),
             scratch: Vec::new(),
             data_in: Vec::new(),
+            runs_out: DataRuns::new(),
+            runs_in: DataRuns::new(),
+            tagged_reads: false,
             deferred: Vec::new(),
             cache_use: CacheUse::default(),
             window: STAGING_WINDOW,
@@ -183,6 +193,17 @@ impl Emulator {
     /// The configuration.
     pub fn config(&self) -> &EmulatorConfig {
         &self.cfg
+    }
+
+    /// Whether READ data is placed in host memory as pieces of
+    /// self-describing blocks where the device holds such blocks (off by
+    /// default). Reading those bytes back renders them, so nothing an
+    /// initiator can observe changes; what changes is the cost: an
+    /// initiator that judges blocks by their tag ([`HostMemory::read_runs`])
+    /// never has them generated, while one that reads every byte pays the
+    /// generation the device's recent-block copy would otherwise save it.
+    pub fn set_tagged_reads(&mut self, on: bool) {
+        self.tagged_reads = on;
     }
 
     /// Host memory, where initiators place task buffers.
@@ -643,15 +664,18 @@ impl Emulator {
         initiator: InitiatorId,
         dir: Direction,
         c: &ControllerCommand,
-        bounce: &mut [u8],
+        bounce: &mut BounceBuffer,
     ) -> Result<Done, CommandError> {
         let write = dir == Direction::ToDevice;
         hba::check_controller(c, &self.cfg.hba.controller, write)?;
-        let mut data_out = std::mem::take(&mut self.scratch);
+        let mut rendered = std::mem::take(&mut self.scratch);
+        let mut runs_out = std::mem::take(&mut self.runs_out);
+        let mut runs_in = std::mem::take(&mut self.runs_in);
         let mut data_in = std::mem::take(&mut self.data_in);
-        data_out.clear();
-        // One entry inside one host page (a 4 KiB write, or a few 512-byte
-        // blocks) is handed to the device where it lies, uncopied.
+        runs_out.clear();
+        runs_in.clear();
+        // One entry inside one host page of bytes (a 4 KiB write, or a few
+        // 512-byte blocks) is handed to the device where it lies, uncopied.
         let direct = match c.entries.as_slice() {
             [hba::Entry {
                 mem: hba::Mem::Host(a),
@@ -660,8 +684,20 @@ impl Emulator {
             _ => None,
         };
         if write && direct.is_none() {
-            hba::gather(&c.entries, &self.mem, bounce, &mut data_out);
+            hba::gather(&c.entries, &self.mem, bounce, &mut runs_out);
         }
+        let data_out = match (direct, runs_out.single(0, runs_out.len())) {
+            (Some(d), _) => DataOut::Bytes(d),
+            (None, Some(Part::Bytes(b))) => DataOut::Bytes(b),
+            (None, _) if runs_out.is_empty() => DataOut::Bytes(&[]),
+            (None, _) if is_block_write(&c.cmd) => DataOut::Runs(&runs_out),
+            (None, _) => {
+                rendered.clear();
+                runs_out.render_append(0, runs_out.len(), &mut rendered);
+                DataOut::Bytes(&rendered)
+            }
+        };
+        let tagged_in = !write && self.tagged_reads && matches!(c.cmd, Command::Cdb(Cdb::Read(_)));
         let mut server = Server {
             disks: &mut self.disks,
             rng: &mut self.rng,
@@ -671,13 +707,23 @@ impl Emulator {
             lun,
             initiator,
             &c.cmd,
-            direct.unwrap_or(&data_out),
+            data_out,
             &mut data_in,
+            tagged_in.then_some(&mut runs_in),
         );
         if r.is_ok() && !write {
-            hba::scatter(&c.entries, &data_in, &mut self.mem, bounce);
+            if runs_in.is_empty() {
+                // Bytes from the device: scattered as one run, uncopied.
+                runs_in.adopt_bytes(data_in);
+                hba::scatter(&c.entries, &runs_in, &mut self.mem, bounce);
+                data_in = runs_in.take_bytes();
+            } else {
+                hba::scatter(&c.entries, &runs_in, &mut self.mem, bounce);
+            }
         }
-        self.scratch = data_out;
+        self.scratch = rendered;
+        self.runs_out = runs_out;
+        self.runs_in = runs_in;
         self.data_in = data_in;
         r
     }
@@ -712,6 +758,15 @@ impl Emulator {
     }
 }
 
+/// WRITE and WRITE AND VERIFY: the commands whose Data-Out the device
+/// takes as runs.
+fn is_block_write(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Cdb(Cdb::Write(_) | Cdb::WriteAndVerify { .. })
+    )
+}
+
 /// The target's device side, borrowed apart from host memory so a
 /// controller command's Data-Out can be read in place while a LUN executes.
 struct Server<'a> {
@@ -728,8 +783,9 @@ impl Server<'_> {
         lun: u64,
         initiator: InitiatorId,
         cmd: &Command,
-        data_out: &[u8],
+        data_out: DataOut<'_>,
         data_in: &mut Vec<u8>,
+        data_in_runs: Option<&mut DataRuns>,
     ) -> Result<Done, CommandError> {
         data_in.clear();
         if let Command::Cdb(Cdb::ReportLuns {
@@ -787,6 +843,7 @@ impl Server<'_> {
             rng: self.rng,
             stale_cache_read: self.bugs.has(Bug::StaleCacheRead),
             initiator,
+            data_in_runs,
         };
         disk.execute(&mut ctx, cmd, data_out, data_in)
     }

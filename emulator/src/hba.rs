@@ -23,6 +23,7 @@ use crate::bugs::{Bug, BugSet};
 use crate::command::Command;
 use crate::error::CheckCondition;
 use crate::memory::HostMemory;
+use crate::runs::DataRuns;
 use crate::sbc::InitiatorId;
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::{Direction, HbaConstraints, HbaPreset, Segment, TaskAttr};
@@ -61,6 +62,71 @@ pub struct Task<'a> {
     pub sg: &'a [Segment],
     /// Task attribute.
     pub attr: TaskAttr,
+}
+
+/// The driver's bounce memory: low memory the controller can reach, that
+/// stands in for host pages it cannot. It is host memory itself (offsets
+/// are its addresses), so self-describing blocks pass through it as tags,
+/// as they do through the pages they are copied from and to.
+#[derive(Debug, Default)]
+pub struct BounceBuffer {
+    mem: HostMemory,
+    len: usize,
+    /// Runs in transit between host memory and the buffer.
+    tmp: DataRuns,
+}
+
+impl BounceBuffer {
+    /// Empty the buffer: every offset reads as zero again.
+    pub fn clear(&mut self) {
+        if self.len > 0 {
+            self.mem = HostMemory::new();
+        }
+        self.len = 0;
+    }
+
+    /// Bytes handed out so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was handed out.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Hand out the next `n` bytes (zeros); returns their offset.
+    fn reserve(&mut self, n: usize) -> usize {
+        let at = self.len;
+        self.len += n;
+        at
+    }
+
+    /// The buffer's memory (offsets are addresses).
+    pub fn memory(&self) -> &HostMemory {
+        &self.mem
+    }
+
+    /// Copy `n` bytes of host memory at `addr` to offset `at`.
+    fn fill_from(&mut self, mem: &HostMemory, addr: u64, n: usize, at: usize) {
+        self.tmp.clear();
+        mem.read_runs(addr, n, &mut self.tmp);
+        self.mem.write_runs(at as u64, &self.tmp, 0, n);
+    }
+
+    /// Copy `n` bytes at offset `at` to host memory at `addr`.
+    fn copy_to(&mut self, at: usize, n: usize, mem: &mut HostMemory, addr: u64) {
+        self.tmp.clear();
+        self.mem.read_runs(at as u64, n, &mut self.tmp);
+        mem.write_runs(addr, &self.tmp, 0, n);
+    }
+
+    /// Copy `n` bytes at offset `from` to offset `to` (not overlapping).
+    fn copy_within(&mut self, from: usize, n: usize, to: usize) {
+        self.tmp.clear();
+        self.mem.read_runs(from as u64, n, &mut self.tmp);
+        self.mem.write_runs(to as u64, &self.tmp, 0, n);
+    }
 }
 
 /// Where a controller SG entry points.
@@ -170,7 +236,7 @@ pub fn plan(
     bugs: BugSet,
     geo: Geometry,
     mem: &HostMemory,
-    bounce: &mut Vec<u8>,
+    bounce: &mut BounceBuffer,
 ) -> Result<Plan, CheckCondition> {
     let ctl = &preset.controller;
     let write = task.dir == Direction::ToDevice;
@@ -211,11 +277,9 @@ pub fn plan(
             } else if above || misaligned {
                 // Correct: copy through low memory the controller can reach
                 // (xnu's IODMACommand does this when there is no IOMMU).
-                let offset = bounce.len();
+                let offset = bounce.reserve(n as usize);
                 if write {
-                    mem.read_append(addr, n as usize, bounce);
-                } else {
-                    bounce.resize(offset + n as usize, 0);
+                    bounce.fill_from(mem, addr, n as usize, offset);
                 }
                 p.bounced += u64::from(n);
                 Mem::Bounce { offset, host: addr }
@@ -359,13 +423,11 @@ pub fn plan(
                 return Err(CheckCondition::invalid_field_in_cdb(0, None));
             }
             let (pieces, _) = take(&entries, pos, want, usize::MAX, 1);
-            let offset = bounce.len();
+            let offset = bounce.reserve(want as usize);
             if write {
-                let mut tmp = Vec::with_capacity(want as usize);
+                let mut tmp = DataRuns::new();
                 gather(&pieces, mem, bounce, &mut tmp);
-                bounce.extend_from_slice(&tmp);
-            } else {
-                bounce.resize(offset + want as usize, 0);
+                bounce.mem.write_runs(offset as u64, &tmp, 0, tmp.len());
             }
             p.bounced += want;
             let index = p.coalesced.len();
@@ -523,14 +585,16 @@ pub fn check_controller(
     Ok(())
 }
 
-/// Gather a controller command's Data-Out into `out`.
-pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &[u8], out: &mut Vec<u8>) {
+/// Gather a controller command's Data-Out into `out`, as runs: pieces of
+/// self-describing blocks stay pieces (two that continue each other, such
+/// as a block cut by a page or entry boundary, merge back).
+pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &BounceBuffer, out: &mut DataRuns) {
     out.clear();
     for e in entries {
         match e.mem {
-            Mem::Host(a) => mem.read_append(a, e.len as usize, out),
+            Mem::Host(a) => mem.read_runs(a, e.len as usize, out),
             Mem::Bounce { offset, .. } | Mem::Coalesced { offset, .. } => {
-                out.extend_from_slice(&bounce[offset..offset + e.len as usize])
+                bounce.mem.read_runs(offset as u64, e.len as usize, out)
             }
         }
     }
@@ -538,7 +602,12 @@ pub fn gather(entries: &[Entry], mem: &HostMemory, bounce: &[u8], out: &mut Vec<
 
 /// Scatter Data-In through a controller command's entries; returns the
 /// bytes placed (at most `data.len()`).
-pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mut [u8]) -> u64 {
+pub fn scatter(
+    entries: &[Entry],
+    data: &DataRuns,
+    mem: &mut HostMemory,
+    bounce: &mut BounceBuffer,
+) -> u64 {
     let mut at = 0usize;
     for e in entries {
         if at >= data.len() {
@@ -546,9 +615,9 @@ pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mu
         }
         let n = (e.len as usize).min(data.len() - at);
         match e.mem {
-            Mem::Host(a) => mem.write(a, &data[at..at + n]),
+            Mem::Host(a) => mem.write_runs(a, data, at, n),
             Mem::Bounce { offset, .. } | Mem::Coalesced { offset, .. } => {
-                bounce[offset..offset + n].copy_from_slice(&data[at..at + n])
+                bounce.mem.write_runs(offset as u64, data, at, n)
             }
         }
         at += n;
@@ -559,16 +628,16 @@ pub fn scatter(entries: &[Entry], data: &[u8], mem: &mut HostMemory, bounce: &mu
 /// After a read through bounce memory: copy the bounce buffer back to the
 /// host pages it stands for (coalesced regions first, into the pieces they
 /// were made of).
-pub fn copy_back(plan: &Plan, mem: &mut HostMemory, bounce: &mut [u8]) {
+pub fn copy_back(plan: &Plan, mem: &mut HostMemory, bounce: &mut BounceBuffer) {
     for (offset, pieces) in &plan.coalesced {
         let mut at = *offset;
         for e in pieces {
             let n = e.len as usize;
             match e.mem {
-                Mem::Host(a) => mem.write(a, &bounce[at..at + n]),
+                Mem::Host(a) => bounce.copy_to(at, n, mem, a),
                 Mem::Bounce { offset: o, host } => {
-                    bounce.copy_within(at..at + n, o);
-                    mem.write(host, &bounce[o..o + n]);
+                    bounce.copy_within(at, n, o);
+                    bounce.copy_to(o, n, mem, host);
                 }
                 // Pieces are cut from the task's entries, which are never
                 // coalesced themselves.
@@ -580,7 +649,7 @@ pub fn copy_back(plan: &Plan, mem: &mut HostMemory, bounce: &mut [u8]) {
     for c in &plan.commands {
         for e in &c.entries {
             if let Mem::Bounce { offset, host } = e.mem {
-                mem.write(host, &bounce[offset..offset + e.len as usize]);
+                bounce.copy_to(offset, e.len as usize, mem, host);
             }
         }
     }
@@ -621,7 +690,7 @@ mod tests {
             bugs,
             Geometry { block_size: 512 },
             &HostMemory::new(),
-            &mut Vec::new(),
+            &mut BounceBuffer::default(),
         )
     }
 

@@ -337,6 +337,16 @@ impl DataRuns {
     }
 }
 
+/// A controller command's Data-Out as the device server receives it.
+#[derive(Debug, Clone, Copy)]
+pub enum DataOut<'a> {
+    /// Bytes (the iSCSI target's and the replayer's buffers, or runs that
+    /// happened to be one run of bytes).
+    Bytes(&'a [u8]),
+    /// Runs gathered from host memory.
+    Runs(&'a DataRuns),
+}
+
 /// Append a part's bytes to `out`.
 pub fn render_part_append(p: Part<'_>, out: &mut Vec<u8>) {
     match p {

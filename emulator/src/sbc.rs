@@ -8,13 +8,14 @@
 
 use crate::cache::{Cache, CacheConfig, Lookup};
 use crate::command::Command;
-use crate::content::BlockData;
+use crate::content::{BlockData, Detected};
 use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
 use crate::pr::{Access, PersistentReservations};
 use crate::recent::RecentBlocks;
 use crate::rng::Rng;
+use crate::runs::{DataOut, DataRuns, Part};
 use crate::vpd::{self, BlockLimits, Identity};
 use std::collections::HashMap;
 use trace::cdb::{Cdb, CdbSize, Rw};
@@ -95,6 +96,8 @@ pub struct Disk {
     pending_ua: HashMap<InitiatorId, Vec<CheckCondition>>,
     stopped: bool,
     scratch: Vec<u8>,
+    /// A block rendered from runs, to classify.
+    block: Vec<u8>,
     /// Self-describing blocks just written, for reads that follow them.
     recent: RecentBlocks,
 }
@@ -107,6 +110,17 @@ pub struct Ctx<'a> {
     pub stale_cache_read: bool,
     /// The initiator sending the command.
     pub initiator: InitiatorId,
+    /// Where a READ's data goes as runs (zeros, tags, bytes) instead of
+    /// rendered bytes in `data_in`, when the caller can place runs.
+    pub data_in_runs: Option<&'a mut DataRuns>,
+}
+
+/// Where [`Disk::read_blocks`] puts what it reads.
+enum ReadInto<'a> {
+    /// Rendered bytes.
+    Bytes(&'a mut Vec<u8>),
+    /// Runs: zeros, tags and raw bytes as stored.
+    Runs(&'a mut DataRuns),
 }
 
 fn bad_cdb(byte: u16) -> CommandError {
@@ -135,6 +149,7 @@ impl Disk {
             pending_ua: HashMap::new(),
             stopped: false,
             scratch: Vec::new(),
+            block: Vec::new(),
             recent: RecentBlocks::default(),
         }
     }
@@ -307,10 +322,28 @@ impl Disk {
         &mut self,
         ctx: &mut Ctx<'_>,
         cmd: &Command,
-        data_out: &[u8],
+        data_out: DataOut<'_>,
         data_in: &mut Vec<u8>,
     ) -> Result<Done, CommandError> {
         data_in.clear();
+        // Only WRITE and WRITE AND VERIFY take their Data-Out as runs; any
+        // other command gets it rendered.
+        let rendered;
+        let (data_out, runs): (&[u8], Option<&DataRuns>) = match data_out {
+            DataOut::Bytes(b) => (b, None),
+            DataOut::Runs(r)
+                if matches!(
+                    cmd,
+                    Command::Cdb(Cdb::Write(_) | Cdb::WriteAndVerify { .. })
+                ) =>
+            {
+                (&[], Some(r))
+            }
+            DataOut::Runs(r) => {
+                rendered = r.to_bytes();
+                (&rendered, None)
+            }
+        };
         // SPC-4 5.14: a pending unit attention is reported once per I_T
         // nexus, on any command but INQUIRY, REPORT LUNS and REQUEST SENSE.
         let reports_ua = !matches!(
@@ -346,7 +379,7 @@ impl Disk {
             cache: CacheUse::default(),
         };
         match cmd {
-            Command::Cdb(cdb) => self.execute_cdb(ctx, cdb, data_out, data_in, &mut done)?,
+            Command::Cdb(cdb) => self.execute_cdb(ctx, cdb, data_out, runs, data_in, &mut done)?,
             Command::Reserve => {
                 // SPC-2 7.21.2: the holder may reserve again; anyone else
                 // conflicts (checked above, as RESERVE is not allowed).
@@ -425,6 +458,7 @@ impl Disk {
         ctx: &mut Ctx<'_>,
         cdb: &Cdb,
         data_out: &[u8],
+        runs: Option<&DataRuns>,
         data_in: &mut Vec<u8>,
         done: &mut Done,
     ) -> Result<(), CommandError> {
@@ -555,13 +589,29 @@ impl Disk {
                         done.cache.wrote_through = true;
                     }
                 }
-                self.read_blocks(ctx, rw.lba, rw.blocks, data_in, done);
+                match ctx.data_in_runs.take() {
+                    Some(runs) => {
+                        runs.clear();
+                        self.read_blocks(ctx, rw.lba, rw.blocks, ReadInto::Runs(runs), done);
+                        done.spdtl = runs.len() as u32;
+                    }
+                    None => {
+                        self.read_blocks(ctx, rw.lba, rw.blocks, ReadInto::Bytes(data_in), done)
+                    }
+                }
             }
             Cdb::Write(rw) => {
                 self.not_ready()?;
                 self.check_rw(rw)?;
                 done.spdtl = rw.blocks.saturating_mul(bs as u32);
-                self.write_blocks(ctx, rw.lba, rw.blocks, rw.fua, data_out, done);
+                self.write_blocks(
+                    ctx,
+                    rw.lba,
+                    rw.blocks,
+                    rw.fua,
+                    runs.map_or(DataOut::Bytes(data_out), DataOut::Runs),
+                    done,
+                );
             }
             Cdb::WriteAndVerify { rw, bytchk } => {
                 self.not_ready()?;
@@ -572,7 +622,14 @@ impl Disk {
                 done.spdtl = rw.blocks.saturating_mul(bs as u32);
                 // SBC-3 5.34: the data is written, then verified on the
                 // medium: it goes through to the medium.
-                self.write_blocks(ctx, rw.lba, rw.blocks, true, data_out, done);
+                self.write_blocks(
+                    ctx,
+                    rw.lba,
+                    rw.blocks,
+                    true,
+                    runs.map_or(DataOut::Bytes(data_out), DataOut::Runs),
+                    done,
+                );
             }
             Cdb::Verify { rw, bytchk } => {
                 self.not_ready()?;
@@ -657,18 +714,20 @@ impl Disk {
         Ok(())
     }
 
-    /// Read `blocks` blocks into `data_in`, through the cache.
+    /// Read `blocks` blocks into `out`, through the cache.
     fn read_blocks(
         &mut self,
         ctx: &mut Ctx<'_>,
         lba: u64,
         blocks: u32,
-        data_in: &mut Vec<u8>,
+        mut out: ReadInto<'_>,
         done: &mut Done,
     ) {
         let bs = self.bs();
-        data_in.clear();
-        data_in.reserve(blocks as usize * bs);
+        if let ReadInto::Bytes(data_in) = &mut out {
+            data_in.clear();
+            data_in.reserve(blocks as usize * bs);
+        }
         let rcd = self.mode.current.rcd;
         for i in 0..u64::from(blocks) {
             let l = lba + i;
@@ -676,13 +735,19 @@ impl Disk {
             // only the cache holds must still be returned.
             if !rcd || self.cache.is_dirty(l) {
                 if let (Lookup::CleanHit | Lookup::DirtyHit, Some(d)) = self.cache.get(l) {
-                    self.recent.render_append(d, data_in, bs);
+                    match &mut out {
+                        ReadInto::Bytes(data_in) => self.recent.render_append(d, data_in, bs),
+                        ReadInto::Runs(runs) => runs.push_block(d, bs),
+                    }
                     done.cache.hit = true;
                     continue;
                 }
             }
             let d = self.medium.block(l);
-            self.recent.render_append(&d, data_in, bs);
+            match &mut out {
+                ReadInto::Bytes(data_in) => self.recent.render_append(&d, data_in, bs),
+                ReadInto::Runs(runs) => runs.push_block(&d, bs),
+            }
             if !rcd {
                 if self.cache.is_full() {
                     done.cache.evicted = true;
@@ -701,9 +766,16 @@ impl Disk {
         lba: u64,
         blocks: u32,
         fua: bool,
-        data: &[u8],
+        data: DataOut<'_>,
         done: &mut Done,
     ) {
+        let data = match data {
+            DataOut::Bytes(b) => b,
+            DataOut::Runs(r) => {
+                self.write_runs(ctx, lba, blocks, fua, r, done);
+                return;
+            }
+        };
         let bs = self.bs();
         let wanted = (blocks as usize).saturating_mul(bs);
         let data = &data[..data.len().min(wanted)];
@@ -720,17 +792,86 @@ impl Disk {
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
-            let mut merged = std::mem::take(&mut self.scratch);
-            merged.resize(bs, 0);
-            self.current(l).render(&mut merged);
-            merged[..tail.len()].copy_from_slice(tail);
-            let d = BlockData::detect(&merged);
-            self.scratch = merged;
-            self.store(ctx, l, d, through, done);
+            self.store_partial(ctx, l, tail, through, done);
         }
         if !through {
             self.cache.destage(&mut self.medium, ctx.rng);
         }
+    }
+
+    /// [`Disk::write_blocks`] from runs: a block that arrived as one whole
+    /// piece of a self-describing block of this size is stored as its tag
+    /// without a byte being looked at (rendering it would give bytes that
+    /// classify as exactly that tag); any other block (bytes, zeros, a
+    /// block stitched from two pieces, a partial one) is classified from
+    /// its bytes as before.
+    fn write_runs(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lba: u64,
+        blocks: u32,
+        fua: bool,
+        runs: &DataRuns,
+        done: &mut Done,
+    ) {
+        let bs = self.bs();
+        let total = runs.len().min((blocks as usize).saturating_mul(bs));
+        let through = fua || !self.mode.current.wce;
+        let mut block = std::mem::take(&mut self.block);
+        for i in 0..total / bs {
+            let l = lba + i as u64;
+            let d = match runs.single(i * bs, bs) {
+                Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
+                Some(Part::Zero(_)) => Detected::Zero,
+                Some(Part::Bytes(b)) => {
+                    let d = BlockData::classify(b);
+                    if let Detected::Pattern(tag) = d {
+                        self.recent.remember(tag, b);
+                    }
+                    d
+                }
+                _ => {
+                    block.clear();
+                    runs.render_append(i * bs, bs, &mut block);
+                    let d = BlockData::classify(&block);
+                    if let Detected::Pattern(tag) = d {
+                        self.recent.remember(tag, &block);
+                    }
+                    d
+                }
+            };
+            self.store_block(ctx, l, d, through, done);
+        }
+        let whole = total / bs * bs;
+        if total > whole {
+            block.clear();
+            runs.render_append(whole, total - whole, &mut block);
+            self.store_partial(ctx, lba + (total / bs) as u64, &block, through, done);
+        }
+        self.block = block;
+        if !through {
+            self.cache.destage(&mut self.medium, ctx.rng);
+        }
+    }
+
+    /// Store a partial last block: `tail` merged into the block's current
+    /// content.
+    fn store_partial(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        l: u64,
+        tail: &[u8],
+        through: bool,
+        done: &mut Done,
+    ) {
+        let bs = self.bs();
+        let mut merged = std::mem::take(&mut self.scratch);
+        merged.resize(bs, 0);
+        self.current(l).render(&mut merged);
+        merged[..tail.len()].copy_from_slice(tail);
+        let d = BlockData::detect(&merged);
+        self.scratch = merged;
+        self.store(ctx, l, d, through, done);
     }
 
     /// [`Disk::store`] without copying raw data when a cache line can take
@@ -805,7 +946,7 @@ impl Disk {
                     .into());
                 }
                 let mut cur = Vec::new();
-                self.read_blocks(ctx, rw.lba, rw.blocks, &mut cur, done);
+                self.read_blocks(ctx, rw.lba, rw.blocks, ReadInto::Bytes(&mut cur), done);
                 for (i, block) in cur.chunks_exact(bs).enumerate() {
                     let exp = if bytchk == 1 {
                         &data_out[i * bs..(i + 1) * bs]
@@ -984,11 +1125,18 @@ impl Disk {
         }
         let (verify, write) = data_out.split_at(n);
         let mut cur = Vec::new();
-        self.read_blocks(ctx, lba, u32::from(blocks), &mut cur, done);
+        self.read_blocks(ctx, lba, u32::from(blocks), ReadInto::Bytes(&mut cur), done);
         if let Some(j) = cur.iter().zip(verify).position(|(a, b)| a != b) {
             return Err(CheckCondition::miscompare(j as u64).into());
         }
-        self.write_blocks(ctx, lba, u32::from(blocks), fua, &write[..n], done);
+        self.write_blocks(
+            ctx,
+            lba,
+            u32::from(blocks),
+            fua,
+            DataOut::Bytes(&write[..n]),
+            done,
+        );
         Ok(())
     }
 
