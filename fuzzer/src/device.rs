@@ -121,10 +121,14 @@ pub(crate) struct EmulatorDevice {
 }
 
 fn build(cfg: &EmulatorConfig) -> Result<Emulator, DeviceError> {
-    Emulator::new(cfg.clone()).map_err(|e| DeviceError {
+    let mut emu = Emulator::new(cfg.clone()).map_err(|e| DeviceError {
         device: "emulator".into(),
         reason: e.to_string(),
-    })
+    })?;
+    // The harness judges a block read back by its tag when host memory
+    // holds it as one: READ data stays tags all the way.
+    emu.set_tagged_reads(true);
+    Ok(emu)
 }
 
 impl EmulatorDevice {

@@ -498,10 +498,34 @@ impl Oracle {
 
     /// Check a completed read's data (whole blocks from `lba`).
     pub fn check_read(&mut self, seq: u64, lba: u64, data: &[u8]) -> Vec<Violation> {
-        let now = self.next_tick();
-        let at = self.reads.remove(&seq).unwrap_or(now);
         let bs = self.block_size as usize;
         let blocks = (data.len() / bs) as u64;
+        self.check_read_with(seq, lba, blocks, |i| {
+            ReadBlock::Bytes(&data[i * bs..(i + 1) * bs])
+        })
+    }
+
+    /// [`Oracle::check_read`] for a caller that holds some blocks as the
+    /// tag of a whole self-describing block rather than as bytes (a host
+    /// that never rendered them): judged exactly as their bytes would be.
+    pub fn check_read_blocks(
+        &mut self,
+        seq: u64,
+        lba: u64,
+        blocks: &[ReadBlock<'_>],
+    ) -> Vec<Violation> {
+        self.check_read_with(seq, lba, blocks.len() as u64, |i| blocks[i])
+    }
+
+    fn check_read_with<'d>(
+        &mut self,
+        seq: u64,
+        lba: u64,
+        blocks: u64,
+        block: impl Fn(usize) -> ReadBlock<'d>,
+    ) -> Vec<Violation> {
+        let now = self.next_tick();
+        let at = self.reads.remove(&seq).unwrap_or(now);
         let mut out: Vec<Violation> = Vec::new();
         let mut pins: Vec<(u64, Cand)> = Vec::new();
         let crashed = self.power_losses > 0 && at > self.last_power_loss;
@@ -524,8 +548,7 @@ impl Oracle {
                 });
             for j in 0..n {
                 let l = lba.wrapping_add(i + j);
-                let at_byte = ((i + j) as usize) * bs;
-                let mut view = BlockView::new(&data[at_byte..at_byte + bs]);
+                let mut view = BlockView::new(block((i + j) as usize), self.block_size);
                 if let Some(c) = cands
                     .iter()
                     .copied()
@@ -852,28 +875,54 @@ fn continues(prev: &Violation, v: &Violation) -> bool {
         && prev.after_power_loss == v.after_power_loss
 }
 
+/// One block of a read, as [`Oracle::check_read_blocks`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBlock<'a> {
+    /// The block's bytes (one block long).
+    Bytes(&'a [u8]),
+    /// A whole self-describing block of this tag at the oracle's block
+    /// size, known valid without its bytes: the bytes
+    /// [`pattern::fill_block`] generates for it.
+    Tagged(pattern::BlockTag),
+}
+
 /// A block read back, with its inspection and CRC computed at most once.
 struct BlockView<'a> {
-    data: &'a [u8],
+    data: ReadBlock<'a>,
+    block_size: u32,
     state: Option<BlockState>,
     crc: Option<u32>,
 }
 
 impl<'a> BlockView<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    fn new(data: ReadBlock<'a>, block_size: u32) -> Self {
         BlockView {
             data,
-            state: None,
+            block_size,
+            state: match data {
+                ReadBlock::Tagged(tag) => Some(BlockState::Valid { tag }),
+                ReadBlock::Bytes(_) => None,
+            },
             crc: None,
         }
     }
     fn state(&mut self) -> BlockState {
-        *self
-            .state
-            .get_or_insert_with(|| pattern::inspect(self.data))
+        let data = self.data;
+        *self.state.get_or_insert_with(|| match data {
+            ReadBlock::Bytes(b) => pattern::inspect(b),
+            ReadBlock::Tagged(tag) => BlockState::Valid { tag },
+        })
     }
     fn crc(&mut self) -> u32 {
-        *self.crc.get_or_insert_with(|| crc32c::crc32c(self.data))
+        let (data, bs) = (self.data, self.block_size as usize);
+        *self.crc.get_or_insert_with(|| match data {
+            ReadBlock::Bytes(b) => crc32c::crc32c(b),
+            ReadBlock::Tagged(tag) => {
+                let mut b = vec![0u8; bs];
+                pattern::fill_block(&tag, &mut b);
+                crc32c::crc32c(&b)
+            }
+        })
     }
     fn is_zero(&mut self) -> bool {
         self.state() == BlockState::Zeros
@@ -976,6 +1025,71 @@ fn merge_in(runs: &mut Runs, s: u64, e: u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn blocks_given_as_tags_are_judged_as_their_bytes() {
+        use crate::pattern::{fill_block, BlockTag};
+        let bs = 512usize;
+        let build = || {
+            let mut o = Oracle::new(bs as u32);
+            for (seq, generation) in [(1u64, 1u32), (2, 2)] {
+                o.submit_write(
+                    seq,
+                    10,
+                    4,
+                    WriteData::Pattern {
+                        seed: 5,
+                        generation,
+                    },
+                    false,
+                );
+                o.complete_write(seq, true);
+            }
+            o.submit_read(3);
+            o
+        };
+        // Ok, stale, misdirected, foreign: each a whole tagged block.
+        let tags = [
+            BlockTag {
+                lba: 10,
+                generation: 2,
+                seed: 5,
+            },
+            BlockTag {
+                lba: 11,
+                generation: 1,
+                seed: 5,
+            },
+            BlockTag {
+                lba: 40,
+                generation: 2,
+                seed: 5,
+            },
+            BlockTag {
+                lba: 13,
+                generation: 2,
+                seed: 6,
+            },
+        ];
+        let mut bytes = vec![0u8; tags.len() * bs];
+        for (t, b) in tags.iter().zip(bytes.chunks_exact_mut(bs)) {
+            fill_block(t, b);
+        }
+        let by_bytes = build().check_read(3, 10, &bytes);
+        let blocks: Vec<ReadBlock<'_>> = tags.iter().map(|t| ReadBlock::Tagged(*t)).collect();
+        let by_tags = build().check_read_blocks(3, 10, &blocks);
+        assert_eq!(by_bytes.len(), 3, "{by_bytes:?}");
+        assert_eq!(by_tags, by_bytes);
+        // Mixed: bytes for some blocks, tags for others.
+        let mixed = [
+            ReadBlock::Bytes(&bytes[..bs]),
+            ReadBlock::Tagged(tags[1]),
+            ReadBlock::Bytes(&bytes[2 * bs..3 * bs]),
+            ReadBlock::Tagged(tags[3]),
+        ];
+        assert_eq!(build().check_read_blocks(3, 10, &mixed), by_bytes);
+    }
+
     use super::*;
     use crate::pattern::fill_blocks;
 
