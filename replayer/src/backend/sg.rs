@@ -23,6 +23,14 @@ const SG_DXFER_FROM_DEV: libc::c_int = -3;
 const SENSE_LEN: usize = 252;
 /// Per-command timeout handed to the kernel, in milliseconds.
 const TIMEOUT_MS: u32 = 60_000;
+/// DRIVER_SENSE (include/scsi/sg.h, low nibble of `driver_status`): the
+/// kernel sets it on every CHECK CONDITION (sg.c, scsi_bsg.c), so it says
+/// "sense data is in the buffer", not "the command was not delivered".
+const DRIVER_SENSE: u32 = 0x08;
+/// UNIT ATTENTION conditions `open` clears before it judges the device: a
+/// logical unit may queue several (SPC-5 5.14: power on, then a changed
+/// capacity, then changed mode parameters) and reports one per command.
+const UNIT_ATTENTION_RETRIES: usize = 8;
 
 /// `struct sg_io_hdr` (include/scsi/sg.h), the v3 interface of /dev/sg.
 #[repr(C)]
@@ -149,11 +157,7 @@ impl SgBackend {
         };
         // READ CAPACITY(10) for the block size, then the first two blocks.
         let rc = b
-            .execute(Request::control(
-                0,
-                vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                8,
-            ))
+            .past_unit_attention(|| Request::control(0, vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8))
             .await?;
         if !rc.is_good() || rc.data.len() < 8 {
             return Err(BackendError::Refused(format!(
@@ -164,8 +168,15 @@ impl SgBackend {
         }
         let bs = u32::from_be_bytes([rc.data[4], rc.data[5], rc.data[6], rc.data[7]])
             .clamp(512, 1 << 16);
-        let read = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0];
-        let first = b.execute(Request::control(0, read, bs * 2)).await?;
+        let read = || Request::control(0, vec![0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], bs * 2);
+        let first = b.past_unit_attention(read).await?;
+        if !first.is_good() {
+            return Err(BackendError::Refused(format!(
+                "{}: READ(10) of LBA 0 and 1 failed ({}), cannot check for a partition table",
+                path.display(),
+                trace::sense::describe_status(first.status, &first.sense)
+            )));
+        }
         if let (Some(t), false) = (partition_table(&first.data, bs as usize), destroy_ok) {
             return Err(BackendError::Refused(format!(
                 "{} holds a{} partition table; replaying writes would destroy it. \
@@ -179,6 +190,51 @@ impl SgBackend {
             )));
         }
         Ok(b)
+    }
+
+    /// Runs the command `make` builds, again while the device answers
+    /// CHECK CONDITION with UNIT ATTENTION. Nothing may have spoken to the
+    /// device since it powered on or was reset (no `sd` bound to it, or a
+    /// reset after `sd` probed), and its first command then reports that
+    /// instead of running (SAM-5 5.14, SPC-5 5.14); the kernel hands a
+    /// pass-through command's UNIT ATTENTION back unretried.
+    async fn past_unit_attention(
+        &self,
+        make: impl Fn() -> Request,
+    ) -> Result<Outcome, BackendError> {
+        let mut last = self.execute(make()).await?;
+        for _ in 0..UNIT_ATTENTION_RETRIES {
+            if !is_unit_attention(&last) {
+                break;
+            }
+            last = self.execute(make()).await?;
+        }
+        Ok(last)
+    }
+}
+
+/// Whether a completion is CHECK CONDITION with sense key UNIT ATTENTION.
+fn is_unit_attention(o: &Outcome) -> bool {
+    o.response == ServiceResponse::TaskComplete
+        && o.status == ScsiStatus::CHECK_CONDITION
+        && trace::sense::SenseData::parse(&o.sense)
+            .is_ok_and(|s| s.key == trace::sense::SenseKey::UnitAttention)
+}
+
+/// The service response of an SG_IO command from the status fields the
+/// kernel fills in besides the SCSI status byte: `host_status` (v3) or
+/// `transport_status` (v4) is the host byte, non-zero when the HBA or
+/// transport failed (DID_NO_CONNECT, DID_TIME_OUT, DID_RESET, ...); the low
+/// nibble of `driver_status` is DRIVER_OK or DRIVER_SENSE when the target
+/// answered, anything else (DRIVER_ERROR, DRIVER_TIMEOUT, ...) when the
+/// mid-layer gave up. A CHECK CONDITION is a completed task whatever the
+/// sense says.
+fn service_response(host_status: u32, driver_status: u32) -> ServiceResponse {
+    let driver = driver_status & 0x0f;
+    if host_status != 0 || (driver != 0 && driver != DRIVER_SENSE) {
+        ServiceResponse::DeliveryFailure
+    } else {
+        ServiceResponse::TaskComplete
     }
 }
 
@@ -228,13 +284,8 @@ fn run_v3(file: &File, req: &mut Request, sense: &mut [u8; SENSE_LEN]) -> std::i
     if req.dir == Direction::FromDevice {
         req.data.truncate(moved as usize);
     }
-    let response = if hdr.host_status != 0 || (hdr.driver_status & 0x0f) > 1 {
-        ServiceResponse::DeliveryFailure
-    } else {
-        ServiceResponse::TaskComplete
-    };
     Ok(Outcome {
-        response,
+        response: service_response(hdr.host_status.into(), hdr.driver_status.into()),
         status: ScsiStatus(hdr.status),
         sense: sense[..usize::from(hdr.sb_len_wr).min(SENSE_LEN)].to_vec(),
         bytes_transferred: moved,
@@ -285,13 +336,8 @@ fn run_v4(file: &File, req: &mut Request, sense: &mut [u8; SENSE_LEN]) -> std::i
     if req.dir == Direction::FromDevice {
         req.data.truncate(moved as usize);
     }
-    let response = if h.transport_status != 0 || h.driver_status != 0 {
-        ServiceResponse::DeliveryFailure
-    } else {
-        ServiceResponse::TaskComplete
-    };
     Ok(Outcome {
-        response,
+        response: service_response(h.transport_status, h.driver_status),
         status: ScsiStatus((h.device_status & 0xff) as u8),
         sense: sense[..(h.response_len as usize).min(SENSE_LEN)].to_vec(),
         bytes_transferred: moved,
@@ -334,6 +380,50 @@ mod tests {
         // x86-64 and aarch64 sizes from include/scsi/sg.h and bsg.h.
         assert_eq!(std::mem::size_of::<SgIoHdr>(), 88);
         assert_eq!(std::mem::size_of::<SgIoV4>(), 160);
+    }
+
+    #[test]
+    fn check_condition_is_a_completed_task_and_host_errors_are_not() {
+        // What sg.c and scsi_bsg.c report for a CHECK CONDITION: the
+        // status byte, DRIVER_SENSE, host byte DID_OK.
+        assert_eq!(
+            service_response(0, DRIVER_SENSE),
+            ServiceResponse::TaskComplete
+        );
+        assert_eq!(service_response(0, 0), ServiceResponse::TaskComplete);
+        // DID_NO_CONNECT, DID_TIME_OUT; DRIVER_ERROR, DRIVER_TIMEOUT.
+        for (host, driver) in [(0x01, 0), (0x03, 0), (0, 0x04), (0, 0x06), (0x03, 0x08)] {
+            assert_eq!(
+                service_response(host, driver),
+                ServiceResponse::DeliveryFailure,
+                "host {host:#x} driver {driver:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn unit_attention_is_recognised_in_fixed_and_descriptor_sense() {
+        let ua = |sense: Vec<u8>| Outcome {
+            response: ServiceResponse::TaskComplete,
+            status: ScsiStatus::CHECK_CONDITION,
+            sense,
+            bytes_transferred: 0,
+            residual: 0,
+            data: Vec::new(),
+        };
+        // 29h/00h POWER ON, RESET, OR BUS DEVICE RESET OCCURRED.
+        let mut fixed = vec![0u8; 18];
+        fixed[0] = 0x70;
+        fixed[2] = 0x06;
+        fixed[7] = 10;
+        fixed[12] = 0x29;
+        assert!(is_unit_attention(&ua(fixed.clone())));
+        let descriptor = vec![0x72, 0x06, 0x29, 0x00, 0, 0, 0, 0];
+        assert!(is_unit_attention(&ua(descriptor)));
+        // ILLEGAL REQUEST is not retried, nor is GOOD.
+        fixed[2] = 0x05;
+        assert!(!is_unit_attention(&ua(fixed)));
+        assert!(!is_unit_attention(&Outcome::good(Vec::new(), 0)));
     }
 
     #[test]
