@@ -234,9 +234,15 @@ impl HostMemory {
             match self.pages.entry(page) {
                 std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
                     Page::Tagged(pieces) => {
-                        cut(pieces, off, n);
-                        let at = pieces.partition_point(|(o, _)| *o < off);
-                        pieces.insert(at, (off, sub));
+                        // A buffer filled in address order appends.
+                        match pieces.last() {
+                            Some((o, p)) if o + p.len > off => {
+                                cut(pieces, off, n);
+                                let at = pieces.partition_point(|(o, _)| *o < off);
+                                pieces.insert(at, (off, sub));
+                            }
+                            _ => pieces.push((off, sub)),
+                        }
                         if pieces.len() > MAX_PIECES {
                             let b = render_page(pieces);
                             *p.get_mut() = Page::Bytes(b);
@@ -259,7 +265,8 @@ impl HostMemory {
                     }
                 },
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let mut pieces = Vec::with_capacity(4);
+                    // A page of 512-byte blocks holds eight.
+                    let mut pieces = Vec::with_capacity(8);
                     pieces.push((off, sub));
                     v.insert(Page::Tagged(pieces));
                 }

@@ -323,6 +323,34 @@ impl DataRuns {
         })
     }
 
+    /// Each whole `block_size`-byte block in order: the part it is when it
+    /// lies in one run ([`DataRuns::single`]), `None` when it spans runs.
+    /// Walks the runs once, so a transfer of many blocks costs no search.
+    pub fn blocks(&self, block_size: usize) -> impl Iterator<Item = Option<Part<'_>>> + '_ {
+        let mut i = 0usize;
+        let n = if block_size == 0 {
+            0
+        } else {
+            self.len / block_size
+        };
+        (0..n).map(move |k| {
+            let start = k * block_size;
+            while self.starts[i] + self.runs[i].len() <= start {
+                i += 1;
+            }
+            let off = start - self.starts[i];
+            let r = self.runs[i];
+            if off + block_size > r.len() {
+                return None;
+            }
+            Some(match r {
+                Run::Bytes { at, .. } => Part::Bytes(&self.bytes[at + off..at + off + block_size]),
+                Run::Zero(_) => Part::Zero(block_size),
+                Run::Piece(p) => Part::Piece(p.sub(off as u32, block_size as u32)),
+            })
+        })
+    }
+
     /// Append the bytes of `[start, start + len)` to `out` (only what the
     /// runs cover; a range past the end appends less).
     pub fn render_append(&self, start: usize, len: usize, out: &mut Vec<u8>) {
@@ -403,6 +431,13 @@ mod tests {
         assert_eq!(r.single(524, 4), Some(Part::Zero(4)));
         assert_eq!(r.single(532, 3), Some(Part::Bytes(&[1, 2, 3])));
         assert_eq!(r.single(510, 4), None, "spans two runs");
+        let by_block: Vec<_> = r.blocks(512).collect();
+        assert_eq!(by_block, [Some(Part::Piece(w))]);
+        let by_5: Vec<_> = r.blocks(5).collect();
+        assert_eq!(by_5.len(), 107);
+        for (k, b) in by_5.iter().enumerate() {
+            assert_eq!(*b, r.single(k * 5, 5), "block {k}");
+        }
     }
 
     #[test]

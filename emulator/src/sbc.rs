@@ -818,9 +818,9 @@ impl Disk {
         let total = runs.len().min((blocks as usize).saturating_mul(bs));
         let through = fua || !self.mode.current.wce;
         let mut block = std::mem::take(&mut self.block);
-        for i in 0..total / bs {
+        for (i, part) in runs.blocks(bs).take(total / bs).enumerate() {
             let l = lba + i as u64;
-            let d = match runs.single(i * bs, bs) {
+            let d = match part {
                 Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
                 Some(Part::Zero(_)) => Detected::Zero,
                 Some(Part::Bytes(b)) => {

@@ -112,7 +112,7 @@ pub struct Harness {
     /// A read's data as host memory holds it.
     runs: DataRuns,
     /// Per block of a read: the tag when it is one whole tag.
-    shapes: Vec<Option<Tag>>,
+    shapes: Vec<Option<Shape>>,
     param: Vec<u8>,
 }
 
@@ -122,6 +122,16 @@ impl std::fmt::Debug for Harness {
             .field("target", &self.target)
             .finish()
     }
+}
+
+/// How a block read back lies in host memory, when it can be judged
+/// without rendering it.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// One whole tag.
+    Tag(Tag),
+    /// One run of bytes.
+    Bytes,
 }
 
 /// Everything one run accumulates.
@@ -765,10 +775,10 @@ impl Harness {
         }
         let mut shapes = std::mem::take(&mut self.shapes);
         shapes.clear();
-        for i in 0..blocks as usize {
-            shapes.push(match self.runs.single(i * bs, bs) {
-                Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Some(p.tag),
-                Some(Part::Bytes(_)) => None,
+        for (i, part) in self.runs.blocks(bs).take(blocks as usize).enumerate() {
+            shapes.push(match part {
+                Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Some(Shape::Tag(p.tag)),
+                Some(Part::Bytes(_)) => Some(Shape::Bytes),
                 _ => {
                     let mut at = i * bs;
                     let data = &mut self.data;
@@ -785,14 +795,17 @@ impl Harness {
                 }
             });
         }
-        let block = |i: usize| -> ReadBlock<'_> {
-            match (shapes[i], self.runs.single(i * bs, bs)) {
-                (Some(t), _) => ReadBlock::Tagged(BlockTag::from(t)),
-                (None, Some(Part::Bytes(b))) => ReadBlock::Bytes(b),
-                (None, _) => ReadBlock::Bytes(&self.data[i * bs..(i + 1) * bs]),
-            }
-        };
-        let views: Vec<ReadBlock<'_>> = (0..blocks as usize).map(block).collect();
+        let views: Vec<ReadBlock<'_>> = self
+            .runs
+            .blocks(bs)
+            .zip(&shapes)
+            .enumerate()
+            .map(|(i, (part, shape))| match (shape, part) {
+                (Some(Shape::Tag(t)), _) => ReadBlock::Tagged(BlockTag::from(*t)),
+                (Some(Shape::Bytes), Some(Part::Bytes(b))) => ReadBlock::Bytes(b),
+                _ => ReadBlock::Bytes(&self.data[i * bs..(i + 1) * bs]),
+            })
+            .collect();
         let mut i = 0usize;
         while i < blocks as usize {
             if Self::is_tainted(run, lba + i as u64) {
