@@ -1,5 +1,5 @@
 //! `scuzz replay --to sg:/dev/sgN` and `--to /dev/bsg/H:C:T:L` against a
-//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with five
+//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with seven
 //! virtio-scsi disks backed by raw image files (scripts/fetch-sg-vm builds
 //! the guest). The guest runs every replay once, in one boot, and prints
 //! each one's output and exit code on the serial console; the tests below
@@ -15,7 +15,9 @@
 //! | 1 | blank, trace capacity | the same trace through bsg (v4), `--verify` |
 //! | 2 | MBR signature | refused through sg; confirmed through bsg, `--verify` |
 //! | 3 | GPT header at LBA 1 | refused through bsg |
-//! | 4 | blank, 4 MiB | a hand-made trace whose recording holds CHECK CONDITIONs and a short read, through both |
+//! | 4 | blank, 4 MiB | hand-made traces: CHECK CONDITIONs, a short read; through both |
+//! | 5 | blank | `synth fio` random 4 KiB writes at `--qd 32`, through both |
+//! | 6 | blank | a single 40 MiB WRITE(16), through both: refused by the kernel |
 //!
 //! QEMU runs with KVM when /dev/kvm works and falls back to TCG otherwise
 //! (`SCUZZ_SG_VM_ACCEL=tcg|kvm` forces one). Without QEMU or the guest the
@@ -36,6 +38,8 @@ use trace::{
 };
 
 const BLOCK: usize = 512;
+/// Disks attached to the guest (the table above).
+const DISKS: usize = 7;
 /// Blocks of the edge-case disk (4 MiB).
 const EDGE_BLOCKS: u64 = 8192;
 /// How long KVM gets to reach /init before it counts as unusable (a
@@ -48,7 +52,7 @@ const VM_LIMIT: Duration = Duration::from_secs(300);
 /// The guest's script: one section per replay on the console.
 const GUEST_SCRIPT: &str = r#"#!/bin/sh
 i=0
-while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt 5 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt 7 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 sg() { echo "sg:/dev/$(ls /sys/bus/scsi/devices/*:0:$1:0/scsi_generic/)"; }
 bsg() { for d in /dev/bsg/*:0:$1:0; do echo "$d"; done; }
 run() {
@@ -69,6 +73,10 @@ run edge-sg /scuzz replay /edge.sczt --to "$(sg 4)" --verify
 run edge-bsg /scuzz replay /edge.sczt --to "$(bsg 4)" --verify
 run short-sg /scuzz replay /short.sczt --to "$(sg 4)" --verify
 run short-bsg /scuzz replay /short.sczt --to "$(bsg 4)" --verify
+run qd32-sg /scuzz replay /fio.sczt --to "$(sg 5)" --verify --qd 32
+run qd32-bsg /scuzz replay /fio.sczt --to "$(bsg 5)" --verify --qd 32
+run big-sg /scuzz replay /big.sczt --to "$(sg 6)"
+run big-bsg /scuzz replay /big.sczt --to "$(bsg 6)"
 "#;
 
 /// What one boot of the guest left behind.
@@ -147,24 +155,68 @@ fn boot() -> Result<VmRun, String> {
     if !on_path("qemu-system-x86_64") {
         return Err("qemu-system-x86_64 not installed (Debian: qemu-system-x86)".into());
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-sg-{}", std::process::id()));
+    // One directory, emptied each run: the images, the initramfs and the
+    // guest's console (console.log) of the last run stay for a post-mortem.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sg");
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let trace = dir.join("cp.sczt");
-    let t = trace.to_str().expect("UTF-8 temporary path");
-    let o = scuzz(&["synth", "cp", "--size", "8M", "--hba", "lsi3108", "-o", t]);
-    assert!(o.status.success(), "{}", text(&o));
+    let synth = |name: &str, args: &[&str]| {
+        let path = dir.join(name);
+        let o = scuzz(
+            &[
+                &["synth"],
+                args,
+                &["-o", path.to_str().expect("UTF-8 temporary path")],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let blocks = TraceReader::open(&path).unwrap().header().capacity_blocks;
+        (path, blocks)
+    };
+    let (trace, capacity) = synth("cp.sczt", &["cp", "--size", "8M", "--hba", "lsi3108"]);
+    // 1024 random 4 KiB writes at iodepth 32, then their read-back.
+    let (fio, fio_blocks) = synth(
+        "fio.sczt",
+        &[
+            "fio",
+            "--rw",
+            "randwrite",
+            "--bs",
+            "4k",
+            "--size",
+            "4M",
+            "--direct",
+            "1",
+            "--iodepth",
+            "32",
+            "--verify",
+        ],
+    );
+    // A 40 MiB file written back in one WRITE(16): more than either
+    // driver passes through.
+    let (big, big_blocks) = synth(
+        "big.sczt",
+        &["cp", "--size", "40M", "--dirty-window", "64M"],
+    );
     let edge = dir.join("edge.sczt");
     write_edge_trace(&edge);
     let short = dir.join("short.sczt");
     write_short_read_trace(&short);
-    let capacity = TraceReader::open(&trace).unwrap().header().capacity_blocks;
-    let heads: [Vec<u8>; 5] = [vec![], vec![], mbr(), gpt(), vec![]];
-    for (n, first) in heads.iter().enumerate() {
+    let disks: [(Vec<u8>, u64); DISKS] = [
+        (vec![], capacity),
+        (vec![], capacity),
+        (mbr(), capacity),
+        (gpt(), capacity),
+        (vec![], EDGE_BLOCKS),
+        (vec![], fio_blocks),
+        (vec![], big_blocks),
+    ];
+    for (n, (first, blocks)) in disks.iter().enumerate() {
         let path = dir.join(format!("disk{n}.img"));
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(first).unwrap();
-        let blocks = if n == 4 { EDGE_BLOCKS } else { capacity };
         f.set_len(blocks * BLOCK as u64).unwrap();
     }
 
@@ -176,6 +228,8 @@ fn boot() -> Result<VmRun, String> {
             ("cp.sczt", &trace),
             ("edge.sczt", &edge),
             ("short.sczt", &short),
+            ("fio.sczt", &fio),
+            ("big.sczt", &big),
         ],
     ));
     std::fs::write(&initrd, archive).unwrap();
@@ -201,6 +255,7 @@ fn boot() -> Result<VmRun, String> {
         None => ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None)),
     };
     let console = console.unwrap_or_else(|| panic!("the guest did not start under {accel}"));
+    std::fs::write(dir.join("console.log"), &console).unwrap();
     println!(
         "guest ran under {accel} in {:.1} s",
         start.elapsed().as_secs_f64()
@@ -238,7 +293,7 @@ fn run_guest(
         .arg(initrd)
         .args(["-append", "console=ttyS0 quiet panic=-1"])
         .args(["-device", "virtio-scsi-pci,id=scsi0"]);
-    for n in 0..5 {
+    for n in 0..DISKS {
         let img = dir.join(format!("disk{n}.img"));
         cmd.arg("-drive").arg(format!(
             "file={},if=none,id=d{n},format=raw,cache=writeback",
@@ -737,4 +792,31 @@ fn a_short_read_carries_the_devices_residual_to_the_verifier() {
         );
         assert!(out.contains("bad-residual 1"), "{name}:\n{out}");
     }
+}
+
+/// 32 commands in flight: more than the sg driver takes on one open file
+/// (SG_MAX_QUEUE, 16), which answered EDOM before the backend spread them
+/// over several; bsg has no such limit.
+#[test]
+fn queue_depth_32_replays_through_both_interfaces() {
+    let Some(vm) = vm() else { return };
+    for name in ["qd32-sg", "qd32-bsg"] {
+        let out = vm.passed(name);
+        assert!(out.contains("qd=32"), "{name}:\n{out}");
+    }
+}
+
+/// A transfer the kernel will not pass through ends the replay with exit 1
+/// and a message naming the command and the limit, not a bare errno.
+#[test]
+fn an_oversized_transfer_names_the_kernel_limit() {
+    let Some(vm) = vm() else { return };
+    let (rc, out) = vm.section("big-sg");
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("WRITE(16) of 41943040 bytes"), "{out}");
+    assert!(out.contains("scatter_elem_sz"), "{out}");
+    let (rc, out) = vm.section("big-bsg");
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("WRITE(16) of 41943040 bytes"), "{out}");
+    assert!(out.contains("max_hw_sectors_kb"), "{out}");
 }

@@ -4,14 +4,18 @@
 //! Replaying writes destroys what the device holds, so the backend refuses
 //! a device that carries a partition table (an MBR boot signature or a GPT
 //! header) unless the caller confirms. Each command runs its ioctl on
-//! tokio's blocking pool, so `--qd` commands can be outstanding at once, as
-//! the sg driver allows.
+//! tokio's blocking pool, so `--qd` commands can be outstanding at once.
+//! The sg driver takes at most [`SG_MAX_QUEUE`] commands at a time on one
+//! open file, so the backend opens the device node again for every 16
+//! commands in flight.
+//!
+//! tests/cli_sg.rs runs all of this against a real kernel in a QEMU guest.
 
 use super::{Backend, BackendError, Outcome, Request};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use trace::{Direction, ScsiStatus, ServiceResponse};
 
 /// `SG_IO` (include/scsi/sg.h).
@@ -23,6 +27,10 @@ const SG_DXFER_FROM_DEV: libc::c_int = -3;
 const SENSE_LEN: usize = 252;
 /// Per-command timeout handed to the kernel, in milliseconds.
 const TIMEOUT_MS: u32 = 60_000;
+/// Commands the sg driver keeps per open file (SG_MAX_QUEUE in
+/// drivers/scsi/sg.c); one more concurrent SG_IO on the same file fails
+/// with EDOM. bsg has no such limit.
+pub const SG_MAX_QUEUE: usize = 16;
 /// DRIVER_SENSE (include/scsi/sg.h, low nibble of `driver_status`): the
 /// kernel sets it on every CHECK CONDITION (sg.c, scsi_bsg.c), so it says
 /// "sense data is in the buffer", not "the command was not delivered".
@@ -108,8 +116,68 @@ enum Interface {
 /// A SCSI device reached through SG_IO.
 pub struct SgBackend {
     path: PathBuf,
-    file: Arc<File>,
+    handles: Arc<Handles>,
     iface: Interface,
+}
+
+/// The device's open files and the commands in flight on each, so no file
+/// carries more than the driver takes.
+struct Handles {
+    path: PathBuf,
+    per_file: usize,
+    files: Mutex<Vec<(Arc<File>, usize)>>,
+}
+
+/// A command's place on one of the open files, given back on drop.
+struct Slot {
+    handles: Arc<Handles>,
+    index: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut files = self
+            .handles
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, n)) = files.get_mut(self.index) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+fn open_device(path: &Path) -> Result<File, BackendError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| BackendError::Io {
+            context: format!("open {}", path.display()),
+            source,
+        })
+}
+
+impl Handles {
+    /// A file with room for one more command, opening another when all
+    /// are full.
+    fn acquire(self: &Arc<Self>) -> Result<(Arc<File>, Slot), BackendError> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = match files.iter().position(|(_, n)| *n < self.per_file) {
+            Some(i) => i,
+            None => {
+                files.push((Arc::new(open_device(&self.path)?), 0));
+                files.len() - 1
+            }
+        };
+        files[index].1 += 1;
+        let file = Arc::clone(&files[index].0);
+        let slot = Slot {
+            handles: Arc::clone(self),
+            index,
+        };
+        Ok((file, slot))
+    }
 }
 
 /// Why a device looks like it holds data somebody wants.
@@ -137,14 +205,7 @@ impl SgBackend {
     /// SG_IO, and refuses it if it holds a partition table and
     /// `destroy_ok` is false.
     pub async fn open(path: &Path, destroy_ok: bool) -> Result<SgBackend, BackendError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| BackendError::Io {
-                context: format!("open {}", path.display()),
-                source,
-            })?;
+        let file = open_device(path)?;
         let iface = if path.starts_with("/dev/bsg") {
             Interface::V4
         } else {
@@ -152,7 +213,14 @@ impl SgBackend {
         };
         let b = SgBackend {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            handles: Arc::new(Handles {
+                path: path.to_path_buf(),
+                per_file: match iface {
+                    Interface::V3 => SG_MAX_QUEUE,
+                    Interface::V4 => usize::MAX,
+                },
+                files: Mutex::new(vec![(Arc::new(file), 0)]),
+            }),
             iface,
         };
         // READ CAPACITY(10) for the block size, then the first two blocks.
@@ -211,6 +279,39 @@ impl SgBackend {
         }
         Ok(last)
     }
+}
+
+/// "WRITE(16) of 41943040 bytes", for error messages.
+fn command_name(cdb: &[u8], xfer_len: u32) -> String {
+    let op = cdb.first().copied().unwrap_or(0);
+    let name = trace::cdb::Cdb::parse(cdb)
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|_| format!("opcode {op:02X}h"));
+    format!("{name} of {xfer_len} bytes")
+}
+
+/// Adds to the errno Linux refuses a pass-through command with the limit
+/// it most likely hit: the kernel says only ENOMEM or EINVAL.
+fn explain(iface: Interface, len: usize, e: std::io::Error) -> std::io::Error {
+    let hint = match (iface, e.raw_os_error()) {
+        (Interface::V3, Some(libc::ENOMEM)) if len > 0 => {
+            "the sg driver copies each transfer through a kernel buffer of at most the \
+             HBA's max_segments times sg's scatter_elem_sz (/sys/module/sg/parameters/\
+             scatter_elem_sz, 32 KiB by default); replay through the device's /dev/bsg \
+             node, which maps the buffer directly, or raise scatter_elem_sz"
+        }
+        (_, Some(libc::EINVAL)) if len > 0 => {
+            "Linux refuses a pass-through transfer larger than the HBA's \
+             max_hw_sectors_kb (/sys/block/sdX/queue/max_hw_sectors_kb) or with more \
+             segments than it takes; replay a trace whose largest transfer fits \
+             (`scuzz stats` shows it)"
+        }
+        (Interface::V3, Some(libc::EDOM)) => {
+            "the sg driver's queue on this file is full (SG_MAX_QUEUE)"
+        }
+        _ => return e,
+    };
+    std::io::Error::new(e.kind(), format!("{e}; {hint}"))
 }
 
 /// Whether a completion is CHECK CONDITION with sense key UNIT ATTENTION.
@@ -352,10 +453,19 @@ impl Backend for SgBackend {
     }
 
     async fn execute(&self, mut req: Request) -> Result<Outcome, BackendError> {
-        let file = Arc::clone(&self.file);
+        let (file, slot) = self.handles.acquire()?;
         let iface = self.iface;
         let path = self.path.clone();
+        let command = command_name(&req.cdb, req.xfer_len);
+        let len = match req.dir {
+            Direction::ToDevice => req.data.len(),
+            Direction::FromDevice => req.xfer_len as usize,
+            Direction::None => 0,
+        };
         tokio::task::spawn_blocking(move || {
+            // The slot is given back when the ioctl has returned, even if
+            // the caller stopped waiting.
+            let _slot = slot;
             let mut sense = [0u8; SENSE_LEN];
             match iface {
                 Interface::V3 => run_v3(&file, &mut req, &mut sense),
@@ -364,9 +474,9 @@ impl Backend for SgBackend {
         })
         .await
         .map_err(|e| BackendError::Transport(format!("SG_IO worker: {e}")))?
-        .map_err(|source| BackendError::Io {
-            context: format!("SG_IO on {}", path.display()),
-            source,
+        .map_err(|e| BackendError::Io {
+            context: format!("SG_IO on {}, {command}", path.display()),
+            source: explain(iface, len, e),
         })
     }
 }
@@ -424,6 +534,48 @@ mod tests {
         fixed[2] = 0x05;
         assert!(!is_unit_attention(&ua(fixed)));
         assert!(!is_unit_attention(&Outcome::good(Vec::new(), 0)));
+    }
+
+    #[test]
+    fn refused_transfers_name_the_limit() {
+        let e = |code| std::io::Error::from_raw_os_error(code);
+        let m = explain(Interface::V3, 40 << 20, e(libc::ENOMEM)).to_string();
+        assert!(
+            m.contains("scatter_elem_sz") && m.contains("/dev/bsg"),
+            "{m}"
+        );
+        let m = explain(Interface::V4, 40 << 20, e(libc::EINVAL)).to_string();
+        assert!(m.contains("max_hw_sectors_kb"), "{m}");
+        // Other errors pass unchanged.
+        let m = explain(Interface::V4, 0, e(libc::EIO)).to_string();
+        assert_eq!(m, e(libc::EIO).to_string());
+        assert_eq!(
+            command_name(&[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], 512),
+            "WRITE(16) of 512 bytes"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_open_file_carries_more_than_the_sg_queue() {
+        let path = std::env::temp_dir().join(format!("scuzz-sg-slots-{}", std::process::id()));
+        std::fs::write(&path, [0u8; 16]).unwrap();
+        let handles = Arc::new(Handles {
+            path: path.clone(),
+            per_file: SG_MAX_QUEUE,
+            files: Mutex::new(vec![(Arc::new(File::open(&path).unwrap()), 0)]),
+        });
+        let mut slots: Vec<_> = (0..40).map(|_| handles.acquire().unwrap().1).collect();
+        let load = |h: &Handles| -> Vec<usize> {
+            h.files.lock().unwrap().iter().map(|(_, n)| *n).collect()
+        };
+        assert_eq!(load(&handles), [16, 16, 8]);
+        // A freed place on the first file is reused before a new file opens.
+        slots.swap_remove(3);
+        assert_eq!(load(&handles), [15, 16, 8]);
+        let _again = handles.acquire().unwrap();
+        assert_eq!(load(&handles), [16, 16, 8]);
+        drop(slots);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
