@@ -14,6 +14,7 @@
 //! tags generate (a byte write into a tagged page renders the page first),
 //! so the byte interface behaves as if every page were bytes.
 
+use crate::content::Tag;
 use crate::runs::{DataRuns, Part, TagPiece};
 use std::collections::HashMap;
 
@@ -114,8 +115,9 @@ fn render_page(pieces: &[(u32, TagPiece)]) -> Bytes {
     p
 }
 
-/// Append bytes `[off, off + n)` of a tagged page to `out` as runs.
-fn tagged_runs(pieces: &[(u32, TagPiece)], off: usize, n: usize, out: &mut DataRuns) {
+/// The parts (zeros and pieces) of bytes `[off, off + n)` of a tagged
+/// page, in order.
+fn tagged_parts(pieces: &[(u32, TagPiece)], off: usize, n: usize, mut f: impl FnMut(Part<'_>)) {
     let end = off + n;
     let mut at = off;
     for (po, piece) in pieces {
@@ -127,14 +129,16 @@ fn tagged_runs(pieces: &[(u32, TagPiece)], off: usize, n: usize, out: &mut DataR
             break;
         }
         if ps > at {
-            out.push_zero(ps - at);
+            f(Part::Zero(ps - at));
             at = ps;
         }
         let take = pe.min(end) - at;
-        out.push_piece(piece.sub((at - ps) as u32, take as u32));
+        f(Part::Piece(piece.sub((at - ps) as u32, take as u32)));
         at += take;
     }
-    out.push_zero(end - at);
+    if end > at {
+        f(Part::Zero(end - at));
+    }
 }
 
 /// Remove bytes `[off, off + n)` from a tagged page's pieces (they become
@@ -275,6 +279,41 @@ impl HostMemory {
         }
     }
 
+    /// Place bytes `[at, at + len)` of the Data-Out that
+    /// [`trace::pattern::fill_blocks`] would generate for `(seed,
+    /// generation, first_lba, block_len)` at `addr`, as tags: the pieces of
+    /// each block the range covers, so a transfer spread over SG entries is
+    /// placed one entry at a time. Bytes past 2^64 are dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_pattern(
+        &mut self,
+        addr: u64,
+        at: usize,
+        len: usize,
+        seed: u64,
+        generation: u32,
+        first_lba: u64,
+        block_len: u32,
+    ) {
+        let bl = block_len.max(1) as usize;
+        let mut done = 0usize;
+        while done < len {
+            let Some(a) = addr.checked_add(done as u64) else {
+                return;
+            };
+            let (b, within) = ((at + done) / bl, (at + done) % bl);
+            let take = (bl - within).min(len - done);
+            let tag = Tag {
+                lba: first_lba.wrapping_add(b as u64),
+                seed,
+                generation,
+            };
+            let piece = TagPiece::whole(tag, block_len).sub(within as u32, take as u32);
+            self.write_piece(a, piece);
+            done += take;
+        }
+    }
+
     /// Place `len` bytes of `runs` from `start` at `addr`: bytes are
     /// written, zeros zeroed, pieces placed as pieces.
     pub fn write_runs(&mut self, addr: u64, runs: &DataRuns, start: usize, len: usize) {
@@ -305,7 +344,7 @@ impl HostMemory {
             let n = (PAGE_SIZE as usize - off).min(len - done);
             match self.pages.get(&page) {
                 Some(Page::Bytes(p)) => out.push_bytes(&p[off..off + n]),
-                Some(Page::Tagged(pieces)) => tagged_runs(pieces, off, n, out),
+                Some(Page::Tagged(pieces)) => tagged_parts(pieces, off, n, |p| out.push_part(p)),
                 None => out.push_zero(n),
             }
             done += n;
@@ -428,27 +467,15 @@ impl HostMemory {
 
 /// Render bytes `[off, off + dst.len())` of a tagged page into `dst`.
 fn render_tagged(pieces: &[(u32, TagPiece)], off: usize, dst: &mut [u8]) {
-    let end = off + dst.len();
-    let mut at = off;
-    for (po, piece) in pieces {
-        let (ps, pe) = (*po as usize, *po as usize + piece.len as usize);
-        if pe <= at {
-            continue;
+    let mut at = 0usize;
+    tagged_parts(pieces, off, dst.len(), |part| {
+        let n = part.len();
+        match part {
+            Part::Piece(p) => p.render(&mut dst[at..at + n]),
+            _ => dst[at..at + n].fill(0),
         }
-        if ps >= end {
-            break;
-        }
-        if ps > at {
-            dst[at - off..ps - off].fill(0);
-            at = ps;
-        }
-        let take = pe.min(end) - at;
-        piece
-            .sub((at - ps) as u32, take as u32)
-            .render(&mut dst[at - off..at - off + take]);
-        at += take;
-    }
-    dst[at - off..].fill(0);
+        at += n;
+    });
 }
 
 #[cfg(test)]

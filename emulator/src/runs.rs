@@ -311,8 +311,12 @@ impl DataRuns {
             return None;
         }
         let i = self.starts.partition_point(|s| *s <= start) - 1;
+        self.part_of(i, start - self.starts[i], len)
+    }
+
+    /// `len` bytes of run `i` from `off`, if the run holds them all.
+    fn part_of(&self, i: usize, off: usize, len: usize) -> Option<Part<'_>> {
         let r = self.runs[i];
-        let off = start - self.starts[i];
         if off + len > r.len() {
             return None;
         }
@@ -328,26 +332,13 @@ impl DataRuns {
     /// Walks the runs once, so a transfer of many blocks costs no search.
     pub fn blocks(&self, block_size: usize) -> impl Iterator<Item = Option<Part<'_>>> + '_ {
         let mut i = 0usize;
-        let n = if block_size == 0 {
-            0
-        } else {
-            self.len / block_size
-        };
+        let n = self.len.checked_div(block_size).unwrap_or(0);
         (0..n).map(move |k| {
             let start = k * block_size;
             while self.starts[i] + self.runs[i].len() <= start {
                 i += 1;
             }
-            let off = start - self.starts[i];
-            let r = self.runs[i];
-            if off + block_size > r.len() {
-                return None;
-            }
-            Some(match r {
-                Run::Bytes { at, .. } => Part::Bytes(&self.bytes[at + off..at + off + block_size]),
-                Run::Zero(_) => Part::Zero(block_size),
-                Run::Piece(p) => Part::Piece(p.sub(off as u32, block_size as u32)),
-            })
+            self.part_of(i, start - self.starts[i], block_size)
         })
     }
 

@@ -123,6 +123,16 @@ enum ReadInto<'a> {
     Runs(&'a mut DataRuns),
 }
 
+/// Classify a block that arrived as bytes, remembering a self-describing
+/// one so reading it back is a copy.
+fn classify<'b>(recent: &mut RecentBlocks, b: &'b [u8]) -> Detected<'b> {
+    let d = BlockData::classify(b);
+    if let Detected::Pattern(tag) = d {
+        recent.remember(tag, b);
+    }
+    d
+}
+
 fn bad_cdb(byte: u16) -> CommandError {
     CheckCondition::invalid_field_in_cdb(byte, None).into()
 }
@@ -783,10 +793,7 @@ impl Disk {
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
         for block in &mut chunks {
-            let d = BlockData::classify(block);
-            if let crate::content::Detected::Pattern(tag) = d {
-                self.recent.remember(tag, block);
-            }
+            let d = classify(&mut self.recent, block);
             self.store_block(ctx, l, d, through, done);
             l += 1;
         }
@@ -823,21 +830,11 @@ impl Disk {
             let d = match part {
                 Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
                 Some(Part::Zero(_)) => Detected::Zero,
-                Some(Part::Bytes(b)) => {
-                    let d = BlockData::classify(b);
-                    if let Detected::Pattern(tag) = d {
-                        self.recent.remember(tag, b);
-                    }
-                    d
-                }
+                Some(Part::Bytes(b)) => classify(&mut self.recent, b),
                 _ => {
                     block.clear();
                     runs.render_append(i * bs, bs, &mut block);
-                    let d = BlockData::classify(&block);
-                    if let Detected::Pattern(tag) = d {
-                        self.recent.remember(tag, &block);
-                    }
-                    d
+                    classify(&mut self.recent, &block)
                 }
             };
             self.store_block(ctx, l, d, through, done);

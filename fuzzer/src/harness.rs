@@ -37,7 +37,7 @@ use crate::device::{Device, DeviceError, DeviceSpec, EmulatorDevice, IscsiDevice
 use crate::program::{Limits, Op, ScsiProgram, Transfer};
 use crate::verdict::{protocol, Verdict, Violation};
 use emulator::content::Tag;
-use emulator::runs::{DataRuns, Part, TagPiece};
+use emulator::runs::{DataRuns, Part};
 use emulator::{BugSet, EmulatorConfig, Outcome, Task};
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::oracle::{Oracle, ReadBlock, WriteData};
@@ -637,24 +637,9 @@ impl Harness {
             let mut pos = 0usize;
             for s in &sg {
                 let n = (s.len as usize).min(bytes - pos);
-                let mem = run.emu.memory();
-                let mut done = 0usize;
-                while done < n {
-                    // Bytes past 2^64 are dropped, as a byte write drops them.
-                    let Some(addr) = s.addr.0.checked_add(done as u64) else {
-                        break;
-                    };
-                    let (b, within) = ((pos + done) / bs, (pos + done) % bs);
-                    let take = (bs - within).min(n - done);
-                    let tag = Tag {
-                        lba: lba.wrapping_add(b as u64),
-                        seed,
-                        generation,
-                    };
-                    let piece = TagPiece::whole(tag, bs as u32);
-                    mem.write_piece(addr, piece.sub(within as u32, take as u32));
-                    done += take;
-                }
+                run.emu
+                    .memory()
+                    .write_pattern(s.addr.0, pos, n, seed, generation, lba, bs as u32);
                 pos += n;
             }
             let cdb = rw_cdb(true, lba, blocks, t.fua);

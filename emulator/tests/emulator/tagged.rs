@@ -5,8 +5,6 @@
 //! preset and catalogued bug (so torn, misdirected, dropped and stale blocks
 //! come out exactly as they did).
 
-use emulator::content::Tag;
-use emulator::runs::TagPiece;
 use emulator::{Bug, BugSet, Emulator, EmulatorConfig, Task};
 use proptest::prelude::*;
 use trace::pattern::fill_blocks;
@@ -111,19 +109,8 @@ fn place(emu: &mut Emulator, tags: bool, lba: u64, generation: u32, sg: &[Segmen
         if !tags {
             emu.memory().write(s.addr.0, &data[pos..pos + n]);
         } else {
-            let mut done = 0usize;
-            while done < n {
-                let (b, within) = ((pos + done) / BS as usize, (pos + done) % BS as usize);
-                let take = (BS as usize - within).min(n - done);
-                let tag = Tag {
-                    lba: lba + b as u64,
-                    seed: 3,
-                    generation,
-                };
-                let piece = TagPiece::whole(tag, BS).sub(within as u32, take as u32);
-                emu.memory().write_piece(s.addr.0 + done as u64, piece);
-                done += take;
-            }
+            emu.memory()
+                .write_pattern(s.addr.0, pos, n, 3, generation, lba, BS);
         }
         pos += n;
     }
