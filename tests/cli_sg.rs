@@ -15,7 +15,7 @@
 //! | 1 | blank, trace capacity | the same trace through bsg (v4), `--verify` |
 //! | 2 | MBR signature | refused through sg; confirmed through bsg, `--verify` |
 //! | 3 | GPT header at LBA 1 | refused through bsg |
-//! | 4 | blank, 4 MiB | hand-made traces: CHECK CONDITIONs, a short read; through both |
+//! | 4 | blank, 4 MiB | hand-made traces: CHECK CONDITIONs, a short read, a power loss and a reset; through both |
 //! | 5 | blank | `synth fio` random 4 KiB writes at `--qd 32`, through both |
 //! | 6 | blank | a single 40 MiB WRITE(16), through both: refused by the kernel |
 //!
@@ -73,6 +73,8 @@ run edge-sg /scuzz replay /edge.sczt --to "$(sg 4)" --verify
 run edge-bsg /scuzz replay /edge.sczt --to "$(bsg 4)" --verify
 run short-sg /scuzz replay /short.sczt --to "$(sg 4)" --verify
 run short-bsg /scuzz replay /short.sczt --to "$(bsg 4)" --verify
+run reset-sg /scuzz replay /reset.sczt --to "$(sg 4)" --verify
+run reset-bsg /scuzz replay /reset.sczt --to "$(bsg 4)" --verify
 run qd32-sg /scuzz replay /fio.sczt --to "$(sg 5)" --verify --qd 32
 run qd32-bsg /scuzz replay /fio.sczt --to "$(bsg 5)" --verify --qd 32
 run big-sg /scuzz replay /big.sczt --to "$(sg 6)"
@@ -204,6 +206,8 @@ fn boot() -> Result<VmRun, String> {
     write_edge_trace(&edge);
     let short = dir.join("short.sczt");
     write_short_read_trace(&short);
+    let reset = dir.join("reset.sczt");
+    write_reset_trace(&reset);
     let disks: [(Vec<u8>, u64); DISKS] = [
         (vec![], capacity),
         (vec![], capacity),
@@ -228,6 +232,7 @@ fn boot() -> Result<VmRun, String> {
             ("cp.sczt", &trace),
             ("edge.sczt", &edge),
             ("short.sczt", &short),
+            ("reset.sczt", &reset),
             ("fio.sczt", &fio),
             ("big.sczt", &big),
         ],
@@ -283,7 +288,9 @@ fn run_guest(
 ) -> Option<String> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-m", "512"])
-        .args(["-serial", "stdio", "-accel", accel]);
+        .args(["-serial", "stdio", "-accel", accel])
+        // QEMU logs each task management request virtio-scsi receives.
+        .args(["-trace", "virtio_scsi_tmf_req"]);
     if accel == "kvm" {
         cmd.args(["-cpu", "host"]);
     }
@@ -475,7 +482,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -549,16 +556,42 @@ const PATTERN: Payload = Payload::Pattern {
 };
 
 /// Writes `commands` as a trace of a disk of `EDGE_BLOCKS` blocks.
+/// A step of a hand-made trace.
+enum Step {
+    Command(Recorded),
+    PowerLoss,
+    Reset,
+}
+
 fn write_trace(path: &Path, producer: &str, commands: Vec<Recorded>) {
+    write_steps(path, producer, commands.into_iter().map(Step::Command));
+}
+
+fn write_steps(path: &Path, producer: &str, steps: impl IntoIterator<Item = Step>) {
     let mut h = TraceHeader::new(producer);
     h.block_size = BLOCK as u32;
     h.capacity_blocks = EDGE_BLOCKS;
     h.payload_mode = PayloadMode::Pattern;
     let mut w = TraceWriter::create(path, &h, Compression::None).unwrap();
-    for (seq, (cdb, dir, xfer_len, payload, (status, sense, moved, residual))) in
-        commands.into_iter().enumerate()
-    {
-        let seq = seq as u64;
+    let mut seq = 0u64;
+    for step in steps {
+        let (cdb, dir, xfer_len, payload, (status, sense, moved, residual)) = match step {
+            Step::Command(c) => c,
+            Step::PowerLoss => {
+                w.write(&Event::PowerLoss {
+                    time_ns: seq * 1000,
+                })
+                .unwrap();
+                continue;
+            }
+            Step::Reset => {
+                w.write(&Event::Reset {
+                    time_ns: seq * 1000,
+                })
+                .unwrap();
+                continue;
+            }
+        };
         w.write(&Event::Submit(Submit {
             seq,
             time_ns: seq * 1000,
@@ -587,8 +620,50 @@ fn write_trace(path: &Path, producer: &str, commands: Vec<Recorded>) {
             payload: Payload::None,
         }))
         .unwrap();
+        seq += 1;
     }
     w.finish().unwrap();
+}
+
+/// A write and its flush, a power loss, a read; a reset, a second write
+/// and its read: what a fuzzer's reproducer holds.
+fn write_reset_trace(path: &Path) {
+    let gen2 = Payload::Pattern {
+        seed: 7,
+        generation: 2,
+    };
+    let flush = vec![0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let read = || {
+        Step::Command((
+            rw10(0x28, 64, 8),
+            Direction::FromDevice,
+            4096,
+            Payload::None,
+            good(4096, 0),
+        ))
+    };
+    let write = |p| {
+        Step::Command((
+            rw10(0x2a, 64, 8),
+            Direction::ToDevice,
+            4096,
+            p,
+            good(4096, 0),
+        ))
+    };
+    write_steps(
+        path,
+        "cli_sg power loss and reset",
+        [
+            write(PATTERN),
+            Step::Command((flush, Direction::None, 0, Payload::None, good(0, 0))),
+            Step::PowerLoss,
+            read(),
+            Step::Reset,
+            write(gen2),
+            read(),
+        ],
+    );
 }
 
 /// What a correct disk of `EDGE_BLOCKS` blocks answers: a write, its flush
@@ -819,4 +894,23 @@ fn an_oversized_transfer_names_the_kernel_limit() {
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("WRITE(16) of 41943040 bytes"), "{out}");
     assert!(out.contains("max_hw_sectors_kb"), "{out}");
+}
+
+/// A trace's power loss and reset become a LOGICAL UNIT RESET through
+/// SG_SCSI_RESET (for bsg, through the sg node of the same H:C:T:L): QEMU
+/// logs one task management request for each, and the replay, UNIT
+/// ATTENTION cleared, verifies.
+#[test]
+fn power_loss_and_reset_in_a_trace_reset_the_logical_unit() {
+    let Some(vm) = vm() else { return };
+    for name in ["reset-sg", "reset-bsg"] {
+        vm.passed(name);
+    }
+    let tmfs = vm
+        .console
+        .lines()
+        // Subtype 5: VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET (virtio 1.2 5.6.6.2).
+        .filter(|l| l.contains("virtio_scsi_tmf_req") && l.ends_with("subtype=5"))
+        .count();
+    assert_eq!(tmfs, 4, "{}", vm.console);
 }

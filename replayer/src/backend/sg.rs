@@ -23,6 +23,12 @@ const SG_IO: libc::c_ulong = 0x2285;
 const SG_DXFER_NONE: libc::c_int = -1;
 const SG_DXFER_TO_DEV: libc::c_int = -2;
 const SG_DXFER_FROM_DEV: libc::c_int = -3;
+/// `SG_SCSI_RESET` (include/scsi/sg.h) with its logical-unit target
+/// (`SG_SCSI_RESET_DEVICE`), kept from escalating to the target, bus or
+/// host when the driver cannot reset just the unit.
+const SG_SCSI_RESET: libc::c_ulong = 0x2284;
+const SG_SCSI_RESET_DEVICE: libc::c_int = 1;
+const SG_SCSI_RESET_NO_ESCALATE: libc::c_int = 0x100;
 /// Sense buffer size: SPC-5 caps sense data at 252 bytes.
 const SENSE_LEN: usize = 252;
 /// Per-command timeout handed to the kernel, in milliseconds.
@@ -281,6 +287,72 @@ impl SgBackend {
     }
 }
 
+impl SgBackend {
+    /// The sg node that can reset this device: the node itself, or for a
+    /// bsg node the sg node of the same H:C:T:L, since bsg has no reset
+    /// ioctl.
+    fn reset_node(&self) -> Result<PathBuf, BackendError> {
+        if self.iface == Interface::V3 {
+            return Ok(self.path.clone());
+        }
+        let hctl = self.path.file_name().unwrap_or_default();
+        let dir = Path::new("/sys/class/bsg")
+            .join(hctl)
+            .join("device/scsi_generic");
+        let sg = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+            .map(|e| Path::new("/dev").join(e.file_name()));
+        sg.ok_or_else(|| {
+            BackendError::Refused(format!(
+                "{}: a reset needs the device's sg node (bsg has no reset ioctl), \
+                 and {} lists none; load the sg module",
+                self.path.display(),
+                dir.display()
+            ))
+        })
+    }
+
+    /// LOGICAL UNIT RESET through `SG_SCSI_RESET` (SAM-5 7.7): the unit
+    /// aborts its tasks, keeps its cache, and raises a UNIT ATTENTION the
+    /// engine then clears.
+    async fn lu_reset(&self) -> Result<(), BackendError> {
+        let node = self.reset_node()?;
+        let handles = Arc::clone(&self.handles);
+        let same = node == self.path;
+        tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+            let file = if same {
+                handles.acquire()?.0
+            } else {
+                Arc::new(open_device(&node)?)
+            };
+            let what: libc::c_int = SG_SCSI_RESET_DEVICE | SG_SCSI_RESET_NO_ESCALATE;
+            // SAFETY: SG_SCSI_RESET reads one int from the pointer, which
+            // lives until the synchronous ioctl returns.
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), SG_SCSI_RESET as _, &what) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                let source = if e.raw_os_error() == Some(libc::EACCES) {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("{e}; a reset needs CAP_SYS_ADMIN and CAP_SYS_RAWIO"),
+                    )
+                } else {
+                    e
+                };
+                return Err(BackendError::Io {
+                    context: format!("LOGICAL UNIT RESET (SG_SCSI_RESET) on {}", node.display()),
+                    source,
+                });
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BackendError::Transport(format!("SG_IO worker: {e}")))?
+    }
+}
+
 /// "WRITE(16) of 41943040 bytes", for error messages.
 fn command_name(cdb: &[u8], xfer_len: u32) -> String {
     let op = cdb.first().copied().unwrap_or(0);
@@ -452,6 +524,19 @@ impl Backend for SgBackend {
         format!("sg:{}", self.path.display())
     }
 
+    /// A host cannot cut a real disk's power; like the iSCSI backend's
+    /// default, it offers a LOGICAL UNIT RESET instead. The cache survives
+    /// it, which the oracle permits after a power loss (every write since
+    /// the last flush may or may not be there), so a fuzzer's reproducer,
+    /// which ends with a power loss, replays on hardware.
+    async fn power_loss(&self) -> Result<(), BackendError> {
+        self.lu_reset().await
+    }
+
+    async fn reset(&self) -> Result<(), BackendError> {
+        self.lu_reset().await
+    }
+
     async fn execute(&self, mut req: Request) -> Result<Outcome, BackendError> {
         let (file, slot) = self.handles.acquire()?;
         let iface = self.iface;
@@ -576,6 +661,28 @@ mod tests {
         assert_eq!(load(&handles), [16, 16, 8]);
         drop(slots);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_bsg_node_without_an_sg_sibling_cannot_be_reset() {
+        let path = std::env::temp_dir().join(format!("scuzz-sg-reset-{}", std::process::id()));
+        std::fs::write(&path, [0u8; 16]).unwrap();
+        let b = SgBackend {
+            path: PathBuf::from("/dev/bsg/99:0:0:0"),
+            handles: Arc::new(Handles {
+                path: path.clone(),
+                per_file: usize::MAX,
+                files: Mutex::new(vec![(Arc::new(File::open(&path).unwrap()), 0)]),
+            }),
+            iface: Interface::V4,
+        };
+        let e = b.reset_node().unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            e.contains("/sys/class/bsg/99:0:0:0/device/scsi_generic"),
+            "{e}"
+        );
+        assert!(e.contains("load the sg module"), "{e}");
     }
 
     #[test]
