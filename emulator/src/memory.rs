@@ -33,8 +33,11 @@ enum Page {
     Bytes(Bytes),
     /// Pieces in address order, `(offset in the page, piece)`, not
     /// overlapping; bytes no piece covers are zero.
-    Tagged(Vec<(u32, TagPiece)>),
+    Tagged(Pieces),
 }
+
+/// A tagged page's pieces.
+type Pieces = Vec<(u32, TagPiece)>;
 
 /// Released pages kept per thread for reuse (4 MiB): a fuzzer builds an
 /// emulator per execution and frees its read buffers before every read, so
@@ -43,23 +46,40 @@ const POOL_PAGES: usize = 1024;
 
 thread_local! {
     static POOL: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PIECES: std::cell::RefCell<Vec<Pieces>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Keep released pages for [`new_page`] (their content is overwritten there).
+/// Keep released pages for [`new_page`] and [`new_pieces`] (their content
+/// is overwritten there). Consumes `pages` to the end whatever the pools
+/// hold: a caller that removes pages lazily (`free`) relies on it.
 fn recycle(pages: impl Iterator<Item = Page>) {
-    // `try_with`: during thread teardown the pool may be gone.
+    // `try_with`: during thread teardown the pools may be gone.
     let _ = POOL.try_with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let room = POOL_PAGES.saturating_sub(pool.len());
-        pool.extend(
-            pages
-                .filter_map(|p| match p {
-                    Page::Bytes(b) => Some(b),
-                    Page::Tagged(_) => None,
-                })
-                .take(room),
-        );
+        PIECES.try_with(|lists| {
+            let mut pool = pool.borrow_mut();
+            let mut lists = lists.borrow_mut();
+            for p in pages {
+                match p {
+                    Page::Bytes(b) if pool.len() < POOL_PAGES => pool.push(b),
+                    Page::Tagged(mut v) if lists.len() < POOL_PAGES => {
+                        v.clear();
+                        lists.push(v);
+                    }
+                    _ => {}
+                }
+            }
+        })
     });
+}
+
+/// An empty piece list for a new tagged page: a pooled one, or a new one
+/// with room for the eight blocks of 512 bytes a page holds.
+fn new_pieces() -> Pieces {
+    PIECES
+        .try_with(|l| l.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(8))
 }
 
 /// A page holding `src` at `off`, zeros elsewhere: a pooled page, or a
@@ -269,8 +289,7 @@ impl HostMemory {
                     }
                 },
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    // A page of 512-byte blocks holds eight.
-                    let mut pieces = Vec::with_capacity(8);
+                    let mut pieces = new_pieces();
                     pieces.push((off, sub));
                     v.insert(Page::Tagged(pieces));
                 }
@@ -534,6 +553,23 @@ mod tests {
         assert_eq!(b.iter().filter(|x| **x != 0).count(), 3);
         m.read(8 * PAGE_SIZE, &mut b);
         assert!(b.iter().all(|x| *x == 4));
+    }
+
+    #[test]
+    fn free_releases_pages_even_when_the_pool_is_full() {
+        {
+            let mut m = HostMemory::new();
+            m.write(0, &vec![1u8; (POOL_PAGES + 8) * PAGE_SIZE as usize]);
+            m.write_piece(1 << 40, TagPiece::whole(tag(1), 512));
+        } // dropped: both pools are full now
+        let mut m = HostMemory::new();
+        m.write(0, &[2u8; 4 * PAGE_SIZE as usize]);
+        m.write_piece(8 * PAGE_SIZE, TagPiece::whole(tag(2), 4096));
+        m.free(0, 9 * PAGE_SIZE);
+        assert_eq!(m.resident_pages(), 0);
+        assert!(read_vec(&m, 0, 9 * PAGE_SIZE as usize)
+            .iter()
+            .all(|b| *b == 0));
     }
 
     #[test]
