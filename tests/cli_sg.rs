@@ -1,5 +1,5 @@
 //! `scuzz replay --to sg:/dev/sgN` and `--to /dev/bsg/H:C:T:L` against a
-//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with seven
+//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with eight
 //! virtio-scsi disks backed by raw image files (scripts/fetch-sg-vm builds
 //! the guest). The guest runs every replay once, in one boot, and prints
 //! each one's output and exit code on the serial console; the tests below
@@ -18,6 +18,7 @@
 //! | 4 | blank, 4 MiB | hand-made traces: CHECK CONDITIONs, a short read, a power loss and a reset; through both |
 //! | 5 | blank | `synth fio` random 4 KiB writes at `--qd 32`, through both |
 //! | 6 | blank | a single 40 MiB WRITE(16), through both: refused by the kernel |
+//! | 7 | GPT, 4096-byte logical blocks | a 4 KiB-block `synth cp` trace: refused through sg, confirmed through bsg |
 //!
 //! QEMU runs with KVM when /dev/kvm works and falls back to TCG otherwise
 //! (`SCUZZ_SG_VM_ACCEL=tcg|kvm` forces one). Without QEMU or the guest the
@@ -39,7 +40,9 @@ use trace::{
 
 const BLOCK: usize = 512;
 /// Disks attached to the guest (the table above).
-const DISKS: usize = 7;
+const DISKS: usize = 8;
+/// The one with 4096-byte logical blocks.
+const DISK_4K: usize = 7;
 /// Blocks of the edge-case disk (4 MiB).
 const EDGE_BLOCKS: u64 = 8192;
 /// How long KVM gets to reach /init before it counts as unusable (a
@@ -52,7 +55,7 @@ const VM_LIMIT: Duration = Duration::from_secs(300);
 /// The guest's script: one section per replay on the console.
 const GUEST_SCRIPT: &str = r#"#!/bin/sh
 i=0
-while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt 7 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt 8 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 sg() { echo "sg:/dev/$(ls /sys/bus/scsi/devices/*:0:$1:0/scsi_generic/)"; }
 bsg() { for d in /dev/bsg/*:0:$1:0; do echo "$d"; done; }
 run() {
@@ -75,6 +78,8 @@ run short-sg /scuzz replay /short.sczt --to "$(sg 4)" --verify
 run short-bsg /scuzz replay /short.sczt --to "$(bsg 4)" --verify
 run reset-sg /scuzz replay /reset.sczt --to "$(sg 4)" --verify
 run reset-bsg /scuzz replay /reset.sczt --to "$(bsg 4)" --verify
+run gpt4k-refused /scuzz replay /cp4k.sczt --to "$(sg 7)"
+run cp4k-confirmed /scuzz replay /cp4k.sczt --to "$(bsg 7)" --verify --i-know-this-destroys-data
 run qd32-sg /scuzz replay /fio.sczt --to "$(sg 5)" --verify --qd 32
 run qd32-bsg /scuzz replay /fio.sczt --to "$(bsg 5)" --verify --qd 32
 run big-sg /scuzz replay /big.sczt --to "$(sg 6)"
@@ -178,6 +183,18 @@ fn boot() -> Result<VmRun, String> {
         (path, blocks)
     };
     let (trace, capacity) = synth("cp.sczt", &["cp", "--size", "8M", "--hba", "lsi3108"]);
+    let (trace4k, capacity4k) = synth(
+        "cp4k.sczt",
+        &[
+            "cp",
+            "--size",
+            "8M",
+            "--hba",
+            "lsi3108",
+            "--block-size",
+            "4096",
+        ],
+    );
     // 1024 random 4 KiB writes at iodepth 32, then their read-back.
     let (fio, fio_blocks) = synth(
         "fio.sczt",
@@ -216,6 +233,7 @@ fn boot() -> Result<VmRun, String> {
         (vec![], EDGE_BLOCKS),
         (vec![], fio_blocks),
         (vec![], big_blocks),
+        (gpt_4k(), capacity4k * 8),
     ];
     for (n, (first, blocks)) in disks.iter().enumerate() {
         let path = dir.join(format!("disk{n}.img"));
@@ -230,6 +248,7 @@ fn boot() -> Result<VmRun, String> {
         &dir,
         &[
             ("cp.sczt", &trace),
+            ("cp4k.sczt", &trace4k),
             ("edge.sczt", &edge),
             ("short.sczt", &short),
             ("reset.sczt", &reset),
@@ -306,9 +325,14 @@ fn run_guest(
             "file={},if=none,id=d{n},format=raw,cache=writeback",
             img.display()
         ));
+        let sectors = if n == DISK_4K {
+            ",logical_block_size=4096,physical_block_size=4096"
+        } else {
+            ""
+        };
         cmd.args([
             "-device",
-            &format!("scsi-hd,bus=scsi0.0,drive=d{n},scsi-id={n},lun=0"),
+            &format!("scsi-hd,bus=scsi0.0,drive=d{n},scsi-id={n},lun=0{sectors}"),
         ]);
     }
     let mut child = cmd
@@ -512,9 +536,19 @@ fn mbr() -> Vec<u8> {
 
 /// LBA 0 and 1 of a GPT disk: a protective MBR, then the header signature.
 fn gpt() -> Vec<u8> {
+    gpt_sized(BLOCK)
+}
+
+/// The same on a disk with 4096-byte logical blocks: the header is at
+/// byte 4096 (UEFI 2.10 5.3.1: LBA 1 whatever the block size).
+fn gpt_4k() -> Vec<u8> {
+    gpt_sized(4096)
+}
+
+fn gpt_sized(block: usize) -> Vec<u8> {
     let mut b = mbr();
-    b.resize(2 * BLOCK, 0);
-    b[BLOCK..BLOCK + 8].copy_from_slice(b"EFI PART");
+    b.resize(2 * block, 0);
+    b[block..block + 8].copy_from_slice(b"EFI PART");
     b
 }
 
@@ -761,14 +795,15 @@ fn written(trace: &Path) -> Vec<(u64, u32)> {
 /// self-describing block tagged with that very LBA, and zeros elsewhere
 /// (from LBA `from` on: a partition table below it is left alone).
 fn assert_replayed_image(img: &[u8], trace: &Path, from: u64) {
-    let mut wrote = vec![false; img.len() / BLOCK];
+    let bs = TraceReader::open(trace).unwrap().header().block_size as usize;
+    let mut wrote = vec![false; img.len() / bs];
     for (lba, blocks) in written(trace) {
         for l in lba..lba + u64::from(blocks) {
             wrote[l as usize] = true;
         }
     }
     let mut checked = 0;
-    for (lba, block) in img.chunks_exact(BLOCK).enumerate().skip(from as usize) {
+    for (lba, block) in img.chunks_exact(bs).enumerate().skip(from as usize) {
         let state = trace::pattern::inspect(block);
         if wrote[lba] {
             match state {
@@ -779,7 +814,11 @@ fn assert_replayed_image(img: &[u8], trace: &Path, from: u64) {
             assert_eq!(state, BlockState::Zeros, "LBA {lba} was never written");
         }
     }
-    assert!(checked >= 16384, "only {checked} written blocks checked");
+    // The cp traces write an 8 MiB file.
+    assert!(
+        checked * bs >= 8 << 20,
+        "only {checked} written blocks checked"
+    );
 }
 
 #[test]
@@ -913,4 +952,20 @@ fn power_loss_and_reset_in_a_trace_reset_the_logical_unit() {
         .filter(|l| l.contains("virtio_scsi_tmf_req") && l.ends_with("subtype=5"))
         .count();
     assert_eq!(tmfs, 4, "{}", vm.console);
+}
+
+/// A disk with 4096-byte logical blocks: its GPT header sits at byte 4096
+/// and is found there (refused through sg), and with the flag a 4 KiB-block
+/// trace replays through bsg and lands every block at its LBA.
+#[test]
+fn a_4k_sector_disk_is_judged_in_its_own_blocks() {
+    let Some(vm) = vm() else { return };
+    let (rc, out) = vm.section("gpt4k-refused");
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("holds a GPT partition table"), "{out}");
+    vm.passed("cp4k-confirmed");
+    let img = vm.image(DISK_4K);
+    assert_eq!(&img[..8192], &gpt_4k()[..]);
+    let trace4k = vm.dir.join("cp4k.sczt");
+    assert_replayed_image(&img, &trace4k, 2);
 }
