@@ -112,6 +112,18 @@ impl VmRun {
         out
     }
 
+    /// Asserts a replay was refused for a partition table: exit 1, the
+    /// documented message and the flag that overrides it.
+    fn refused(&self, name: &str, what: &str) {
+        let (rc, out) = self.section(name);
+        assert_eq!(rc, 1, "{name}:\n{out}");
+        assert!(out.contains(what), "{name}:\n{out}");
+        assert!(
+            out.contains("--i-know-this-destroys-data"),
+            "{name}:\n{out}"
+        );
+    }
+
     fn image(&self, n: usize) -> Vec<u8> {
         std::fs::read(self.dir.join(format!("disk{n}.img"))).expect("read disk image")
     }
@@ -846,13 +858,8 @@ fn replay_through_bsg_v4_verifies_and_matches_the_sg_replay_byte_for_byte() {
 #[test]
 fn a_partition_table_is_refused_without_the_confirmation_flag() {
     let Some(vm) = vm() else { return };
-    let (rc, out) = vm.section("mbr-refused");
-    assert_eq!(rc, 1, "{out}");
-    assert!(out.contains("holds an MBR partition table"), "{out}");
-    assert!(out.contains("--i-know-this-destroys-data"), "{out}");
-    let (rc, out) = vm.section("gpt-refused");
-    assert_eq!(rc, 1, "{out}");
-    assert!(out.contains("holds a GPT partition table"), "{out}");
+    vm.refused("mbr-refused", "holds an MBR partition table");
+    vm.refused("gpt-refused", "holds a GPT partition table");
     // The refused GPT disk is untouched.
     let img = vm.image(3);
     assert_eq!(&img[..2 * BLOCK], &gpt()[..]);
@@ -960,9 +967,7 @@ fn power_loss_and_reset_in_a_trace_reset_the_logical_unit() {
 #[test]
 fn a_4k_sector_disk_is_judged_in_its_own_blocks() {
     let Some(vm) = vm() else { return };
-    let (rc, out) = vm.section("gpt4k-refused");
-    assert_eq!(rc, 1, "{out}");
-    assert!(out.contains("holds a GPT partition table"), "{out}");
+    vm.refused("gpt4k-refused", "holds a GPT partition table");
     vm.passed("cp4k-confirmed");
     let img = vm.image(DISK_4K);
     assert_eq!(&img[..8192], &gpt_4k()[..]);
