@@ -538,6 +538,17 @@ impl Backend for SgBackend {
     }
 
     async fn execute(&self, mut req: Request) -> Result<Outcome, BackendError> {
+        // The node is one logical unit; sending another LUN's commands to
+        // it would merge two disks' workloads onto one without a word.
+        if req.lun != 0 {
+            return Err(BackendError::Refused(format!(
+                "the trace addresses LUN {lun}, but {} is a single logical unit (it takes \
+                 the trace's LUN 0); send LUN {lun} here with --lun-map {lun}=0, or replay \
+                 it to that unit's own node",
+                self.path.display(),
+                lun = req.lun
+            )));
+        }
         let (file, slot) = self.handles.acquire()?;
         let iface = self.iface;
         let path = self.path.clone();
@@ -663,19 +674,25 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    #[test]
-    fn a_bsg_node_without_an_sg_sibling_cannot_be_reset() {
-        let path = std::env::temp_dir().join(format!("scuzz-sg-reset-{}", std::process::id()));
+    /// A backend on a plain file, for the checks made before any ioctl.
+    fn on_file(name: &str, node: &str, iface: Interface) -> (SgBackend, PathBuf) {
+        let path = std::env::temp_dir().join(format!("scuzz-sg-{name}-{}", std::process::id()));
         std::fs::write(&path, [0u8; 16]).unwrap();
         let b = SgBackend {
-            path: PathBuf::from("/dev/bsg/99:0:0:0"),
+            path: PathBuf::from(node),
             handles: Arc::new(Handles {
                 path: path.clone(),
                 per_file: usize::MAX,
                 files: Mutex::new(vec![(Arc::new(File::open(&path).unwrap()), 0)]),
             }),
-            iface: Interface::V4,
+            iface,
         };
+        (b, path)
+    }
+
+    #[test]
+    fn a_bsg_node_without_an_sg_sibling_cannot_be_reset() {
+        let (b, path) = on_file("reset", "/dev/bsg/99:0:0:0", Interface::V4);
         let e = b.reset_node().unwrap_err().to_string();
         std::fs::remove_file(&path).unwrap();
         assert!(
@@ -683,6 +700,15 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("load the sg module"), "{e}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn commands_for_another_lun_are_refused_not_merged() {
+        let (b, path) = on_file("lun", "/dev/sg99", Interface::V3);
+        let req = Request::control(1, vec![0; 6], 0);
+        let e = b.execute(req).await.unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("LUN 1") && e.contains("--lun-map 1=0"), "{e}");
     }
 
     #[test]
