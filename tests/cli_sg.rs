@@ -174,10 +174,19 @@ fn boot() -> Result<VmRun, String> {
     if !on_path("qemu-system-x86_64") {
         return Err("qemu-system-x86_64 not installed (Debian: qemu-system-x86)".into());
     }
-    // One directory, emptied each run: the images, the initramfs and the
-    // guest's console (console.log) of the last run stay for a post-mortem.
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sg");
-    let _ = std::fs::remove_dir_all(&dir);
+    // A directory per run, so concurrent runs keep apart; those of runs
+    // that have ended are removed, so only the last run's images,
+    // initramfs and console (console.log) stay for a post-mortem.
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("cli-sg-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("cli-sg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
     let synth = |name: &str, args: &[&str]| {
