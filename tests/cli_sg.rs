@@ -24,8 +24,6 @@
 //! (`SCUZZ_SG_VM_ACCEL=tcg|kvm` forces one). Without QEMU or the guest the
 //! tests print "skipped: ..." and return.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
