@@ -53,7 +53,7 @@ const VM_LIMIT: Duration = Duration::from_secs(300);
 /// The guest's script: one section per replay on the console.
 const GUEST_SCRIPT: &str = r#"#!/bin/sh
 i=0
-while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt 8 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt DISKS ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 sg() { echo "sg:/dev/$(ls /sys/bus/scsi/devices/*:0:$1:0/scsi_generic/)"; }
 bsg() { for d in /dev/bsg/*:0:$1:0; do echo "$d"; done; }
 run() {
@@ -127,14 +127,33 @@ impl VmRun {
     }
 }
 
+/// Why there is no guest run to judge.
+enum NoRun {
+    /// QEMU or the guest cannot be had here.
+    Skipped(String),
+    /// The run itself failed: reported by every test, booted only once.
+    Failed(String),
+}
+
 fn vm() -> Option<&'static VmRun> {
-    static RUN: OnceLock<Result<VmRun, String>> = OnceLock::new();
-    match RUN.get_or_init(boot) {
+    static RUN: OnceLock<Result<VmRun, NoRun>> = OnceLock::new();
+    let run = RUN.get_or_init(|| match std::panic::catch_unwind(boot) {
+        Ok(r) => r.map_err(NoRun::Skipped),
+        Err(panic) => Err(NoRun::Failed(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        )),
+    });
+    match run {
         Ok(r) => Some(r),
-        Err(reason) => {
+        Err(NoRun::Skipped(reason)) => {
             println!("skipped: {reason}");
             None
         }
+        Err(NoRun::Failed(why)) => panic!("the guest run failed: {why}"),
     }
 }
 
@@ -457,7 +476,8 @@ fn overlay(dir: &Path, traces: &[(&str, &Path)]) -> Vec<u8> {
     let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
     assert!(ldd.status.success(), "ldd {bin}: {}", text(&ldd));
     let mut cpio = Cpio::default();
-    cpio.file("sg-test.sh", GUEST_SCRIPT.as_bytes(), 0o755);
+    let script = GUEST_SCRIPT.replace("DISKS", &DISKS.to_string());
+    cpio.file("sg-test.sh", script.as_bytes(), 0o755);
     cpio.file("scuzz", &std::fs::read(&stripped).unwrap(), 0o755);
     for (name, path) in traces {
         cpio.file(name, &std::fs::read(path).unwrap(), 0o644);
