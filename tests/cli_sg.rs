@@ -206,6 +206,55 @@ fn boot() -> Result<VmRun, String> {
     let dir = tmp.join(format!("cli-sg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
+    let (trace, traces) = prepare(&dir);
+
+    let initrd = dir.join("initrd.cpio");
+    let mut archive = std::fs::read(&base).unwrap();
+    archive.extend(overlay(&dir, &traces));
+    std::fs::write(&initrd, archive).unwrap();
+
+    let forced = std::env::var("SCUZZ_SG_VM_ACCEL").ok();
+    let kvm_usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let start = Instant::now();
+    let (accel, console) = match forced.as_deref() {
+        Some("tcg") => ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None)),
+        Some("kvm") => ("kvm", run_guest(&dir, &kernel, &initrd, "kvm", None)),
+        Some(other) => panic!("SCUZZ_SG_VM_ACCEL={other}: expected tcg or kvm"),
+        None if kvm_usable => match run_guest(&dir, &kernel, &initrd, "kvm", Some(KVM_PROBE)) {
+            Some(c) => ("kvm", Some(c)),
+            None => {
+                println!("KVM did not reach /init in {KVM_PROBE:?}; falling back to TCG");
+                ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None))
+            }
+        },
+        None => ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None)),
+    };
+    let console = console.unwrap_or_else(|| panic!("the guest did not start under {accel}"));
+    std::fs::write(dir.join("console.log"), &console).unwrap();
+    println!(
+        "guest ran under {accel} in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        console.contains("sg-vm: done"),
+        "the guest did not finish its script:\n{console}"
+    );
+    Ok(VmRun {
+        sections: sections(&console),
+        console,
+        dir,
+        trace,
+    })
+}
+
+/// Writes the traces and the disk images (the table above) into `dir`;
+/// returns the `synth cp` trace and every trace under its name in the
+/// guest.
+fn prepare(dir: &Path) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
     let synth = |name: &str, args: &[&str]| {
         let path = dir.join(name);
         let o = scuzz(
@@ -280,58 +329,16 @@ fn boot() -> Result<VmRun, String> {
         f.set_len(blocks * BLOCK as u64).unwrap();
     }
 
-    let initrd = dir.join("initrd.cpio");
-    let mut archive = std::fs::read(&base).unwrap();
-    archive.extend(overlay(
-        &dir,
-        &[
-            ("cp.sczt", &trace),
-            ("cp4k.sczt", &trace4k),
-            ("edge.sczt", &edge),
-            ("short.sczt", &short),
-            ("reset.sczt", &reset),
-            ("fio.sczt", &fio),
-            ("big.sczt", &big),
-        ],
-    ));
-    std::fs::write(&initrd, archive).unwrap();
-
-    let forced = std::env::var("SCUZZ_SG_VM_ACCEL").ok();
-    let kvm_usable = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let start = Instant::now();
-    let (accel, console) = match forced.as_deref() {
-        Some("tcg") => ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None)),
-        Some("kvm") => ("kvm", run_guest(&dir, &kernel, &initrd, "kvm", None)),
-        Some(other) => panic!("SCUZZ_SG_VM_ACCEL={other}: expected tcg or kvm"),
-        None if kvm_usable => match run_guest(&dir, &kernel, &initrd, "kvm", Some(KVM_PROBE)) {
-            Some(c) => ("kvm", Some(c)),
-            None => {
-                println!("KVM did not reach /init in {KVM_PROBE:?}; falling back to TCG");
-                ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None))
-            }
-        },
-        None => ("tcg", run_guest(&dir, &kernel, &initrd, "tcg", None)),
-    };
-    let console = console.unwrap_or_else(|| panic!("the guest did not start under {accel}"));
-    std::fs::write(dir.join("console.log"), &console).unwrap();
-    println!(
-        "guest ran under {accel} in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    assert!(
-        console.contains("sg-vm: done"),
-        "the guest did not finish its script:\n{console}"
-    );
-    Ok(VmRun {
-        sections: sections(&console),
-        console,
-        dir,
-        trace,
-    })
+    let traces = vec![
+        ("cp.sczt", trace.clone()),
+        ("cp4k.sczt", trace4k),
+        ("edge.sczt", edge),
+        ("short.sczt", short),
+        ("reset.sczt", reset),
+        ("fio.sczt", fio),
+        ("big.sczt", big),
+    ];
+    (trace, traces)
 }
 
 /// Runs QEMU to completion and returns its console; `None` if `probe` is
@@ -463,7 +470,7 @@ fn sections(console: &str) -> HashMap<String, (i32, String)> {
 /// A second cpio (newc) archive the kernel unpacks over the base one: the
 /// guest script, scuzz (stripped, so the guest needs little memory) with
 /// its shared libraries at the paths `ldd` names, and the traces.
-fn overlay(dir: &Path, traces: &[(&str, &Path)]) -> Vec<u8> {
+fn overlay(dir: &Path, traces: &[(&str, PathBuf)]) -> Vec<u8> {
     let bin = env!("CARGO_BIN_EXE_scuzz");
     let stripped = dir.join("scuzz");
     let st = Command::new("strip")
