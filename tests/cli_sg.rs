@@ -46,7 +46,7 @@ const EDGE_BLOCKS: u64 = 8192;
 /// How long KVM gets to reach /init before it counts as unusable (a
 /// nested-virtualisation host may offer /dev/kvm and then never run the
 /// guest); a working KVM gets there in about a second.
-const KVM_PROBE: Duration = Duration::from_secs(15);
+const KVM_PROBE: Duration = Duration::from_secs(10);
 /// The whole guest run, TCG on a slow machine included.
 const VM_LIMIT: Duration = Duration::from_secs(300);
 
