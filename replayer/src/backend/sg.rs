@@ -42,8 +42,9 @@ pub const SG_MAX_QUEUE: usize = 16;
 /// "sense data is in the buffer", not "the command was not delivered".
 const DRIVER_SENSE: u32 = 0x08;
 /// UNIT ATTENTION conditions `open` clears before it judges the device: a
-/// logical unit may queue several (SPC-5 5.14: power on, then a changed
-/// capacity, then changed mode parameters) and reports one per command.
+/// logical unit may queue several (power on, then a changed capacity, then
+/// changed mode parameters) and reports one per command (SAM-5, unit
+/// attention conditions).
 const UNIT_ATTENTION_RETRIES: usize = 8;
 
 /// `struct sg_io_hdr` (include/scsi/sg.h), the v3 interface of /dev/sg.
@@ -270,8 +271,8 @@ impl SgBackend {
     /// CHECK CONDITION with UNIT ATTENTION. Nothing may have spoken to the
     /// device since it powered on or was reset (no `sd` bound to it, or a
     /// reset after `sd` probed), and its first command then reports that
-    /// instead of running (SAM-5 5.14, SPC-5 5.14); the kernel hands a
-    /// pass-through command's UNIT ATTENTION back unretried.
+    /// instead of running (SAM-5, unit attention conditions); the kernel
+    /// hands a pass-through command's UNIT ATTENTION back unretried.
     async fn past_unit_attention(
         &self,
         make: impl Fn() -> Request,
@@ -285,9 +286,7 @@ impl SgBackend {
         }
         Ok(last)
     }
-}
 
-impl SgBackend {
     /// The sg node that can reset this device: the node itself, or for a
     /// bsg node the sg node of the same H:C:T:L, since bsg has no reset
     /// ioctl.
