@@ -13,7 +13,11 @@
 //! each. Transports that hold data as byte buffers (the iSCSI target) use
 //! [`Emulator::execute`] / [`Emulator::execute_from`] (which names the
 //! initiator, for unit attentions and reservations), which stage them in
-//! host memory first.
+//! host memory first. An initiator that writes self-describing blocks can
+//! place them as tags ([`HostMemory::write_pattern`]) and, with
+//! [`Emulator::set_tagged_reads`], get READ data back as tags
+//! ([`HostMemory::read_runs`]), so no block is generated or checksummed on
+//! the way; every byte read sees the same bytes either way.
 //!
 //! Around the data path: [`Emulator::power_loss`] (a seeded subset of dirty
 //! lines survives), [`Emulator::reset`] / [`Emulator::reset_lun`] (cache
@@ -25,7 +29,8 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`memory`] | sparse 64-bit host physical address space |
+//! | [`memory`] | sparse 64-bit host physical address space, pages of bytes or of self-describing block tags |
+//! | [`runs`] | data in flight as runs of bytes, zeros and tag pieces (gather, scatter, bounce, Data-Out, Data-In) |
 //! | [`hba`] | driver (SG list, bounce, split) and controller limits |
 //! | [`sbc`] | the SBC-3 device server of one LUN |
 //! | [`cache`], [`medium`], [`content`] | write-back cache, sparse extents, compact block content |
