@@ -53,7 +53,8 @@ const VM_LIMIT: Duration = Duration::from_secs(300);
 /// The guest's script: one section per replay on the console.
 const GUEST_SCRIPT: &str = r#"#!/bin/sh
 i=0
-while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt DISKS ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+# A slow TCG host may take a while to scan eight disks: up to 30 s.
+while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt DISKS ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 sg() { echo "sg:/dev/$(ls /sys/bus/scsi/devices/*:0:$1:0/scsi_generic/)"; }
 bsg() { for d in /dev/bsg/*:0:$1:0; do echo "$d"; done; }
 run() {
