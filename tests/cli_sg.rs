@@ -1,5 +1,5 @@
 //! `scuzz replay --to sg:/dev/sgN` and `--to /dev/bsg/H:C:T:L` against a
-//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with eight
+//! real Linux SCSI stack: a Debian 12 kernel booted in QEMU with nine
 //! virtio-scsi disks backed by raw image files (scripts/fetch-sg-vm builds
 //! the guest). The guest runs every replay once, in one boot, and prints
 //! each one's output and exit code on the serial console; the tests below
@@ -19,6 +19,7 @@
 //! | 5 | blank | `synth fio` random 4 KiB writes at `--qd 32`, through both |
 //! | 6 | blank | a single 40 MiB WRITE(16), through both: refused by the kernel |
 //! | 7 | GPT, 4096-byte logical blocks | a 4 KiB-block `synth cp` trace: refused through sg, confirmed through bsg |
+//! | 8 | one block | LBA 0 and 1 unreadable: refused, then confirmed |
 //!
 //! QEMU runs with KVM when /dev/kvm works and falls back to TCG otherwise
 //! (`SCUZZ_SG_VM_ACCEL=tcg|kvm` forces one). Without QEMU or the guest the
@@ -38,7 +39,7 @@ use trace::{
 
 const BLOCK: usize = 512;
 /// Disks attached to the guest (the table above).
-const DISKS: usize = 8;
+const DISKS: usize = 9;
 /// The one with 4096-byte logical blocks.
 const DISK_4K: usize = 7;
 /// Blocks of the edge-case disk (4 MiB).
@@ -53,7 +54,7 @@ const VM_LIMIT: Duration = Duration::from_secs(300);
 /// The guest's script: one section per replay on the console.
 const GUEST_SCRIPT: &str = r#"#!/bin/sh
 i=0
-# A slow TCG host may take a while to scan eight disks: up to 30 s.
+# A slow TCG host may take a while to scan its disks: up to 30 s.
 while [ "$(ls /sys/class/scsi_generic | wc -l)" -lt DISKS ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 sg() { echo "sg:/dev/$(ls /sys/bus/scsi/devices/*:0:$1:0/scsi_generic/)"; }
 bsg() { for d in /dev/bsg/*:0:$1:0; do echo "$d"; done; }
@@ -79,6 +80,8 @@ run reset-sg /scuzz replay /reset.sczt --to "$(sg 4)" --verify
 run reset-bsg /scuzz replay /reset.sczt --to "$(bsg 4)" --verify
 run gpt4k-refused /scuzz replay /cp4k.sczt --to "$(sg 7)"
 run cp4k-confirmed /scuzz replay /cp4k.sczt --to "$(bsg 7)" --verify --i-know-this-destroys-data
+run tiny-refused /scuzz replay /edge.sczt --to "$(sg 8)" --limit 1
+run tiny-confirmed /scuzz replay /edge.sczt --to "$(sg 8)" --limit 1 --i-know-this-destroys-data
 run qd32-sg /scuzz replay /fio.sczt --to "$(sg 5)" --verify --qd 32
 run qd32-bsg /scuzz replay /fio.sczt --to "$(bsg 5)" --verify --qd 32
 run big-sg /scuzz replay /big.sczt --to "$(sg 6)"
@@ -322,6 +325,7 @@ fn prepare(dir: &Path) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
         (vec![], fio_blocks),
         (vec![], big_blocks),
         (gpt_4k(), capacity4k * 8),
+        (vec![], 1),
     ];
     for (n, (first, blocks)) in disks.iter().enumerate() {
         let path = dir.join(format!("disk{n}.img"));
@@ -1008,4 +1012,15 @@ fn a_4k_sector_disk_is_judged_in_its_own_blocks() {
     assert_eq!(&img[..8192], &gpt_4k()[..]);
     let trace4k = vm.dir.join("cp4k.sczt");
     assert_replayed_image(&img, &trace4k, 2);
+}
+
+/// A disk whose LBA 0 and 1 cannot both be read (it has one block) might
+/// still hold a partition table: refused, unless confirmed.
+#[test]
+fn an_unreadable_partition_area_is_refused_unless_confirmed() {
+    let Some(vm) = vm() else { return };
+    vm.refused("tiny-refused", "READ(10) of LBA 0 and 1 failed");
+    let (rc, out) = vm.section("tiny-confirmed");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("1 commands"), "{out}");
 }

@@ -245,9 +245,10 @@ impl SgBackend {
             .clamp(512, 1 << 16);
         let read = || Request::control(0, vec![0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], bs * 2);
         let first = b.past_unit_attention(read).await?;
-        if !first.is_good() {
+        if !first.is_good() && !destroy_ok {
             return Err(BackendError::Refused(format!(
-                "{}: READ(10) of LBA 0 and 1 failed ({}), cannot check for a partition table",
+                "{}: READ(10) of LBA 0 and 1 failed ({}), so a partition table cannot be \
+                 ruled out. Pass --i-know-this-destroys-data to go ahead",
                 path.display(),
                 trace::sense::describe_status(first.status, &first.sense)
             )));
