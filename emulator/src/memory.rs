@@ -258,9 +258,13 @@ impl HostMemory {
             match self.pages.entry(page) {
                 std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
                     Page::Tagged(pieces) => {
-                        // A buffer filled in address order appends.
-                        match pieces.last() {
-                            Some((o, p)) if o + p.len > off => {
+                        // A buffer filled in address order appends, and
+                        // a piece continuing the last one's run extends it.
+                        match pieces.last_mut() {
+                            Some((o, p)) if *o + p.len == off && p.joined(&sub).is_some() => {
+                                *p = p.joined(&sub).expect("just checked");
+                            }
+                            Some((o, p)) if *o + p.len > off => {
                                 cut(pieces, off, n);
                                 let at = pieces.partition_point(|(o, _)| *o < off);
                                 pieces.insert(at, (off, sub));
@@ -300,9 +304,10 @@ impl HostMemory {
 
     /// Place bytes `[at, at + len)` of the Data-Out that
     /// [`trace::pattern::fill_blocks`] would generate for `(seed,
-    /// generation, first_lba, block_len)` at `addr`, as tags: the pieces of
-    /// each block the range covers, so a transfer spread over SG entries is
-    /// placed one entry at a time. Bytes past 2^64 are dropped.
+    /// generation, first_lba, block_len)` at `addr`, as tags: one run piece
+    /// per page the range covers, however many blocks that is, so a transfer
+    /// spread over SG entries is placed one entry at a time. Bytes past 2^64
+    /// are dropped.
     #[allow(clippy::too_many_arguments)]
     pub fn write_pattern(
         &mut self,
@@ -314,20 +319,20 @@ impl HostMemory {
         first_lba: u64,
         block_len: u32,
     ) {
-        let bl = block_len.max(1) as usize;
+        let first = Tag {
+            lba: first_lba,
+            seed,
+            generation,
+        };
+        // One piece for the whole range (a piece's length is 32 bits, so a
+        // range past that goes in several); `write_piece` cuts it at pages.
         let mut done = 0usize;
         while done < len {
             let Some(a) = addr.checked_add(done as u64) else {
                 return;
             };
-            let (b, within) = ((at + done) / bl, (at + done) % bl);
-            let take = (bl - within).min(len - done);
-            let tag = Tag {
-                lba: first_lba.wrapping_add(b as u64),
-                seed,
-                generation,
-            };
-            let piece = TagPiece::whole(tag, block_len).sub(within as u32, take as u32);
+            let take = (len - done).min(1 << 30);
+            let piece = TagPiece::of_run(first, block_len, (at + done) as u64, take as u32);
             self.write_piece(a, piece);
             done += take;
         }
@@ -434,14 +439,16 @@ impl HostMemory {
     /// partial pages at either end, so a replayer that reuses buffer
     /// addresses keeps its memory bounded.
     pub fn free(&mut self, addr: u64, len: u64) {
-        let end = addr.saturating_add(len);
-        if end <= addr {
+        // Bytes past 2^64 do not exist; the last one, at 2^64 - 1, does.
+        let len = below_top(addr, len);
+        if len == 0 {
             return;
         }
+        let end = u128::from(addr) + u128::from(len);
         let first_full = addr.div_ceil(PAGE_SIZE);
-        let last_full = end / PAGE_SIZE; // exclusive
+        let last_full = (end / u128::from(PAGE_SIZE)) as u64; // exclusive
         if first_full >= last_full {
-            self.zero(addr, end - addr);
+            self.zero(addr, len);
             return;
         }
         if (last_full - first_full) as usize > self.pages.len() {
@@ -454,17 +461,22 @@ impl HostMemory {
             recycle((first_full..last_full).filter_map(|p| self.pages.remove(&p)));
         }
         self.zero(addr, first_full * PAGE_SIZE - addr);
-        self.zero(last_full * PAGE_SIZE, end - last_full * PAGE_SIZE);
+        let tail = (end - u128::from(last_full) * u128::from(PAGE_SIZE)) as u64;
+        if tail > 0 {
+            self.zero(last_full * PAGE_SIZE, tail);
+        }
     }
 
-    /// Make `[addr, addr + len)` read as zeros.
+    /// Make `[addr, addr + len)` read as zeros (clipped at 2^64).
     fn zero(&mut self, addr: u64, len: u64) {
+        // Counted down rather than up to an end address, so a range ending
+        // exactly at 2^64 reaches its last byte.
         let mut a = addr;
-        let end = addr.saturating_add(len);
-        while a < end {
+        let mut left = below_top(addr, len);
+        while left > 0 {
             let page = a / PAGE_SIZE;
             let off = (a % PAGE_SIZE) as usize;
-            let n = ((PAGE_SIZE as usize - off) as u64).min(end - a) as usize;
+            let n = ((PAGE_SIZE as usize - off) as u64).min(left) as usize;
             if n == PAGE_SIZE as usize {
                 recycle(self.pages.remove(&page).into_iter());
             } else {
@@ -474,13 +486,24 @@ impl HostMemory {
                     None => {}
                 }
             }
-            a += n as u64;
+            left -= n as u64;
+            a = a.wrapping_add(n as u64);
         }
     }
 
     /// Pages currently backed by real memory.
     pub fn resident_pages(&self) -> usize {
         self.pages.len()
+    }
+}
+
+/// How many bytes of `[addr, addr + len)` lie below 2^64.
+fn below_top(addr: u64, len: u64) -> u64 {
+    let room = u64::MAX - addr; // bytes after `addr`
+    if len > room {
+        room + 1
+    } else {
+        len
     }
 }
 
@@ -670,8 +693,9 @@ mod tests {
     #[test]
     fn a_read_stitches_two_tags_and_free_cuts_pieces() {
         let mut m = HostMemory::new();
+        // Not consecutive LBAs: two runs, not one.
         let a = TagPiece::whole(tag(10), 512);
-        let b = TagPiece::whole(tag(11), 512);
+        let b = TagPiece::whole(tag(13), 512);
         m.write_piece(0x2000, a);
         m.write_piece(0x2000 + 512, b);
         // Half of one, half of the other: what a misdirected DMA sees.
@@ -692,6 +716,52 @@ mod tests {
         assert!(got2[100..150].iter().all(|x| *x == 0));
         assert_eq!(got2[..100], got[..100]);
         assert_eq!(got2[150..], got[150..]);
+    }
+
+    #[test]
+    fn consecutive_blocks_of_one_stream_are_one_piece_per_page() {
+        let mut m = HostMemory::new();
+        // 20 blocks of 512 bytes from LBA 100, 300 bytes into a page: the
+        // pages hold one piece each, and reading them back gives one run.
+        let addr = 5 * PAGE_SIZE + 300;
+        m.write_pattern(addr, 0, 20 * 512, 0x5eed, 4, 100, 512);
+        assert_eq!(m.resident_pages(), 3);
+        for page in 5..8 {
+            match m.pages.get(&page) {
+                Some(Page::Tagged(p)) => assert_eq!(p.len(), 1, "page {page}"),
+                _ => panic!("page {page} not tagged"),
+            }
+        }
+        let mut runs = DataRuns::new();
+        m.read_runs(addr, 20 * 512, &mut runs);
+        let run = TagPiece::of_run(tag(100), 512, 0, 20 * 512);
+        assert_eq!(runs.parts().collect::<Vec<_>>(), [Part::Piece(run)]);
+        assert_eq!(run.whole_blocks(512), Some((tag(100), 20)));
+        let mut want = vec![0u8; 20 * 512];
+        trace::pattern::fill_blocks(0x5eed, 4, 100, 512, &mut want);
+        assert_eq!(runs.to_bytes(), want);
+        // Block 7 alone, and a piece straddling blocks 7 and 8.
+        assert_eq!(
+            runs.single(7 * 512, 512),
+            Some(Part::Piece(TagPiece::whole(tag(107), 512)))
+        );
+        let straddle = run.sub(7 * 512 + 500, 30);
+        assert_eq!((straddle.tag, straddle.start), (tag(107), 500));
+        assert_eq!(bytes_of(straddle), want[7 * 512 + 500..7 * 512 + 530]);
+        // Overwriting the middle of the run cuts it in three: the two ends
+        // still continue their own LBAs.
+        m.write(addr + 5 * 512 + 10, &[1, 2, 3]);
+        m.write_pattern(addr + 12 * 512, 0, 512, 0x5eed, 5, 112, 512);
+        want[5 * 512 + 10..5 * 512 + 13].copy_from_slice(&[1, 2, 3]);
+        trace::pattern::fill_blocks(0x5eed, 5, 112, 512, &mut want[12 * 512..13 * 512]);
+        assert_eq!(read_vec(&m, addr, 20 * 512), want);
+        let mut runs = DataRuns::new();
+        m.read_runs(addr, 20 * 512, &mut runs);
+        assert_eq!(runs.to_bytes(), want);
+        assert_eq!(
+            runs.single(13 * 512, 7 * 512),
+            Some(Part::Piece(TagPiece::of_run(tag(113), 512, 0, 7 * 512)))
+        );
     }
 
     #[test]
@@ -731,6 +801,7 @@ mod tests {
     enum Step {
         Bytes(u64, Vec<u8>),
         Piece(u64, u64, u32, u32),
+        Pattern(u64, usize, usize, u64, u32),
         Runs(u64, Vec<(u8, u32)>),
         Free(u64, u64),
         Read(u64, usize),
@@ -745,13 +816,20 @@ mod tests {
         prop_oneof![
             (addr.clone(), proptest::collection::vec(any::<u8>(), 0..600))
                 .prop_map(|(a, b)| Step::Bytes(a, b)),
+            // A piece of one block, or of a run of up to four blocks.
             (addr.clone(), 0u64..4, 0u32..512, 1u32..=512).prop_map(|(a, l, s, n)| {
                 let s = s.min(511);
                 Step::Piece(a, l, s, n.min(512 - s))
             }),
+            (addr.clone(), 0u64..4, 0u32..2048, 1u32..=2048)
+                .prop_map(|(a, l, s, n)| Step::Piece(a, l, s, n)),
+            // A transfer's pattern from byte `at`, as the harness places
+            // one SG entry (two generations, so overwrites differ).
+            (addr.clone(), 0usize..1500, 1usize..9000, 0u64..6, 4u32..6)
+                .prop_map(|(a, at, n, l, g)| Step::Pattern(a, at, n, l, g)),
             (
                 addr.clone(),
-                proptest::collection::vec((0u8..3, 1u32..1500), 1..5)
+                proptest::collection::vec((0u8..4, 1u32..1500), 1..5)
             )
                 .prop_map(|(a, r)| Step::Runs(a, r)),
             (addr.clone(), 0u64..9000).prop_map(|(a, n)| Step::Free(a, n)),
@@ -808,9 +886,15 @@ mod tests {
                         model_write(&mut model, a, &b);
                     }
                     Step::Piece(a, lba, start, n) => {
-                        let p = TagPiece::whole(tag(lba), 512).sub(start, n);
+                        let p = TagPiece::of_run(tag(lba), 512, u64::from(start), n);
                         m.write_piece(a, p);
                         model_write(&mut model, a, &bytes_of(p));
+                    }
+                    Step::Pattern(a, at, n, lba, g) => {
+                        m.write_pattern(a, at, n, 0x5eed, g, lba, 512);
+                        let mut all = vec![0u8; (at + n).div_ceil(512) * 512];
+                        trace::pattern::fill_blocks(0x5eed, g, lba, 512, &mut all);
+                        model_write(&mut model, a, &all[at..at + n]);
                     }
                     Step::Runs(a, spec) => {
                         let mut runs = DataRuns::new();
@@ -818,10 +902,17 @@ mod tests {
                             match kind {
                                 0 => runs.push_bytes(&vec![i as u8 + 1; *n as usize]),
                                 1 => runs.push_zero(*n as usize),
-                                _ => {
+                                2 => {
                                     let w = TagPiece::whole(tag(i as u64), 4096);
                                     runs.push_piece(w.sub(0, (*n).min(4096)));
                                 }
+                                // A run of 512-byte blocks cut anywhere.
+                                _ => runs.push_piece(TagPiece::of_run(
+                                    tag(i as u64),
+                                    512,
+                                    u64::from(*n % 700),
+                                    *n,
+                                )),
                             }
                         }
                         m.write_runs(a, &runs, 0, runs.len());
@@ -829,8 +920,7 @@ mod tests {
                     }
                     Step::Free(a, n) => {
                         m.free(a, n);
-                        let end = a.saturating_add(n);
-                        let zeros = vec![0u8; (end - a) as usize];
+                        let zeros = vec![0u8; n as usize];
                         model_write(&mut model, a, &zeros);
                     }
                     Step::Read(a, n) => {

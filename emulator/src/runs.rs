@@ -18,18 +18,26 @@ use crate::content::{BlockData, Tag};
 use std::cell::RefCell;
 use trace::pattern::{self, BlockTag};
 
-/// Bytes `[start, start + len)` of the self-describing block `tag`
-/// generates at `block_len` bytes.
+/// Bytes `[start, start + len)` of a run of consecutive self-describing
+/// blocks of one stream: block `k` of the run is the block `tag` names with
+/// its LBA advanced by `k` (what one WRITE of `n` blocks from `tag.lba`
+/// with one seed and generation carries), each `block_len` bytes. A piece
+/// of one block is the run's simplest case; a whole transfer, or the part
+/// of it one host page holds, is one piece however many blocks it spans.
+///
+/// Kept canonical: `start < block_len`, so `tag` is the block holding the
+/// piece's first byte and two pieces of the same bytes compare equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TagPiece {
-    /// The block's identity.
+    /// Identity of the block holding the piece's first byte (the run's
+    /// later blocks follow it LBA by LBA).
     pub tag: Tag,
-    /// Length of the whole block (its header records it, so the same tag
-    /// at another block size is other bytes).
+    /// Length of each block (its header records it, so the same tag at
+    /// another block size is other bytes).
     pub block_len: u32,
-    /// First byte of the block this piece holds.
+    /// First byte of block `tag` this piece holds (below `block_len`).
     pub start: u32,
-    /// Bytes held.
+    /// Bytes held (they may run on into the following blocks).
     pub len: u32,
 }
 
@@ -44,48 +52,112 @@ impl TagPiece {
         }
     }
 
+    /// Bytes `[start, start + len)` of the run of blocks from `first`
+    /// (`start` may lie past the first block).
+    pub fn of_run(first: Tag, block_len: u32, start: u64, len: u32) -> TagPiece {
+        let bl = u64::from(block_len.max(1));
+        TagPiece {
+            tag: Tag {
+                lba: first.lba.wrapping_add(start / bl),
+                ..first
+            },
+            block_len,
+            start: (start % bl) as u32,
+            len,
+        }
+    }
+
     /// Whether the piece is a whole block of `block_len` bytes: what a
     /// device can store as the tag without looking at a byte.
     pub fn is_whole_block(&self, block_len: u32) -> bool {
         self.start == 0 && self.len == block_len && self.block_len == block_len
     }
 
-    /// `len` bytes of this piece from `off` (within the piece).
-    pub fn sub(&self, off: u32, len: u32) -> TagPiece {
-        debug_assert!(off + len <= self.len);
-        TagPiece {
-            start: self.start + off,
-            len,
-            ..*self
-        }
+    /// When the piece is whole blocks of `block_len` bytes, its first
+    /// block's tag and how many blocks it holds.
+    pub fn whole_blocks(&self, block_len: u32) -> Option<(Tag, u32)> {
+        (self.start == 0
+            && self.block_len == block_len
+            && block_len > 0
+            && self.len > 0
+            && self.len % block_len == 0)
+            .then_some((self.tag, self.len / block_len))
     }
 
-    /// Whether `next` continues this piece in the same block.
+    /// `len` bytes of this piece from `off` (within the piece).
+    pub fn sub(&self, off: u32, len: u32) -> TagPiece {
+        debug_assert!(u64::from(off) + u64::from(len) <= u64::from(self.len));
+        TagPiece::of_run(
+            self.tag,
+            self.block_len,
+            u64::from(self.start) + u64::from(off),
+            len,
+        )
+    }
+
+    /// Where the piece ends: the block and offset its next byte would be.
+    fn end(&self) -> (u64, u32) {
+        let bl = u64::from(self.block_len.max(1));
+        let e = u64::from(self.start) + u64::from(self.len);
+        (self.tag.lba.wrapping_add(e / bl), (e % bl) as u32)
+    }
+
+    /// Whether `next` continues this piece in the same run of blocks.
     fn continued_by(&self, next: &TagPiece) -> bool {
-        next.tag == self.tag
+        next.tag.seed == self.tag.seed
+            && next.tag.generation == self.tag.generation
             && next.block_len == self.block_len
-            && next.start == self.start + self.len
+            && self.end() == (next.tag.lba, next.start)
+    }
+
+    /// `next` appended to this piece, when it continues it and the sum
+    /// still fits a piece.
+    pub fn joined(&self, next: &TagPiece) -> Option<TagPiece> {
+        if !self.continued_by(next) {
+            return None;
+        }
+        Some(TagPiece {
+            len: self.len.checked_add(next.len)?,
+            ..*self
+        })
     }
 
     /// Write the piece's bytes into `out` (`self.len` bytes).
     pub fn render(&self, out: &mut [u8]) {
         let bl = self.block_len as usize;
-        let (s, n) = (self.start as usize, self.len as usize);
-        if s == 0 && n == bl && bl >= pattern::HEADER_LEN {
-            pattern::fill_block(&BlockTag::from(self.tag), out);
-            return;
+        let mut done = 0usize;
+        let mut s = self.start as usize;
+        let mut tag = self.tag;
+        while done < self.len as usize {
+            let rest = self.len as usize - done;
+            // A block size of 0 cannot occur (see `render_block_part`);
+            // take the rest in one go rather than loop forever.
+            let n = if bl > s { (bl - s).min(rest) } else { rest };
+            render_block_part(tag, bl, s, &mut out[done..done + n]);
+            done += n;
+            s = 0;
+            tag.lba = tag.lba.wrapping_add(1);
         }
-        BLOCK.with(|b| {
-            let mut b = b.borrow_mut();
-            b.clear();
-            b.resize(bl.max(pattern::HEADER_LEN), 0);
-            // A block shorter than its header cannot exist (a TagPiece is
-            // only made for real block sizes); render the header's bytes
-            // anyway rather than panic.
-            pattern::fill_block(&BlockTag::from(self.tag), &mut b[..]);
-            out.copy_from_slice(&b[s..s + n]);
-        });
     }
+}
+
+/// Bytes `[s, s + out.len())` of the block `tag` generates at `bl` bytes.
+fn render_block_part(tag: Tag, bl: usize, s: usize, out: &mut [u8]) {
+    let n = out.len();
+    if s == 0 && n == bl && bl >= pattern::HEADER_LEN {
+        pattern::fill_block(&BlockTag::from(tag), out);
+        return;
+    }
+    BLOCK.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        b.resize(bl.max(pattern::HEADER_LEN), 0);
+        // A block shorter than its header cannot exist (a TagPiece is
+        // only made for real block sizes); render the header's bytes
+        // anyway rather than panic.
+        pattern::fill_block(&BlockTag::from(tag), &mut b[..]);
+        out.copy_from_slice(&b[s..s + n]);
+    });
 }
 
 thread_local! {
@@ -219,8 +291,8 @@ impl DataRuns {
             return;
         }
         if let Some(Run::Piece(last)) = self.runs.last_mut() {
-            if last.continued_by(&p) {
-                last.len += p.len;
+            if let Some(j) = last.joined(&p) {
+                *last = j;
                 self.len += p.len as usize;
                 return;
             }
@@ -404,13 +476,17 @@ mod tests {
         r.push_piece(w.sub(0, 100));
         r.push_piece(w.sub(100, 412));
         assert_eq!(r.single(0, 512), Some(Part::Piece(w)));
-        // A piece of another block, or a gap, does not merge.
+        // The next LBA of the stream continues the run; a gap does not.
         r.push_piece(TagPiece::whole(tag(5), 512).sub(0, 10));
         r.push_zero(5);
         r.push_zero(5);
         r.push_bytes(&[1, 2]);
         r.push_bytes(&[3]);
-        assert_eq!(r.parts().count(), 4);
+        assert_eq!(r.parts().count(), 3);
+        assert_eq!(
+            r.parts().next(),
+            Some(Part::Piece(TagPiece::of_run(tag(4), 512, 0, 522)))
+        );
         let mut want = block(4, 512);
         want.extend_from_slice(&block(5, 512)[..10]);
         want.extend_from_slice(&[0; 10]);
@@ -421,7 +497,7 @@ mod tests {
         assert_eq!(mid, want[500..], "clipped to the data");
         assert_eq!(r.single(524, 4), Some(Part::Zero(4)));
         assert_eq!(r.single(532, 3), Some(Part::Bytes(&[1, 2, 3])));
-        assert_eq!(r.single(510, 4), None, "spans two runs");
+        assert_eq!(r.single(520, 4), None, "spans two runs");
         let by_block: Vec<_> = r.blocks(512).collect();
         assert_eq!(by_block, [Some(Part::Piece(w))]);
         let by_5: Vec<_> = r.blocks(5).collect();
