@@ -19,6 +19,7 @@ use crate::findings::{self, FindingsDir};
 use crate::harness::{Harness, Target};
 use crate::mutators::{domain_mutations, Hints};
 use crate::program::{Limits, ScsiProgram};
+use crate::scheduler::CullOnChange;
 use crate::stats::StatsLine;
 use crate::verdict::Verdict;
 use libafl::corpus::{CachedOnDiskCorpus, Corpus, CorpusId, OnDiskCorpus, Testcase};
@@ -734,8 +735,10 @@ where
             &mut objective,
         )?,
     };
-    let scheduler =
-        IndexesLenTimeMinimizerScheduler::new(&executor.observers.0, QueueScheduler::new());
+    let scheduler = CullOnChange::new(IndexesLenTimeMinimizerScheduler::new(
+        &executor.observers.0,
+        QueueScheduler::new(),
+    ));
     let mut fuzzer = StdFuzzer::new(scheduler, feedback, objective);
 
     let mutator = HavocScheduledMutator::with_max_stack_pow(domain_mutations(hints), 3);

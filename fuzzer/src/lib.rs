@@ -12,6 +12,8 @@
 //!   `trace::oracle`, as a faithful host would, into a [`verdict::Verdict`];
 //! - [`device`]: what the harness drives: the emulator, or a real target
 //!   over iSCSI (`--to iscsi://`);
+//! - [`scheduler`]: LibAFL's minimizer, culling only after the corpus
+//!   changed;
 //! - [`campaign`]: the LibAFL wiring (executor, observers, objective,
 //!   findings stage, monitor, `Launcher`), `--resume`;
 //! - [`fleet`]: one campaign over several machines, their brokers linked;
@@ -48,6 +50,7 @@ pub mod generator;
 pub mod harness;
 pub mod mutators;
 pub mod program;
+pub mod scheduler;
 pub mod seeds;
 pub mod stats;
 pub mod verdict;
