@@ -70,8 +70,58 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("scuzz: {e:#}");
+            eprintln!("scuzz: {}", error_chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes, joined by ": " as `{:#}` does, but without a
+/// cause whose text is already in the message: several crates' errors quote
+/// their source in their own text and also expose it as `source()`, and
+/// `{:#}` then printed the same sentence two or three times.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    /// An error that quotes its source and exposes it, as the crates'
+    /// `thiserror` errors with `{source}` in their message do.
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "backend sg:/dev/sg0: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_printed_once() {
+        let io = std::io::Error::other("open: permission denied");
+        let e = anyhow::Error::new(Quoting(io)).context("replay cp.sczt");
+        assert_eq!(
+            error_chain(&e),
+            "replay cp.sczt: backend sg:/dev/sg0: open: permission denied"
+        );
+        let plain = anyhow::anyhow!("bad header").context("cp.sczt at offset 0");
+        assert_eq!(error_chain(&plain), "cp.sczt at offset 0: bad header");
     }
 }
