@@ -517,6 +517,23 @@ impl Oracle {
         self.check_read_with(seq, lba, blocks.len() as u64, |i| blocks[i])
     }
 
+    /// [`Oracle::check_read_blocks`] for a caller that holds runs of
+    /// consecutive self-describing blocks as one first tag and a count
+    /// ([`ReadSpan::Tags`]), as a host that moved a transfer as one run
+    /// does: a run that matches one version of a stretch of blocks with
+    /// one history is judged in one step, anything else block by block,
+    /// and the verdicts are exactly those of the blocks' bytes.
+    pub fn check_read_spans(
+        &mut self,
+        seq: u64,
+        lba: u64,
+        spans: &[ReadSpan<'_>],
+    ) -> Vec<Violation> {
+        let src = Spans::new(spans);
+        let blocks = src.blocks();
+        self.check_read_src(seq, lba, blocks, &src)
+    }
+
     fn check_read_with<'d>(
         &mut self,
         seq: u64,
@@ -524,10 +541,56 @@ impl Oracle {
         blocks: u64,
         block: impl Fn(usize) -> ReadBlock<'d>,
     ) -> Vec<Violation> {
+        self.check_read_src(seq, lba, blocks, &PerBlock(block))
+    }
+
+    /// Which version every block of a tag run matches, when that can be
+    /// told for the run as a whole: the first candidate (in the order
+    /// [`Oracle::permitted`] gives them, the order the per-block check
+    /// tries them in) that the run's first block matches, provided every
+    /// candidate before it fails for every block of the run alike. `None`
+    /// when a candidate is judged by a digest (a CRC per block) or none
+    /// matches (the blocks are then judged one by one, which names each
+    /// violation).
+    fn run_matches(&self, cands: &[Cand], lba: u64, first: pattern::BlockTag) -> Option<Cand> {
+        for c in cands {
+            match *c {
+                Cand::Initial => match self.initial {
+                    // A valid self-describing block is not zeros.
+                    InitialContent::Zeros => {}
+                    InitialContent::Unknown => return Some(*c),
+                },
+                Cand::Write(s) => match self.recs.get(&s).map(|r| &r.data) {
+                    // Block k of the run holds tag `first.lba + k` and is
+                    // read at `lba + k`: all match, or none does.
+                    Some(WriteData::Pattern { seed, generation }) => {
+                        if first.lba == lba
+                            && first.seed == *seed
+                            && first.generation == *generation
+                        {
+                            return Some(*c);
+                        }
+                    }
+                    Some(WriteData::Digests(_)) => return None,
+                    Some(WriteData::Zeros) | None => {}
+                },
+            }
+        }
+        None
+    }
+
+    fn check_read_src<'d>(
+        &mut self,
+        seq: u64,
+        lba: u64,
+        blocks: u64,
+        src: &impl ReadSource<'d>,
+    ) -> Vec<Violation> {
         let now = self.next_tick();
         let at = self.reads.remove(&seq).unwrap_or(now);
         let mut out: Vec<Violation> = Vec::new();
-        let mut pins: Vec<(u64, Cand)> = Vec::new();
+        // (first block, blocks, version) pinned after a power loss.
+        let mut pins: Vec<(u64, u64, Cand)> = Vec::new();
         let crashed = self.power_losses > 0 && at > self.last_power_loss;
         // Every block of a run shares its history, so what it may hold is
         // worked out once per run, not once per block.
@@ -546,16 +609,30 @@ impl Oracle {
                         .get(s)
                         .is_some_and(|r| r.submit < self.last_power_loss)
                 });
-            for j in 0..n {
+            let mut j = 0u64;
+            while j < n {
                 let l = lba.wrapping_add(i + j);
-                let mut view = BlockView::new(block((i + j) as usize), self.block_size);
+                // A run of tags inside this history: one step when it can
+                // be judged whole.
+                if let Some((first, left)) = src.tag_run((i + j) as usize) {
+                    let m = left.min(n - j);
+                    if let Some(c) = self.run_matches(&cands, l, first) {
+                        if pin {
+                            pins.push((l, m, c));
+                        }
+                        j += m;
+                        continue;
+                    }
+                }
+                let mut view = BlockView::new(src.block((i + j) as usize), self.block_size);
+                j += 1;
                 if let Some(c) = cands
                     .iter()
                     .copied()
                     .find(|c| self.matches(*c, l, &mut view))
                 {
                     if pin {
-                        pins.push((l, c));
+                        pins.push((l, 1, c));
                     }
                     continue;
                 }
@@ -570,11 +647,11 @@ impl Oracle {
         // Consecutive blocks pinned to the same version settle as one run.
         let mut k = 0;
         while k < pins.len() {
-            let (start, c) = pins[k];
-            let mut end = start.saturating_add(1);
+            let (start, len, c) = pins[k];
+            let mut end = start.saturating_add(len);
             k += 1;
-            while k < pins.len() && pins[k].0 == end && pins[k].1 == c {
-                end = end.saturating_add(1);
+            while k < pins.len() && pins[k].0 == end && pins[k].2 == c {
+                end = end.saturating_add(pins[k].1);
                 k += 1;
             }
             for_range(&mut self.runs, start, end, |h| {
@@ -886,6 +963,101 @@ pub enum ReadBlock<'a> {
     Tagged(pattern::BlockTag),
 }
 
+/// A stretch of a read, as [`Oracle::check_read_spans`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSpan<'a> {
+    /// One block.
+    Block(ReadBlock<'a>),
+    /// `blocks` whole self-describing blocks at the oracle's block size:
+    /// the first tagged `first`, each next one the next LBA of the same
+    /// seed and generation (what one WRITE of a pattern stores).
+    Tags {
+        /// The first block's tag.
+        first: pattern::BlockTag,
+        /// Blocks in the run.
+        blocks: u64,
+    },
+}
+
+/// Blocks of a read as the check walks them.
+trait ReadSource<'d> {
+    /// Block `i`.
+    fn block(&self, i: usize) -> ReadBlock<'d>;
+    /// When block `i` is in a run of tags: its tag and how many blocks of
+    /// the run are left from it (itself included).
+    fn tag_run(&self, i: usize) -> Option<(pattern::BlockTag, u64)>;
+}
+
+/// Blocks one by one.
+struct PerBlock<F>(F);
+
+impl<'d, F: Fn(usize) -> ReadBlock<'d>> ReadSource<'d> for PerBlock<F> {
+    fn block(&self, i: usize) -> ReadBlock<'d> {
+        (self.0)(i)
+    }
+    fn tag_run(&self, _: usize) -> Option<(pattern::BlockTag, u64)> {
+        None
+    }
+}
+
+/// Spans, with the first block of each for lookup.
+struct Spans<'s, 'd> {
+    spans: &'s [ReadSpan<'d>],
+    /// First block of each span, and the total at the end.
+    starts: Vec<u64>,
+}
+
+impl<'s, 'd> Spans<'s, 'd> {
+    fn new(spans: &'s [ReadSpan<'d>]) -> Self {
+        let mut starts = Vec::with_capacity(spans.len() + 1);
+        let mut at = 0u64;
+        for s in spans {
+            starts.push(at);
+            at = at.saturating_add(match s {
+                ReadSpan::Block(_) => 1,
+                ReadSpan::Tags { blocks, .. } => *blocks,
+            });
+        }
+        starts.push(at);
+        Spans { spans, starts }
+    }
+
+    fn blocks(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// The span holding block `i` and `i`'s offset in it.
+    fn find(&self, i: usize) -> (&ReadSpan<'d>, u64) {
+        let i = i as u64;
+        let k = self.starts.partition_point(|s| *s <= i) - 1;
+        (&self.spans[k], i - self.starts[k])
+    }
+}
+
+impl<'d> ReadSource<'d> for Spans<'_, 'd> {
+    fn block(&self, i: usize) -> ReadBlock<'d> {
+        match self.find(i) {
+            (ReadSpan::Block(b), _) => *b,
+            (ReadSpan::Tags { first, .. }, k) => ReadBlock::Tagged(pattern::BlockTag {
+                lba: first.lba.wrapping_add(k),
+                ..*first
+            }),
+        }
+    }
+    fn tag_run(&self, i: usize) -> Option<(pattern::BlockTag, u64)> {
+        match self.find(i) {
+            (ReadSpan::Block(_), _) => None,
+            (&ReadSpan::Tags { first, blocks }, k) => {
+                let tag = pattern::BlockTag {
+                    lba: first.lba.wrapping_add(k),
+                    ..first
+                };
+                Some((tag, blocks - k))
+            }
+        }
+    }
+}
+
 /// A block read back, with its inspection and CRC computed at most once.
 struct BlockView<'a> {
     data: ReadBlock<'a>,
@@ -1088,10 +1260,163 @@ mod tests {
             ReadBlock::Tagged(tags[3]),
         ];
         assert_eq!(build().check_read_blocks(3, 10, &mixed), by_bytes);
+        // As one-block runs of tags, and with the good first block's run
+        // carried on by the next LBA (a stale block there, not a match).
+        let spans: Vec<ReadSpan<'_>> = tags
+            .iter()
+            .map(|t| ReadSpan::Tags {
+                first: *t,
+                blocks: 1,
+            })
+            .collect();
+        assert_eq!(build().check_read_spans(3, 10, &spans), by_bytes);
+        let mut two = vec![0u8; 2 * bs];
+        fill_blocks(5, 2, 10, bs, &mut two);
+        let run = [ReadSpan::Tags {
+            first: tags[0],
+            blocks: 2,
+        }];
+        assert_eq!(build().check_read_spans(3, 10, &run), vec![]);
+        assert_eq!(build().check_read(3, 10, &two), vec![]);
     }
 
     use super::*;
     use crate::pattern::fill_blocks;
+    /// One step of the span check: a history, then reads given as spans.
+    #[derive(Debug, Clone)]
+    enum SpanStep {
+        /// LBA, blocks, data (0 pattern, 1 arbitrary bytes, 2 zeros),
+        /// completes, FUA.
+        Write(u64, u64, u8, bool, bool),
+        Flush(u64, u64),
+        PowerLoss,
+        /// LBA and the read's stretches: (kind, blocks, LBA shift, generation).
+        Read(u64, Vec<(u8, u64, i8, u32)>),
+    }
+
+    fn span_step() -> impl proptest::strategy::Strategy<Value = SpanStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..40, 1u64..12, 0u8..3, any::<bool>(), any::<bool>())
+                .prop_map(|(l, n, d, c, f)| SpanStep::Write(l, n, d, c, f)),
+            1 => (0u64..40, 0u64..12).prop_map(|(l, n)| SpanStep::Flush(l, n)),
+            1 => Just(SpanStep::PowerLoss),
+            3 => (
+                0u64..40,
+                proptest::collection::vec(
+                    (0u8..5, 1u64..10, prop_oneof![6 => Just(0i8), 1 => Just(1), 1 => Just(-1)], 0u32..8),
+                    1..5
+                )
+            )
+                .prop_map(|(l, sp)| SpanStep::Read(l, sp)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Runs of tags judged in one step give exactly the verdicts (and
+        /// leave exactly the history) that the same blocks' bytes do.
+        #[test]
+        fn runs_of_tags_are_judged_as_their_blocks_bytes(
+            unknown in proptest::prelude::any::<bool>(),
+            steps in proptest::collection::vec(span_step(), 1..40)
+        ) {
+            use crate::pattern::BlockTag;
+            let bs = BS as usize;
+            let initial = if unknown { InitialContent::Unknown } else { InitialContent::Zeros };
+            let mut by_bytes = Oracle::new(BS).with_initial_content(initial);
+            let mut by_spans = Oracle::new(BS).with_initial_content(initial);
+            let mut seq = 0u64;
+            let mut gen = 0u32;
+            let mut in_flight = Vec::new();
+            for st in steps {
+                seq += 1;
+                match st {
+                    SpanStep::Write(l, n, d, completes, fua) => {
+                        gen += 1;
+                        let data = match d {
+                            0 => WriteData::Pattern { seed: 7, generation: gen },
+                            1 => WriteData::from_bytes(l, BS, &vec![gen as u8 | 1; n as usize * bs]),
+                            _ => WriteData::Zeros,
+                        };
+                        for o in [&mut by_bytes, &mut by_spans] {
+                            o.submit_write(seq, l, n as u32, data.clone(), fua);
+                        }
+                        if completes {
+                            for o in [&mut by_bytes, &mut by_spans] {
+                                o.complete_write(seq, true);
+                            }
+                        } else {
+                            in_flight.push(seq);
+                        }
+                    }
+                    SpanStep::Flush(l, n) => {
+                        for o in [&mut by_bytes, &mut by_spans] {
+                            o.submit_flush(seq, l, n as u32, false);
+                            o.complete_flush(seq, true);
+                        }
+                        // Writes in flight complete now, some failing.
+                        for s in in_flight.drain(..) {
+                            for o in [&mut by_bytes, &mut by_spans] {
+                                o.complete_write(s, s % 3 != 0);
+                            }
+                        }
+                    }
+                    SpanStep::PowerLoss => {
+                        for o in [&mut by_bytes, &mut by_spans] {
+                            o.power_loss();
+                        }
+                    }
+                    SpanStep::Read(l, spec) => {
+                        let mut bytes = Vec::new();
+                        let mut spans = Vec::new();
+                        let mut at = l;
+                        // Rendered blocks for the `Block` spans, built
+                        // first so the spans can borrow them.
+                        let mut blocks_bytes: Vec<Vec<u8>> = Vec::new();
+                        for (kind, n, shift, g) in &spec {
+                            let first = BlockTag {
+                                lba: at.wrapping_add(*shift as i64 as u64),
+                                generation: *g,
+                                seed: if *g == 7 { 6 } else { 7 },
+                            };
+                            let mut b = vec![0u8; *n as usize * bs];
+                            match kind {
+                                // Zeros and arbitrary bytes, as bytes.
+                                0 => {}
+                                1 => b.fill(0x5a),
+                                _ => fill_blocks(first.seed, first.generation, first.lba, bs, &mut b),
+                            }
+                            bytes.extend_from_slice(&b);
+                            blocks_bytes.push(b);
+                            at += n;
+                        }
+                        for ((kind, n, shift, g), b) in spec.iter().zip(&blocks_bytes) {
+                            let _ = (shift, g);
+                            match kind {
+                                0 | 1 | 2 => spans.extend(b.chunks_exact(bs).map(|c| ReadSpan::Block(ReadBlock::Bytes(c)))),
+                                3 => spans.extend(b.chunks_exact(bs).map(|c| match pattern::inspect(c) {
+                                    BlockState::Valid { tag } => ReadSpan::Block(ReadBlock::Tagged(tag)),
+                                    _ => ReadSpan::Block(ReadBlock::Bytes(c)),
+                                })),
+                                _ => match pattern::inspect(&b[..bs]) {
+                                    BlockState::Valid { tag } => spans.push(ReadSpan::Tags { first: tag, blocks: *n }),
+                                    _ => unreachable!("a generated block is valid"),
+                                },
+                            }
+                        }
+                        for o in [&mut by_bytes, &mut by_spans] {
+                            o.submit_read(seq);
+                        }
+                        let want = by_bytes.check_read(seq, l, &bytes);
+                        let got = by_spans.check_read_spans(seq, l, &spans);
+                        proptest::prop_assert_eq!(got, want);
+                        proptest::prop_assert_eq!(&by_spans.runs, &by_bytes.runs);
+                    }
+                }
+            }
+        }
+    }
 
     const BS: u32 = 512;
 
