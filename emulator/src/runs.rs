@@ -386,6 +386,17 @@ impl DataRuns {
         self.part_of(i, start - self.starts[i], len)
     }
 
+    /// The part from byte `start` to the end of the run holding it (a
+    /// reader walking whole runs of blocks rather than block by block).
+    pub fn run_from(&self, start: usize) -> Option<Part<'_>> {
+        if start >= self.len {
+            return None;
+        }
+        let i = self.starts.partition_point(|s| *s <= start) - 1;
+        let off = start - self.starts[i];
+        self.part_of(i, off, self.runs[i].len() - off)
+    }
+
     /// `len` bytes of run `i` from `off`, if the run holds them all.
     fn part_of(&self, i: usize, off: usize, len: usize) -> Option<Part<'_>> {
         let r = self.runs[i];

@@ -40,7 +40,7 @@ use emulator::content::Tag;
 use emulator::runs::{DataRuns, Part};
 use emulator::{BugSet, EmulatorConfig, Outcome, Task};
 use trace::cdb::{Cdb, CdbSize, Rw};
-use trace::oracle::{Oracle, ReadBlock, WriteData};
+use trace::oracle::{Oracle, ReadBlock, ReadSpan, WriteData};
 use trace::pattern::BlockTag;
 use trace::{
     Complete, Direction, Event, HbaPreset, Lba, Nexus, Payload, ScsiStatus, Segment,
@@ -111,8 +111,9 @@ pub struct Harness {
     data: Vec<u8>,
     /// A read's data as host memory holds it.
     runs: DataRuns,
-    /// Per block of a read: the tag when it is one whole tag.
-    shapes: Vec<Option<Shape>>,
+    /// A read's blocks in stretches of one shape: (first block, blocks,
+    /// shape).
+    shapes: Vec<(usize, usize, Shape)>,
     param: Vec<u8>,
 }
 
@@ -124,14 +125,16 @@ impl std::fmt::Debug for Harness {
     }
 }
 
-/// How a block read back lies in host memory, when it can be judged
-/// without rendering it.
+/// How a stretch of blocks read back lies in host memory.
 #[derive(Debug, Clone, Copy)]
 enum Shape {
-    /// One whole tag.
-    Tag(Tag),
-    /// One run of bytes.
+    /// Whole consecutive tags of one stream, the first one this.
+    Tags(Tag),
+    /// Bytes in host memory, each block in one run of bytes.
     Bytes,
+    /// Rendered into the harness's buffer (zeros, a block stitched from
+    /// pieces or from bytes and pieces).
+    Rendered,
 }
 
 /// Everything one run accumulates.
@@ -749,62 +752,81 @@ impl Harness {
     }
 
     /// Judges the blocks of one read (in `self.runs`) with the oracle,
-    /// skipping runs of blocks whose content cannot be tagged.
+    /// skipping runs of blocks whose content cannot be tagged. A run of
+    /// whole tags of one stream goes to the oracle as one span
+    /// ([`ReadSpan::Tags`]); a block that is neither that nor one run of
+    /// bytes (zeros, a block stitched from pieces) is rendered into
+    /// `self.data` first.
     fn check_blocks(&mut self, run: &mut Run<'_>, seq: u64, lba: u64, blocks: u32) {
         let bs = self.target.block_size as usize;
-        // A block that is not one run of bytes or one whole tag (zeros, a
-        // block stitched from pieces) is rendered into `self.data` first.
-        let bytes = blocks as usize * bs;
+        let blocks = blocks as usize;
+        let bytes = blocks * bs;
         if self.data.len() < bytes {
             self.data.resize(bytes, 0);
         }
         let mut shapes = std::mem::take(&mut self.shapes);
         shapes.clear();
-        for (i, part) in self.runs.blocks(bs).take(blocks as usize).enumerate() {
-            shapes.push(match part {
-                Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Some(Shape::Tag(p.tag)),
-                Some(Part::Bytes(_)) => Some(Shape::Bytes),
-                _ => {
-                    let mut at = i * bs;
-                    let data = &mut self.data;
-                    self.runs.for_each(i * bs, bs, |part| {
-                        let n = part.len();
-                        match part {
-                            Part::Bytes(b) => data[at..at + n].copy_from_slice(b),
-                            Part::Zero(_) => data[at..at + n].fill(0),
-                            Part::Piece(p) => p.render(&mut data[at..at + n]),
-                        }
-                        at += n;
-                    });
-                    None
-                }
-            });
-        }
-        let views: Vec<ReadBlock<'_>> = self
-            .runs
-            .blocks(bs)
-            .zip(&shapes)
-            .enumerate()
-            .map(|(i, (part, shape))| match (shape, part) {
-                (Some(Shape::Tag(t)), _) => ReadBlock::Tagged(BlockTag::from(*t)),
-                (Some(Shape::Bytes), Some(Part::Bytes(b))) => ReadBlock::Bytes(b),
-                _ => ReadBlock::Bytes(&self.data[i * bs..(i + 1) * bs]),
-            })
-            .collect();
         let mut i = 0usize;
-        while i < blocks as usize {
-            if Self::is_tainted(run, lba + i as u64) {
-                i += 1;
-                continue;
+        while i < blocks {
+            let (n, shape) = match self.runs.run_from(i * bs) {
+                Some(Part::Piece(p)) if p.start == 0 && p.block_len as usize == bs => {
+                    match (p.len as usize / bs).min(blocks - i) {
+                        0 => (1, None),
+                        n => (n, Some(Shape::Tags(p.tag))),
+                    }
+                }
+                Some(Part::Bytes(b)) if b.len() >= bs => {
+                    ((b.len() / bs).min(blocks - i), Some(Shape::Bytes))
+                }
+                _ => (1, None),
+            };
+            let shape = shape.unwrap_or_else(|| {
+                let mut at = i * bs;
+                let data = &mut self.data;
+                self.runs.for_each(i * bs, bs, |part| {
+                    let n = part.len();
+                    match part {
+                        Part::Bytes(b) => data[at..at + n].copy_from_slice(b),
+                        Part::Zero(_) => data[at..at + n].fill(0),
+                        Part::Piece(p) => p.render(&mut data[at..at + n]),
+                    }
+                    at += n;
+                });
+                Shape::Rendered
+            });
+            shapes.push((i, n, shape));
+            i += n;
+        }
+        let mut spans: Vec<ReadSpan<'_>> = Vec::new();
+        for (a, b) in Self::untainted(run, lba, blocks) {
+            spans.clear();
+            for &(first, n, shape) in &shapes {
+                // The part of this stretch inside [a, b).
+                let (s, e) = (first.max(a), (first + n).min(b));
+                if s >= e {
+                    continue;
+                }
+                match shape {
+                    Shape::Tags(t) => spans.push(ReadSpan::Tags {
+                        first: BlockTag::from(Tag {
+                            lba: t.lba.wrapping_add((s - first) as u64),
+                            ..t
+                        }),
+                        blocks: (e - s) as u64,
+                    }),
+                    Shape::Bytes => spans.extend((s..e).map(|k| {
+                        let data = match self.runs.single(k * bs, bs) {
+                            Some(Part::Bytes(d)) => d,
+                            _ => unreachable!("a stretch of bytes holds its blocks"),
+                        };
+                        ReadSpan::Block(ReadBlock::Bytes(data))
+                    })),
+                    Shape::Rendered => spans.extend((s..e).map(|k| {
+                        ReadSpan::Block(ReadBlock::Bytes(&self.data[k * bs..(k + 1) * bs]))
+                    })),
+                }
             }
-            let start = i;
-            while i < blocks as usize && !Self::is_tainted(run, lba + i as u64) {
-                i += 1;
-            }
-            for v in run
-                .oracle
-                .check_read_blocks(seq, lba + start as u64, &views[start..i])
-            {
+            for v in run.oracle.check_read_spans(seq, lba + a as u64, &spans) {
                 let op = run.op;
                 run.verdict.violations.push(Violation {
                     class: v.class.name().to_string(),
@@ -815,8 +837,35 @@ impl Harness {
                 });
             }
         }
-        drop(views);
+        drop(spans);
         self.shapes = shapes;
+    }
+
+    /// The stretches `[a, b)` of blocks `0..blocks` from `lba` that no
+    /// tainted range covers, in order.
+    fn untainted(run: &Run<'_>, lba: u64, blocks: usize) -> Vec<(usize, usize)> {
+        let hi = lba.saturating_add(blocks as u64);
+        let mut cuts: Vec<(usize, usize)> = run
+            .tainted
+            .iter()
+            .filter_map(|&(a, b)| {
+                let (s, e) = (a.max(lba), b.min(hi));
+                (s < e).then(|| ((s - lba) as usize, (e - lba) as usize))
+            })
+            .collect();
+        cuts.sort_unstable();
+        let mut out = Vec::with_capacity(cuts.len() + 1);
+        let mut at = 0usize;
+        for (s, e) in cuts {
+            if s > at {
+                out.push((at, s));
+            }
+            at = at.max(e);
+        }
+        if at < blocks {
+            out.push((at, blocks));
+        }
+        out
     }
 
     fn sync(&mut self, run: &mut Run<'_>, lba: u64, blocks: u32, immed: bool) {
