@@ -276,22 +276,64 @@ pub struct ScsiProgram {
     pub ops: Vec<Op>,
 }
 
+/// The first bytes of a zstd frame (RFC 8878 §3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Largest program a file may unpack to. The biggest programs a campaign
+/// keeps are a few MB of JSON (SG lists of a thousand segments per
+/// transfer); this only stops a damaged or hostile file from taking all
+/// memory.
+const MAX_PROGRAM_JSON: u64 = 256 << 20;
+
+impl ScsiProgram {
+    /// What a campaign's queue keeps of a program: its compact JSON,
+    /// compressed with zstd (level 1). Campaigns add thousands of entries a
+    /// minute and each client writes every entry it keeps; SG lists compress
+    /// about ninefold, so an overnight campaign writes gigabytes, not tens
+    /// of them. `zstdcat ENTRY | jq` reads one.
+    pub fn to_queue_bytes(&self) -> Result<Vec<u8>, String> {
+        let json = serde_json::to_vec(self).map_err(|e| format!("program to JSON: {e}"))?;
+        zstd::bulk::compress(&json, 1).map_err(|e| format!("compressing the program: {e}"))
+    }
+
+    /// A program from its JSON, plain (hand-written seeds, `program.json`
+    /// of a finding) or zstd-compressed (queue entries).
+    pub fn from_saved(bytes: &[u8]) -> Result<ScsiProgram, String> {
+        if bytes.starts_with(&ZSTD_MAGIC) {
+            let mut json = Vec::new();
+            let decoder =
+                zstd::stream::read::Decoder::new(bytes).map_err(|e| format!("zstd frame: {e}"))?;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(decoder, MAX_PROGRAM_JSON + 1),
+                &mut json,
+            )
+            .map_err(|e| format!("zstd frame: {e}"))?;
+            if json.len() as u64 > MAX_PROGRAM_JSON {
+                return Err(format!(
+                    "unpacks to more than {} MiB of JSON",
+                    MAX_PROGRAM_JSON >> 20
+                ));
+            }
+            serde_json::from_slice(&json).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        }
+    }
+}
+
 impl Input for ScsiProgram {
-    /// JSON, so a corpus entry can be read and edited by hand (compact:
-    /// every client writes every entry it keeps, its own and imported ones,
-    /// and SG lists of a thousand entries are three times larger pretty);
-    /// written atomically (temporary file, then rename), so a campaign
-    /// killed mid-write never leaves a half entry.
+    /// [`ScsiProgram::to_queue_bytes`], written atomically (temporary file,
+    /// then rename), so a campaign killed mid-write never leaves a half
+    /// entry.
     fn to_file<P: AsRef<Path>>(&self, path: P) -> Result<(), libafl::Error> {
-        let bytes = serde_json::to_vec(self)
-            .map_err(|e| libafl::Error::serialize(format!("program to JSON: {e}")))?;
+        let bytes = self.to_queue_bytes().map_err(libafl::Error::serialize)?;
         libafl_bolts::fs::write_file_atomic(path, &bytes)
     }
 
     fn from_file<P: AsRef<Path>>(path: P) -> Result<Self, libafl::Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        ScsiProgram::from_saved(&bytes).map_err(|e| {
             libafl::Error::serialize(format!("{}: not a Scuzz program: {e}", path.display()))
         })
     }
@@ -642,11 +684,23 @@ mod tests {
         ]);
         let path = dir.join("p.json");
         p.to_file(&path).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(
+            on_disk.starts_with(&ZSTD_MAGIC),
+            "queue entries are compressed"
+        );
         assert_eq!(ScsiProgram::from_file(&path).unwrap(), p);
         assert_eq!(p.shape(), "CFIP");
+        // Plain JSON (a hand-written seed, a finding's program.json) reads too.
+        std::fs::write(&path, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+        assert_eq!(ScsiProgram::from_file(&path).unwrap(), p);
         std::fs::write(&path, b"{ not json").unwrap();
         let e = ScsiProgram::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("p.json"), "{e}");
+        // A damaged frame is an error naming the file, not a panic.
+        std::fs::write(&path, &on_disk[..on_disk.len() / 2]).unwrap();
+        let e = ScsiProgram::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("p.json") && e.contains("zstd"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -252,15 +252,16 @@ pub fn import_trace(path: &Path, limits: &Limits) -> Result<Vec<ScsiProgram>, Se
     Ok(b.finish())
 }
 
-/// Reads one program saved as JSON (the format of a campaign's queue entries
-/// and of `program.json` in a finding), fitted to `limits`.
+/// Reads one program saved as JSON (`program.json` in a finding, a
+/// hand-written program) or as a campaign's queue entry (the same JSON,
+/// zstd-compressed), fitted to `limits`.
 pub fn import_program(path: &Path, limits: &Limits) -> Result<ScsiProgram, SeedError> {
     let bad = |reason: String| SeedError::Program {
         path: path.to_path_buf(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let mut p: ScsiProgram = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut p = ScsiProgram::from_saved(&bytes).map_err(bad)?;
     p.fit(limits);
     Ok(p)
 }
