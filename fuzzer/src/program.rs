@@ -292,8 +292,22 @@ impl ScsiProgram {
     /// about ninefold, so an overnight campaign writes gigabytes, not tens
     /// of them. `zstdcat ENTRY | jq` reads one.
     pub fn to_queue_bytes(&self) -> Result<Vec<u8>, String> {
+        thread_local! {
+            /// One compression context per thread: making one per entry was
+            /// most of what compressing cost.
+            static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
         let json = serde_json::to_vec(self).map_err(|e| format!("program to JSON: {e}"))?;
-        zstd::bulk::compress(&json, 1).map_err(|e| format!("compressing the program: {e}"))
+        ZSTD.with(|z| {
+            let mut z = z.borrow_mut();
+            if z.is_none() {
+                *z = Some(zstd::bulk::Compressor::new(1).map_err(|e| format!("zstd: {e}"))?);
+            }
+            let z = z.as_mut().expect("made above");
+            z.compress(&json)
+                .map_err(|e| format!("compressing the program: {e}"))
+        })
     }
 
     /// A program from its JSON, plain (hand-written seeds, `program.json`
