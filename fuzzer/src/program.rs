@@ -314,20 +314,33 @@ impl ScsiProgram {
     /// of a finding) or zstd-compressed (queue entries).
     pub fn from_saved(bytes: &[u8]) -> Result<ScsiProgram, String> {
         if bytes.starts_with(&ZSTD_MAGIC) {
-            let mut json = Vec::new();
-            let decoder =
-                zstd::stream::read::Decoder::new(bytes).map_err(|e| format!("zstd frame: {e}"))?;
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(decoder, MAX_PROGRAM_JSON + 1),
-                &mut json,
-            )
-            .map_err(|e| format!("zstd frame: {e}"))?;
-            if json.len() as u64 > MAX_PROGRAM_JSON {
-                return Err(format!(
-                    "unpacks to more than {} MiB of JSON",
-                    MAX_PROGRAM_JSON >> 20
-                ));
+            thread_local! {
+                /// One decompression context per thread: a campaign reloads
+                /// entries its cache evicted every time it picks them.
+                static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
             }
+            // The size the frame declares (ours always do); capped, so a
+            // damaged or hostile header cannot ask for all memory.
+            let size = match zstd::zstd_safe::get_frame_content_size(bytes) {
+                Ok(Some(n)) if n <= MAX_PROGRAM_JSON => n as usize,
+                Ok(Some(_)) => {
+                    return Err(format!(
+                        "unpacks to more than {} MiB of JSON",
+                        MAX_PROGRAM_JSON >> 20
+                    ))
+                }
+                Ok(None) | Err(_) => return Err("zstd frame: no content size in its header".into()),
+            };
+            let json = UNZSTD.with(|z| {
+                let mut z = z.borrow_mut();
+                if z.is_none() {
+                    *z = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+                }
+                let z = z.as_mut().expect("made above");
+                z.decompress(bytes, size)
+                    .map_err(|e| format!("zstd frame: {e}"))
+            })?;
             serde_json::from_slice(&json).map_err(|e| e.to_string())
         } else {
             serde_json::from_slice(bytes).map_err(|e| e.to_string())
