@@ -132,6 +132,8 @@ enum Shape {
     Tags(Tag),
     /// Bytes in host memory, each block in one run of bytes.
     Bytes,
+    /// Zeros (a buffer the device left untouched, or unwritten blocks).
+    Zeros,
     /// Rendered into the harness's buffer (zeros, a block stitched from
     /// pieces or from bytes and pieces).
     Rendered,
@@ -478,10 +480,6 @@ impl Harness {
             .is_some_and(|end| end <= self.target.capacity_blocks)
     }
 
-    fn is_tainted(run: &Run<'_>, lba: u64) -> bool {
-        run.tainted.iter().any(|&(a, b)| lba >= a && lba < b)
-    }
-
     /// Judges the status of a command: out-of-range LBAs must fail with
     /// LOGICAL BLOCK ADDRESS OUT OF RANGE (SBC-4 4.5); an in-range command
     /// within every controller limit must succeed. Returns whether it
@@ -756,7 +754,7 @@ impl Harness {
     /// whole tags of one stream goes to the oracle as one span
     /// ([`ReadSpan::Tags`]); a block that is neither that nor one run of
     /// bytes (zeros, a block stitched from pieces) is rendered into
-    /// `self.data` first.
+    /// `self.data` first; a run of zero blocks is judged as one.
     fn check_blocks(&mut self, run: &mut Run<'_>, seq: u64, lba: u64, blocks: u32) {
         let bs = self.target.block_size as usize;
         let blocks = blocks as usize;
@@ -778,6 +776,7 @@ impl Harness {
                 Some(Part::Bytes(b)) if b.len() >= bs => {
                     ((b.len() / bs).min(blocks - i), Some(Shape::Bytes))
                 }
+                Some(Part::Zero(z)) if z >= bs => ((z / bs).min(blocks - i), Some(Shape::Zeros)),
                 _ => (1, None),
             };
             let shape = shape.unwrap_or_else(|| {
@@ -821,6 +820,9 @@ impl Harness {
                         };
                         ReadSpan::Block(ReadBlock::Bytes(data))
                     })),
+                    Shape::Zeros => spans.push(ReadSpan::Zeros {
+                        blocks: (e - s) as u64,
+                    }),
                     Shape::Rendered => spans.extend((s..e).map(|k| {
                         ReadSpan::Block(ReadBlock::Bytes(&self.data[k * bs..(k + 1) * bs]))
                     })),

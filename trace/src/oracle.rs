@@ -544,36 +544,35 @@ impl Oracle {
         self.check_read_src(seq, lba, blocks, &PerBlock(block))
     }
 
-    /// Which version every block of a tag run matches, when that can be
-    /// told for the run as a whole: the first candidate (in the order
-    /// [`Oracle::permitted`] gives them, the order the per-block check
-    /// tries them in) that the run's first block matches, provided every
-    /// candidate before it fails for every block of the run alike. `None`
-    /// when a candidate is judged by a digest (a CRC per block) or none
-    /// matches (the blocks are then judged one by one, which names each
-    /// violation).
-    fn run_matches(&self, cands: &[Cand], lba: u64, first: pattern::BlockTag) -> Option<Cand> {
+    /// Which version every block of a run (of tags or of zeros) matches,
+    /// when that can be told for the run as a whole: the first candidate
+    /// (in the order [`Oracle::permitted`] gives them, the order the
+    /// per-block check tries them in) that the run's first block matches,
+    /// provided every candidate before it fails for every block of the run
+    /// alike. `None` when a candidate is judged by a digest (a CRC per
+    /// block) or none matches (the blocks are then judged one by one,
+    /// which names each violation).
+    fn run_matches(&self, cands: &[Cand], lba: u64, run: RunOf) -> Option<Cand> {
         for c in cands {
-            match *c {
+            let all = match *c {
                 Cand::Initial => match self.initial {
                     // A valid self-describing block is not zeros.
-                    InitialContent::Zeros => {}
-                    InitialContent::Unknown => return Some(*c),
+                    InitialContent::Zeros => run == RunOf::Zeros,
+                    InitialContent::Unknown => true,
                 },
-                Cand::Write(s) => match self.recs.get(&s).map(|r| &r.data) {
+                Cand::Write(s) => match (self.recs.get(&s).map(|r| &r.data), run) {
                     // Block k of the run holds tag `first.lba + k` and is
                     // read at `lba + k`: all match, or none does.
-                    Some(WriteData::Pattern { seed, generation }) => {
-                        if first.lba == lba
-                            && first.seed == *seed
-                            && first.generation == *generation
-                        {
-                            return Some(*c);
-                        }
+                    (Some(WriteData::Pattern { seed, generation }), RunOf::Tags(first)) => {
+                        first.lba == lba && first.seed == *seed && first.generation == *generation
                     }
-                    Some(WriteData::Digests(_)) => return None,
-                    Some(WriteData::Zeros) | None => {}
+                    (Some(WriteData::Zeros), RunOf::Zeros) => true,
+                    (Some(WriteData::Digests(_)), _) => return None,
+                    _ => false,
                 },
+            };
+            if all {
+                return Some(*c);
             }
         }
         None
@@ -614,7 +613,7 @@ impl Oracle {
                 let l = lba.wrapping_add(i + j);
                 // A run of tags inside this history: one step when it can
                 // be judged whole.
-                if let Some((first, left)) = src.tag_run((i + j) as usize) {
+                if let Some((first, left)) = src.run_at((i + j) as usize) {
                     let m = left.min(n - j);
                     if let Some(c) = self.run_matches(&cands, l, first) {
                         if pin {
@@ -961,6 +960,9 @@ pub enum ReadBlock<'a> {
     /// size, known valid without its bytes: the bytes
     /// [`pattern::fill_block`] generates for it.
     Tagged(pattern::BlockTag),
+    /// A block of zeros (a buffer the device left untouched, an unwritten
+    /// block), known zero without its bytes.
+    Zeros,
 }
 
 /// A stretch of a read, as [`Oracle::check_read_spans`] takes it.
@@ -977,15 +979,30 @@ pub enum ReadSpan<'a> {
         /// Blocks in the run.
         blocks: u64,
     },
+    /// `blocks` blocks of zeros.
+    Zeros {
+        /// Blocks in the run.
+        blocks: u64,
+    },
+}
+
+/// What every block of a run of a read holds, as the run-level check
+/// sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunOf {
+    /// Consecutive tags of one stream, from this one.
+    Tags(pattern::BlockTag),
+    /// Zeros.
+    Zeros,
 }
 
 /// Blocks of a read as the check walks them.
 trait ReadSource<'d> {
     /// Block `i`.
     fn block(&self, i: usize) -> ReadBlock<'d>;
-    /// When block `i` is in a run of tags: its tag and how many blocks of
-    /// the run are left from it (itself included).
-    fn tag_run(&self, i: usize) -> Option<(pattern::BlockTag, u64)>;
+    /// When block `i` is in a run of tags or zeros: what it holds and how
+    /// many blocks of the run are left from it (itself included).
+    fn run_at(&self, i: usize) -> Option<(RunOf, u64)>;
 }
 
 /// Blocks one by one.
@@ -995,7 +1012,7 @@ impl<'d, F: Fn(usize) -> ReadBlock<'d>> ReadSource<'d> for PerBlock<F> {
     fn block(&self, i: usize) -> ReadBlock<'d> {
         (self.0)(i)
     }
-    fn tag_run(&self, _: usize) -> Option<(pattern::BlockTag, u64)> {
+    fn run_at(&self, _: usize) -> Option<(RunOf, u64)> {
         None
     }
 }
@@ -1005,6 +1022,9 @@ struct Spans<'s, 'd> {
     spans: &'s [ReadSpan<'d>],
     /// First block of each span, and the total at the end.
     starts: Vec<u64>,
+    /// The span the last lookup found: the check walks blocks in order,
+    /// so the next lookup is nearly always there or in the next span.
+    cursor: std::cell::Cell<usize>,
 }
 
 impl<'s, 'd> Spans<'s, 'd> {
@@ -1015,11 +1035,15 @@ impl<'s, 'd> Spans<'s, 'd> {
             starts.push(at);
             at = at.saturating_add(match s {
                 ReadSpan::Block(_) => 1,
-                ReadSpan::Tags { blocks, .. } => *blocks,
+                ReadSpan::Tags { blocks, .. } | ReadSpan::Zeros { blocks } => *blocks,
             });
         }
         starts.push(at);
-        Spans { spans, starts }
+        Spans {
+            spans,
+            starts,
+            cursor: std::cell::Cell::new(0),
+        }
     }
 
     fn blocks(&self) -> u64 {
@@ -1029,7 +1053,17 @@ impl<'s, 'd> Spans<'s, 'd> {
     /// The span holding block `i` and `i`'s offset in it.
     fn find(&self, i: usize) -> (&ReadSpan<'d>, u64) {
         let i = i as u64;
-        let k = self.starts.partition_point(|s| *s <= i) - 1;
+        let holds =
+            |k: usize| k < self.spans.len() && self.starts[k] <= i && i < self.starts[k + 1];
+        let mut k = self.cursor.get();
+        if !holds(k) {
+            k = if holds(k + 1) {
+                k + 1
+            } else {
+                self.starts.partition_point(|s| *s <= i) - 1
+            };
+            self.cursor.set(k);
+        }
         (&self.spans[k], i - self.starts[k])
     }
 }
@@ -1042,17 +1076,19 @@ impl<'d> ReadSource<'d> for Spans<'_, 'd> {
                 lba: first.lba.wrapping_add(k),
                 ..*first
             }),
+            (ReadSpan::Zeros { .. }, _) => ReadBlock::Zeros,
         }
     }
-    fn tag_run(&self, i: usize) -> Option<(pattern::BlockTag, u64)> {
+    fn run_at(&self, i: usize) -> Option<(RunOf, u64)> {
         match self.find(i) {
             (ReadSpan::Block(_), _) => None,
+            (&ReadSpan::Zeros { blocks }, k) => Some((RunOf::Zeros, blocks - k)),
             (&ReadSpan::Tags { first, blocks }, k) => {
                 let tag = pattern::BlockTag {
                     lba: first.lba.wrapping_add(k),
                     ..first
                 };
-                Some((tag, blocks - k))
+                Some((RunOf::Tags(tag), blocks - k))
             }
         }
     }
@@ -1073,6 +1109,7 @@ impl<'a> BlockView<'a> {
             block_size,
             state: match data {
                 ReadBlock::Tagged(tag) => Some(BlockState::Valid { tag }),
+                ReadBlock::Zeros => Some(BlockState::Zeros),
                 ReadBlock::Bytes(_) => None,
             },
             crc: None,
@@ -1083,6 +1120,7 @@ impl<'a> BlockView<'a> {
         *self.state.get_or_insert_with(|| match data {
             ReadBlock::Bytes(b) => pattern::inspect(b),
             ReadBlock::Tagged(tag) => BlockState::Valid { tag },
+            ReadBlock::Zeros => BlockState::Zeros,
         })
     }
     fn crc(&mut self) -> u32 {
@@ -1094,6 +1132,7 @@ impl<'a> BlockView<'a> {
                 pattern::fill_block(&tag, &mut b);
                 crc32c::crc32c(&b)
             }
+            ReadBlock::Zeros => crc32c::crc32c(&vec![0u8; bs]),
         })
     }
     fn is_zero(&mut self) -> bool {
@@ -1304,7 +1343,7 @@ mod tests {
             3 => (
                 0u64..40,
                 proptest::collection::vec(
-                    (0u8..5, 1u64..10, prop_oneof![6 => Just(0i8), 1 => Just(1), 1 => Just(-1)], 0u32..8),
+                    (0u8..7, 1u64..10, prop_oneof![6 => Just(0i8), 1 => Just(1), 1 => Just(-1)], 0u32..8),
                     1..5
                 )
             )
@@ -1382,8 +1421,8 @@ mod tests {
                             };
                             let mut b = vec![0u8; *n as usize * bs];
                             match kind {
-                                // Zeros and arbitrary bytes, as bytes.
-                                0 => {}
+                                // Zeros and arbitrary bytes.
+                                0 | 5 | 6 => {}
                                 1 => b.fill(0x5a),
                                 _ => fill_blocks(first.seed, first.generation, first.lba, bs, &mut b),
                             }
@@ -1399,6 +1438,8 @@ mod tests {
                                     BlockState::Valid { tag } => ReadSpan::Block(ReadBlock::Tagged(tag)),
                                     _ => ReadSpan::Block(ReadBlock::Bytes(c)),
                                 })),
+                                5 => spans.push(ReadSpan::Zeros { blocks: *n }),
+                                6 => spans.extend((0..*n).map(|_| ReadSpan::Block(ReadBlock::Zeros))),
                                 _ => match pattern::inspect(&b[..bs]) {
                                     BlockState::Valid { tag } => spans.push(ReadSpan::Tags { first: tag, blocks: *n }),
                                     _ => unreachable!("a generated block is valid"),
