@@ -217,6 +217,18 @@ impl Cache {
         keys
     }
 
+    /// Make room in the tables for `n` more lines (up to the capacity), so
+    /// a write of many blocks grows them once rather than doubling its
+    /// way up. Lines are never iterated in table order where it would
+    /// matter (flushes and power losses sort what they collect).
+    pub fn reserve(&mut self, n: usize) {
+        let room = (self.cfg.capacity_blocks as usize).saturating_sub(self.lines.len());
+        let n = n.min(room);
+        self.lines.reserve(n);
+        self.lru.reserve(n);
+        self.dirty_order.reserve(n);
+    }
+
     /// Is there a dirty line for `lba`? (Without touching it.)
     pub fn is_dirty(&self, lba: u64) -> bool {
         self.lines.get(&lba).is_some_and(|l| l.dirty)
@@ -356,14 +368,14 @@ impl Cache {
         if self.dirty == 0 || lba >= end {
             return 0;
         }
-        let mut n = 0;
-        for k in self.lines_in(lba, end, true) {
-            if let Some(l) = self.lines.get_mut(&k) {
-                medium.write_block(k, &l.data);
+        let keys = self.lines_in(lba, end, true);
+        write_back(&self.lines, &keys, medium);
+        for k in &keys {
+            if let Some(l) = self.lines.get_mut(k) {
                 l.dirty = false;
-                n += 1;
             }
         }
+        let n = keys.len() as u64;
         self.dirty -= n;
         n
     }
@@ -421,13 +433,13 @@ impl Cache {
             .map(|(k, _)| *k)
             .collect();
         dirty.sort_unstable();
-        for lba in dirty {
-            if rng.coin() {
-                medium.write_block(lba, &self.lines[&lba].data);
-            } else {
-                lost += 1;
-            }
-        }
+        // Survivors keep their LBA order, so runs of them go back whole.
+        dirty.retain(|_| {
+            let keep = rng.coin();
+            lost += u64::from(!keep);
+            keep
+        });
+        write_back(&self.lines, &dirty, medium);
         self.lines.clear();
         if let Some(o) = &mut self.order {
             o.clear();
@@ -485,6 +497,26 @@ impl Cache {
             self.dirty_order
                 .retain(|(lba, s)| lines.get(lba).is_some_and(|l| l.dirty && l.dirtied == *s));
         }
+    }
+}
+
+/// Write the lines at `lbas` (ascending, each present) to the medium: a
+/// stretch of consecutive lines that continue one another (one stream's
+/// tags, or zeros) as one run, the rest block by block. The medium ends
+/// up holding exactly what writing them one by one would leave.
+fn write_back(lines: &HashMap<u64, Line, BuildFastHasher>, lbas: &[u64], medium: &mut Medium) {
+    let mut i = 0;
+    while i < lbas.len() {
+        let (l0, d0) = (lbas[i], &lines[&lbas[i]].data);
+        let mut n = 1usize;
+        while i + n < lbas.len()
+            && lbas[i + n] == l0.wrapping_add(n as u64)
+            && crate::medium::continues_run(d0, n as u64, &lines[&lbas[i + n]].data)
+        {
+            n += 1;
+        }
+        medium.write_run(l0, n as u64, d0);
+        i += n;
     }
 }
 

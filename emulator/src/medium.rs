@@ -95,6 +95,22 @@ impl Medium {
         self.insert(lba, 1, ext);
     }
 
+    /// Store `n` blocks from `lba` that continue `first` block by block:
+    /// consecutive tags of one stream from `first`'s, or zeros. One
+    /// extent, as the blocks written one by one would merge into. A raw
+    /// block cannot continue, so a raw `first` stores one block.
+    pub fn write_run(&mut self, lba: u64, n: u64, first: &BlockData) {
+        match first {
+            BlockData::Zero => self.write_zeros(lba, n),
+            BlockData::Pattern(t) if n > 0 => self.insert(lba, n, Extent::Pattern { first: *t }),
+            BlockData::Pattern(_) => {}
+            BlockData::Raw(_) => {
+                debug_assert!(n == 1, "a raw block stands alone");
+                self.write_block(lba, first);
+            }
+        }
+    }
+
     /// Store `n` written zero blocks (mapped, unlike [`Medium::unmap`]).
     pub fn write_zeros(&mut self, lba: u64, n: u64) {
         if n > 0 {
@@ -134,6 +150,28 @@ impl Medium {
                 ext.block(lba - start, self.block_size)
             }
             _ => BlockData::Zero,
+        }
+    }
+
+    /// The content of `lba`, and how many blocks from it (itself included)
+    /// the same extent, or the same unwritten gap, covers: the blocks
+    /// after it are [`continued`] from it, so a reader of many blocks
+    /// looks the map up once per extent instead of once per block.
+    pub fn block_run(&self, lba: u64) -> (BlockData, u64) {
+        match self.extents.range(..=lba).next_back() {
+            Some((&start, (len, ext))) if lba - start < *len => (
+                ext.block(lba - start, self.block_size),
+                *len - (lba - start),
+            ),
+            _ => {
+                let next = self
+                    .extents
+                    .range(lba..)
+                    .next()
+                    .map(|(s, _)| *s)
+                    .unwrap_or(u64::MAX);
+                (BlockData::Zero, (next - lba).max(1))
+            }
         }
     }
 
@@ -328,6 +366,30 @@ impl Medium {
 }
 
 /// Does `next` continue `left` (of `len` blocks) seamlessly?
+/// Block `k` of a run that starts with `first` (an extent's blocks, as
+/// [`Medium::block_run`] reports them): `first` moved on `k` blocks.
+pub fn continued(first: &BlockData, k: u64) -> BlockData {
+    match first {
+        BlockData::Pattern(t) => BlockData::Pattern(Tag {
+            lba: t.lba.wrapping_add(k),
+            ..*t
+        }),
+        other => other.clone(),
+    }
+}
+
+/// Whether `next` is block `k` of a run that starts with `first`, so
+/// [`Medium::write_run`] can store them together.
+pub fn continues_run(first: &BlockData, k: u64, next: &BlockData) -> bool {
+    match (first, next) {
+        (BlockData::Zero, BlockData::Zero) => true,
+        (BlockData::Pattern(a), BlockData::Pattern(b)) => {
+            b.seed == a.seed && b.generation == a.generation && b.lba == a.lba.wrapping_add(k)
+        }
+        _ => false,
+    }
+}
+
 fn continues(left: &Extent, len: u64, next: &Extent) -> bool {
     match (left, next) {
         (Extent::Zero, Extent::Zero) => true,
@@ -404,7 +466,7 @@ mod tests {
         /// could have been one.
         #[test]
         fn extents_match_a_per_block_model(ops in proptest::collection::vec(
-            (0u8..5, 0u64..64, 1u64..12, 0u64..3), 1..80)) {
+            (0u8..6, 0u64..64, 1u64..12, 0u64..3), 1..80)) {
             let mut m = Medium::new(512);
             let mut model = std::collections::HashMap::new();
             for (kind, lba, n, g) in ops {
@@ -424,15 +486,29 @@ mod tests {
                         m.write_same(lba, n, &d);
                         for l in lba..lba + n { model.insert(l, d.clone()); }
                     }
-                    _ => {
+                    4 => {
                         m.unmap(lba, n);
                         for l in lba..lba + n { model.remove(&l); }
+                    }
+                    _ => {
+                        // A run of one stream's tags, as a cache writes
+                        // back consecutive dirty lines.
+                        let first = BlockData::Pattern(Tag { lba: lba + g, seed: 3, generation: 2 });
+                        m.write_run(lba, n, &first);
+                        for k in 0..n { model.insert(lba + k, continued(&first, k)); }
                     }
                 }
             }
             for l in 0..80 {
                 let want = model.get(&l).cloned().unwrap_or(BlockData::Zero);
-                proptest::prop_assert_eq!(m.block(l), want, "LBA {}", l);
+                proptest::prop_assert_eq!(m.block(l), want.clone(), "LBA {}", l);
+                // The run the block starts: every block in it continues it.
+                let (first, n) = m.block_run(l);
+                proptest::prop_assert_eq!(&first, &want);
+                for k in 0..n.min(90 - l) {
+                    let got = model.get(&(l + k)).cloned().unwrap_or(BlockData::Zero);
+                    proptest::prop_assert_eq!(continued(&first, k), got, "LBA {} + {}", l, k);
+                }
                 proptest::prop_assert_eq!(m.mapping_run(l, 1).0, model.contains_key(&l));
             }
             let mut prev: Option<(u64, u64, Extent)> = None;

@@ -8,7 +8,7 @@
 
 use crate::cache::{Cache, CacheConfig, Lookup};
 use crate::command::Command;
-use crate::content::{BlockData, Detected};
+use crate::content::{BlockData, Detected, Tag};
 use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
@@ -739,6 +739,11 @@ impl Disk {
             data_in.reserve(blocks as usize * bs);
         }
         let rcd = self.mode.current.rcd;
+        // The medium's extent holding the last block read from it: (its
+        // LBA, content, blocks the extent covers from there), so a run of
+        // blocks costs one map lookup. Dropped when a fill may evict a
+        // dirty line onto the medium.
+        let mut extent: Option<(u64, BlockData, u64)> = None;
         for i in 0..u64::from(blocks) {
             let l = lba + i;
             // RCD=1 (SBC-3 6.4.5): read from the medium, except that data
@@ -753,7 +758,14 @@ impl Disk {
                     continue;
                 }
             }
-            let d = self.medium.block(l);
+            let d = match &extent {
+                Some((s, first, n)) if l - s < *n => crate::medium::continued(first, l - s),
+                _ => {
+                    let (d, n) = self.medium.block_run(l);
+                    extent = Some((l, d.clone(), n));
+                    d
+                }
+            };
             match &mut out {
                 ReadInto::Bytes(data_in) => self.recent.render_append(&d, data_in, bs),
                 ReadInto::Runs(runs) => runs.push_block(&d, bs),
@@ -761,6 +773,7 @@ impl Disk {
             if !rcd {
                 if self.cache.is_full() {
                     done.cache.evicted = true;
+                    extent = None;
                 }
                 self.cache.fill(l, d, &mut self.medium, ctx.rng);
             }
@@ -825,9 +838,47 @@ impl Disk {
         let total = runs.len().min((blocks as usize).saturating_mul(bs));
         let through = fua || !self.mode.current.wce;
         let mut block = std::mem::take(&mut self.block);
-        for (i, part) in runs.blocks(bs).take(total / bs).enumerate() {
-            let l = lba + i as u64;
-            let d = match part {
+        let whole_blocks = total / bs;
+        if !through {
+            self.cache.reserve(whole_blocks);
+        }
+        // A run of whole tags (one stream's consecutive blocks) or zeros is
+        // taken run by run; any other block one by one.
+        let mut i = 0usize;
+        while i < whole_blocks {
+            let left = whole_blocks - i;
+            match runs.run_from(i * bs) {
+                Some(Part::Piece(p))
+                    if p.start == 0 && p.block_len as usize == bs && p.len as usize >= bs =>
+                {
+                    let n = (p.len as usize / bs).min(left);
+                    for k in 0..n {
+                        let tag = Tag {
+                            lba: p.tag.lba.wrapping_add(k as u64),
+                            ..p.tag
+                        };
+                        self.store_block(
+                            ctx,
+                            lba + (i + k) as u64,
+                            Detected::Pattern(tag),
+                            through,
+                            done,
+                        );
+                    }
+                    i += n;
+                    continue;
+                }
+                Some(Part::Zero(z)) if z >= bs => {
+                    let n = (z / bs).min(left);
+                    for k in 0..n {
+                        self.store_block(ctx, lba + (i + k) as u64, Detected::Zero, through, done);
+                    }
+                    i += n;
+                    continue;
+                }
+                _ => {}
+            }
+            let d = match runs.single(i * bs, bs) {
                 Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
                 Some(Part::Zero(_)) => Detected::Zero,
                 Some(Part::Bytes(b)) => classify(&mut self.recent, b),
@@ -837,7 +888,8 @@ impl Disk {
                     classify(&mut self.recent, &block)
                 }
             };
-            self.store_block(ctx, l, d, through, done);
+            self.store_block(ctx, lba + i as u64, d, through, done);
+            i += 1;
         }
         let whole = total / bs * bs;
         if total > whole {
