@@ -163,15 +163,7 @@ impl Medium {
                 ext.block(lba - start, self.block_size),
                 *len - (lba - start),
             ),
-            _ => {
-                let next = self
-                    .extents
-                    .range(lba..)
-                    .next()
-                    .map(|(s, _)| *s)
-                    .unwrap_or(u64::MAX);
-                (BlockData::Zero, (next - lba).max(1))
-            }
+            _ => (BlockData::Zero, (self.next_extent(lba) - lba).max(1)),
         }
     }
 
@@ -200,13 +192,16 @@ impl Medium {
                 return (true, cur.min(end) - lba);
             }
         }
-        let next = self
-            .extents
+        (false, self.next_extent(lba).min(end) - lba)
+    }
+
+    /// Where the first extent at or after `lba` starts (`u64::MAX` if none).
+    fn next_extent(&self, lba: u64) -> u64 {
+        self.extents
             .range(lba..)
             .next()
             .map(|(s, _)| *s)
-            .unwrap_or(u64::MAX);
-        (false, next.min(end) - lba)
+            .unwrap_or(u64::MAX)
     }
 
     /// Remove everything in `[s, e)`, splitting extents that straddle either end.
