@@ -192,15 +192,27 @@ fn with_no_bug_a_two_core_campaign_from_the_seeds_finds_nothing() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// The entries of a campaign's queue, as `cN/NAME` (one directory per
+/// client).
 fn count_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
+    let names = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut v: Vec<String> = names(dir)
+        .into_iter()
+        .flat_map(|client| {
+            names(&dir.join(&client))
+                .into_iter()
+                .map(move |n| format!("{client}/{n}"))
         })
-        .unwrap_or_default();
+        .collect();
     v.sort();
     v
 }

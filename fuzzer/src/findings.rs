@@ -157,27 +157,39 @@ pub fn count_on_disk(root: &Path) -> usize {
         .count()
 }
 
-/// Every program stored in `dir` (a corpus directory), skipping LibAFL's
-/// hidden lock and metadata files and anything that does not parse (a
-/// campaign killed mid-write).
+/// Every program stored in `dir` (a corpus directory) and in its
+/// subdirectories one level down (a campaign's queue holds one per client),
+/// each once, skipping LibAFL's hidden lock and metadata files and anything
+/// that does not parse (a campaign killed mid-write).
 pub fn load_programs(dir: &Path) -> Vec<ScsiProgram> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = rd
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && !p
-                    .file_name()
+    fn visible(dir: &Path) -> Vec<PathBuf> {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    paths.sort();
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    let mut paths = Vec::new();
+    for p in visible(dir) {
+        if p.is_dir() {
+            paths.extend(visible(&p).into_iter().filter(|q| q.is_file()));
+        } else if p.is_file() {
+            paths.push(p);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
     paths
         .iter()
         .filter_map(|p| ScsiProgram::from_file(p).ok())
+        .filter(|prog| seen.insert(prog.clone()))
         .collect()
 }
 
@@ -633,6 +645,36 @@ fn report_md(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libafl::inputs::Input;
+
+    /// A queue of client directories (and, from campaigns before them,
+    /// entries at the top) loads every program once; lock files and
+    /// damaged entries are skipped.
+    #[test]
+    fn a_queue_loads_each_clients_entries_once() {
+        let dir = std::env::temp_dir().join(format!("scuzz-queue-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let prog = |n: u32| {
+            ScsiProgram::new(vec![crate::program::Op::SyncCache {
+                lba: trace::Lba(u64::from(n)),
+                blocks: 0,
+                immed: false,
+            }])
+        };
+        for c in ["c0", "c1"] {
+            fs::create_dir_all(dir.join(c)).unwrap();
+        }
+        prog(1).to_file(dir.join("c0/a")).unwrap();
+        prog(2).to_file(dir.join("c0/b")).unwrap();
+        prog(2).to_file(dir.join("c1/b")).unwrap(); // imported by c1
+        prog(3).to_file(dir.join("c1/c")).unwrap();
+        prog(4).to_file(dir.join("legacy")).unwrap();
+        fs::write(dir.join("c1/.c"), b"1").unwrap();
+        fs::write(dir.join("c1/torn"), b"{\"ops\":[").unwrap();
+        let got = load_programs(&dir);
+        assert_eq!(got, vec![prog(1), prog(2), prog(3), prog(4)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn long_shapes_are_cut_and_hashed() {
