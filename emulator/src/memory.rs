@@ -802,6 +802,7 @@ mod tests {
         Bytes(u64, Vec<u8>),
         Piece(u64, u64, u32, u32),
         Pattern(u64, usize, usize, u64, u32),
+        Pair(u64, usize, usize, usize, u64),
         Runs(u64, Vec<(u8, u32)>),
         Free(u64, u64),
         Read(u64, usize),
@@ -827,6 +828,16 @@ mod tests {
             // one SG entry (two generations, so overwrites differ).
             (addr.clone(), 0usize..1500, 1usize..9000, 0u64..6, 4u32..6)
                 .prop_map(|(a, at, n, l, g)| Step::Pattern(a, at, n, l, g)),
+            // Two entries of one transfer back to back whose generations
+            // differ: the LBAs continue, the run must not.
+            (
+                addr.clone(),
+                0usize..1500,
+                1usize..3000,
+                1usize..3000,
+                0u64..6
+            )
+                .prop_map(|(a, at, n, m, l)| Step::Pair(a, at, n, m, l)),
             (
                 addr.clone(),
                 proptest::collection::vec((0u8..4, 1u32..1500), 1..5)
@@ -861,6 +872,20 @@ mod tests {
         }
     }
 
+    /// Bytes `[at, at + n)` of a transfer's pattern, written at `a`.
+    fn model_pattern(
+        model: &mut std::collections::BTreeMap<u64, u8>,
+        a: u64,
+        at: usize,
+        n: usize,
+        lba: u64,
+        g: u32,
+    ) {
+        let mut all = vec![0u8; (at + n).div_ceil(512) * 512];
+        trace::pattern::fill_blocks(0x5eed, g, lba, 512, &mut all);
+        model_write(model, a, &all[at..at + n]);
+    }
+
     fn model_read(model: &std::collections::BTreeMap<u64, u8>, addr: u64, n: usize) -> Vec<u8> {
         (0..n as u64)
             .map(|i| {
@@ -892,9 +917,15 @@ mod tests {
                     }
                     Step::Pattern(a, at, n, lba, g) => {
                         m.write_pattern(a, at, n, 0x5eed, g, lba, 512);
-                        let mut all = vec![0u8; (at + n).div_ceil(512) * 512];
-                        trace::pattern::fill_blocks(0x5eed, g, lba, 512, &mut all);
-                        model_write(&mut model, a, &all[at..at + n]);
+                        model_pattern(&mut model, a, at, n, lba, g);
+                    }
+                    Step::Pair(a, at, n, n2, lba) => {
+                        m.write_pattern(a, at, n, 0x5eed, 4, lba, 512);
+                        model_pattern(&mut model, a, at, n, lba, 4);
+                        if let Some(b) = a.checked_add(n as u64) {
+                            m.write_pattern(b, at + n, n2, 0x5eed, 5, lba, 512);
+                            model_pattern(&mut model, b, at + n, n2, lba, 5);
+                        }
                     }
                     Step::Runs(a, spec) => {
                         let mut runs = DataRuns::new();
