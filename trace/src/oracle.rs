@@ -644,6 +644,7 @@ impl Oracle {
             i += n;
         }
         // Consecutive blocks pinned to the same version settle as one run.
+        let mut stretches: Vec<(u64, u64, Cand)> = Vec::new();
         let mut k = 0;
         while k < pins.len() {
             let (start, len, c) = pins[k];
@@ -653,14 +654,35 @@ impl Oracle {
                 end = end.saturating_add(pins[k].1);
                 k += 1;
             }
-            for_range(&mut self.runs, start, end, |h| {
+            stretches.push((start, end, c));
+        }
+        let settle = |c: Cand| {
+            move |h: &mut Hist| {
                 h.durable = match c {
                     Cand::Initial => None,
                     Cand::Write(s) => Some(s),
                 };
                 h.durable_by = None;
                 h.versions.clear();
-            });
+            }
+        };
+        // In LBA order (a read that does not wrap past 2^64), equal
+        // neighbours are merged once for all stretches: a power loss keeps
+        // a random subset of lines, so a read after it pins short
+        // stretches that alternate between versions.
+        let ascending = stretches.windows(2).all(|w| w[0].1 <= w[1].0);
+        match (ascending, stretches.first(), stretches.last()) {
+            (true, Some(&(lo, _, _)), Some(&(_, hi, _))) => {
+                for &(s, e, c) in &stretches {
+                    for_range_with(&mut self.runs, s, e, false, settle(c));
+                }
+                merge_in(&mut self.runs, lo, hi);
+            }
+            _ => {
+                for &(s, e, c) in &stretches {
+                    for_range(&mut self.runs, s, e, settle(c));
+                }
+            }
         }
         out
     }
