@@ -306,6 +306,32 @@ impl Cache {
         }
     }
 
+    /// [`Cache::write_through`] of `n` blocks from `lba` that continue
+    /// `first` (one stream's consecutive tags, or zeros): one extent on the
+    /// medium, each cached copy kept coherent.
+    pub fn write_through_run(
+        &mut self,
+        lba: u64,
+        n: u64,
+        first: &BlockData,
+        medium: &mut Medium,
+        stale_bug: bool,
+    ) {
+        medium.write_run(lba, n, first);
+        if stale_bug || self.lines.is_empty() {
+            return;
+        }
+        for k in 0..n {
+            if let Some(l) = self.lines.get_mut(&(lba + k)) {
+                if l.dirty {
+                    self.dirty -= 1;
+                }
+                l.data = crate::medium::continued(first, k);
+                l.dirty = false;
+            }
+        }
+    }
+
     /// Keep a block just read from the medium as a clean line, if there is
     /// room or a clean line to give up for it.
     pub fn fill(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {

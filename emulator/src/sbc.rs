@@ -758,6 +758,9 @@ impl Disk {
                     continue;
                 }
             }
+            if !rcd && i == 0 {
+                self.cache.reserve(blocks as usize);
+            }
             let d = match &extent {
                 Some((s, first, n)) if l - s < *n => crate::medium::continued(first, l - s),
                 _ => {
@@ -852,6 +855,21 @@ impl Disk {
                     if p.start == 0 && p.block_len as usize == bs && p.len as usize >= bs =>
                 {
                     let n = (p.len as usize / bs).min(left);
+                    if through {
+                        // FUA or WCE=0: the run goes to the medium as one
+                        // extent, as its blocks one by one would merge.
+                        let first = BlockData::Pattern(p.tag);
+                        self.cache.write_through_run(
+                            lba + i as u64,
+                            n as u64,
+                            &first,
+                            &mut self.medium,
+                            ctx.stale_cache_read,
+                        );
+                        done.cache.wrote_through = true;
+                        i += n;
+                        continue;
+                    }
                     for k in 0..n {
                         let tag = Tag {
                             lba: p.tag.lba.wrapping_add(k as u64),
