@@ -17,7 +17,9 @@
 //! place them as tags ([`HostMemory::write_pattern`]) and, with
 //! [`Emulator::set_tagged_reads`], get READ data back as tags
 //! ([`HostMemory::read_runs`]), so no block is generated or checksummed on
-//! the way; every byte read sees the same bytes either way.
+//! the way, and a transfer of one stream's consecutive blocks moves as one
+//! run ([`runs::TagPiece`]) through host memory, the controller, the cache's
+//! write-back and the medium; every byte read sees the same bytes either way.
 //!
 //! Around the data path: [`Emulator::power_loss`] (a seeded subset of dirty
 //! lines survives), [`Emulator::reset`] / [`Emulator::reset_lun`] (cache
