@@ -737,6 +737,14 @@ mod tests {
         let run = TagPiece::of_run(tag(100), 512, 0, 20 * 512);
         assert_eq!(runs.parts().collect::<Vec<_>>(), [Part::Piece(run)]);
         assert_eq!(run.whole_blocks(512), Some((tag(100), 20)));
+        assert_eq!(run.sub(512, 700).whole_blocks(512), Some((tag(101), 1)));
+        assert_eq!(run.sub(512, 500).whole_blocks(512), None, "no whole block");
+        assert_eq!(
+            run.sub(10, 1024).whole_blocks(512),
+            None,
+            "not at a block start"
+        );
+        assert_eq!(run.whole_blocks(4096), None, "another block size");
         let mut want = vec![0u8; 20 * 512];
         trace::pattern::fill_blocks(0x5eed, 4, 100, 512, &mut want);
         assert_eq!(runs.to_bytes(), want);

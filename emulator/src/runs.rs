@@ -73,15 +73,12 @@ impl TagPiece {
         self.start == 0 && self.len == block_len && self.block_len == block_len
     }
 
-    /// When the piece is whole blocks of `block_len` bytes, its first
-    /// block's tag and how many blocks it holds.
+    /// When the piece starts a block of `block_len` bytes and holds at
+    /// least that whole block: its tag and how many whole blocks the piece
+    /// holds from there (what a device can store as tags, run by run).
     pub fn whole_blocks(&self, block_len: u32) -> Option<(Tag, u32)> {
-        (self.start == 0
-            && self.block_len == block_len
-            && block_len > 0
-            && self.len > 0
-            && self.len % block_len == 0)
-            .then_some((self.tag, self.len / block_len))
+        let n = self.len.checked_div(block_len)?;
+        (self.start == 0 && self.block_len == block_len && n > 0).then_some((self.tag, n))
     }
 
     /// `len` bytes of this piece from `off` (within the piece).

@@ -851,9 +851,7 @@ impl Disk {
         while i < whole_blocks {
             let left = whole_blocks - i;
             match runs.run_from(i * bs) {
-                Some(Part::Piece(p))
-                    if p.start == 0 && p.block_len as usize == bs && p.len as usize >= bs =>
-                {
+                Some(Part::Piece(p)) if p.whole_blocks(bs as u32).is_some() => {
                     let n = (p.len as usize / bs).min(left);
                     if through {
                         // FUA or WCE=0: the run goes to the medium as one

@@ -770,12 +770,10 @@ impl Harness {
         let mut i = 0usize;
         while i < blocks {
             let (n, shape) = match self.runs.run_from(i * bs) {
-                Some(Part::Piece(p)) if p.start == 0 && p.block_len as usize == bs => {
-                    match (p.len as usize / bs).min(blocks - i) {
-                        0 => (1, None),
-                        n => (n, Some(Shape::Tags(p.tag))),
-                    }
-                }
+                Some(Part::Piece(p)) => match p.whole_blocks(bs as u32) {
+                    Some((tag, n)) => ((n as usize).min(blocks - i), Some(Shape::Tags(tag))),
+                    None => (1, None),
+                },
                 Some(Part::Bytes(b)) if b.len() >= bs => {
                     ((b.len() / bs).min(blocks - i), Some(Shape::Bytes))
                 }

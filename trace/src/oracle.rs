@@ -1455,7 +1455,7 @@ mod tests {
                         for ((kind, n, shift, g), b) in spec.iter().zip(&blocks_bytes) {
                             let _ = (shift, g);
                             match kind {
-                                0 | 1 | 2 => spans.extend(b.chunks_exact(bs).map(|c| ReadSpan::Block(ReadBlock::Bytes(c)))),
+                                0..=2 => spans.extend(b.chunks_exact(bs).map(|c| ReadSpan::Block(ReadBlock::Bytes(c)))),
                                 3 => spans.extend(b.chunks_exact(bs).map(|c| match pattern::inspect(c) {
                                     BlockState::Valid { tag } => ReadSpan::Block(ReadBlock::Tagged(tag)),
                                     _ => ReadSpan::Block(ReadBlock::Bytes(c)),
