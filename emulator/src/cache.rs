@@ -213,7 +213,7 @@ impl Cache {
             .filter(|(k, l)| wanted(l) && (lba..end).contains(*k))
             .map(|(k, _)| *k)
             .collect();
-        keys.sort_unstable();
+        sort_lbas(&mut keys);
         keys
     }
 
@@ -458,7 +458,7 @@ impl Cache {
             .filter(|(_, l)| l.dirty)
             .map(|(k, _)| *k)
             .collect();
-        dirty.sort_unstable();
+        sort_lbas(&mut dirty);
         // Survivors keep their LBA order, so runs of them go back whole.
         dirty.retain(|_| {
             let keep = rng.coin();
@@ -526,6 +526,42 @@ impl Cache {
     }
 }
 
+/// Sort LBAs collected from the line table. A power loss sorts every
+/// dirty line, thousands after a campaign's large writes, and a
+/// comparison sort of them was a tenth of a campaign's time: a
+/// least-significant-digit radix sort over the bytes the largest LBA
+/// uses (three passes on a 64 MiB disk) gives the same order in linear
+/// time. Short lists keep the comparison sort.
+fn sort_lbas(v: &mut Vec<u64>) {
+    const RADIX_FROM: usize = 64;
+    if v.len() < RADIX_FROM {
+        v.sort_unstable();
+        return;
+    }
+    let max = v.iter().copied().max().unwrap_or(0);
+    let bytes = (64 - max.leading_zeros()).div_ceil(8) as usize;
+    let mut other = vec![0u64; v.len()];
+    for b in 0..bytes {
+        let shift = 8 * b;
+        let mut count = [0usize; 256];
+        for x in v.iter() {
+            count[((x >> shift) & 0xff) as usize] += 1;
+        }
+        let mut at = 0usize;
+        for c in count.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for x in v.iter() {
+            let d = ((x >> shift) & 0xff) as usize;
+            other[count[d]] = *x;
+            count[d] += 1;
+        }
+        std::mem::swap(v, &mut other);
+    }
+}
+
 /// Write the lines at `lbas` (ascending, each present) to the medium: a
 /// stretch of consecutive lines that continue one another (one stream's
 /// tags, or zeros) as one run, the rest block by block. The medium ends
@@ -549,6 +585,23 @@ fn write_back(lines: &HashMap<u64, Line, BuildFastHasher>, lbas: &[u64], medium:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The radix sort orders LBAs as a comparison sort does, short
+        /// lists and long, small LBAs and ones near 2^64.
+        #[test]
+        fn lbas_sort_as_a_comparison_sort_would(
+            mut v in proptest::collection::vec(
+                proptest::prop_oneof![0u64..300_000, proptest::prelude::any::<u64>()],
+                0..700,
+            )
+        ) {
+            let mut want = v.clone();
+            want.sort_unstable();
+            sort_lbas(&mut v);
+            proptest::prop_assert_eq!(v, want);
+        }
+    }
 
     fn raw(v: u8) -> BlockData {
         BlockData::Raw(vec![v; 512].into())
