@@ -1166,13 +1166,12 @@ type Runs = BTreeMap<u64, (u64, Hist)>;
 
 /// Make `at` a run boundary.
 fn split_at(runs: &mut Runs, at: u64) {
-    let Some((&k, (len, _))) = runs.range(..at).next_back() else {
+    let Some((&k, (len, h))) = runs.range_mut(..at).next_back() else {
         return;
     };
     if k.saturating_add(*len) <= at {
         return;
     }
-    let (len, h) = runs.get_mut(&k).expect("run just found");
     let tail = (*len - (at - k), h.clone());
     *len = at - k;
     runs.insert(at, tail);
@@ -1190,23 +1189,25 @@ fn for_range_with(runs: &mut Runs, s: u64, e: u64, merge: bool, mut f: impl FnMu
     }
     split_at(runs, s);
     split_at(runs, e);
-    // Never-written gaps get an empty history first.
+    // One walk applies `f` and finds the never-written gaps, which then
+    // get an empty history with `f` applied (each history is changed on
+    // its own, so the order does not matter).
     let mut gaps: Vec<(u64, u64)> = Vec::new();
     let mut cur = s;
-    for (&k, (l, _)) in runs.range(s..e) {
+    for (&k, (l, h)) in runs.range_mut(s..e) {
         if k > cur {
             gaps.push((cur, k - cur));
         }
-        cur = k + l;
+        cur = k + *l;
+        f(h);
     }
     if cur < e {
         gaps.push((cur, e - cur));
     }
     for (k, l) in gaps {
-        runs.insert(k, (l, Hist::default()));
-    }
-    for (_, (_, h)) in runs.range_mut(s..e) {
-        f(h);
+        let mut h = Hist::default();
+        f(&mut h);
+        runs.insert(k, (l, h));
     }
     if merge {
         merge_in(runs, s, e);
