@@ -24,6 +24,11 @@
 //! `Debug` text of every verdict into one FNV-1a digest and print it, so two
 //! builds can be shown to judge every program identically.
 
+
+/// The allocator the `scuzz` binary runs campaigns with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use emulator::{Bug, BugSet};
 use fuzzer::campaign::{launch, run_in_process, CampaignConfig};
 use fuzzer::generator::random_program;
