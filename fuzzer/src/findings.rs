@@ -510,7 +510,20 @@ pub fn write_repro(
     header.block_size = target.block_size;
     header.capacity_blocks = target.capacity_blocks;
     header.hba = Some(target.preset.clone());
-    header.payload_mode = PayloadMode::Pattern;
+    // Writes carry self-describing blocks; MODE SELECT, WRITE SAME and
+    // UNMAP carry their parameter data or block as bytes. A reproducer
+    // that has any of those is a mixed trace (a Pattern header would refuse
+    // them, and the finding would be lost).
+    let pattern_only = events.iter().all(|ev| match ev {
+        trace::Event::Submit(s) => PayloadMode::Pattern.permits(&s.payload),
+        trace::Event::Complete(c) => PayloadMode::Pattern.permits(&c.payload),
+        _ => true,
+    });
+    header.payload_mode = if pattern_only {
+        PayloadMode::Pattern
+    } else {
+        PayloadMode::Mixed
+    };
     header
         .labels
         .insert("workload".into(), "fuzz-reproducer".into());
@@ -646,6 +659,50 @@ fn report_md(
 mod tests {
     use super::*;
     use libafl::inputs::Input;
+
+    /// A minimal program can keep a MODE SELECT (its parameter list is
+    /// bytes) beside pattern writes: its reproducer is written as a mixed
+    /// trace, not refused (which lost the finding).
+    #[test]
+    fn a_reproducer_with_parameter_data_is_written_as_a_mixed_trace() {
+        use crate::program::{Op, Transfer};
+        let mut target = Target::new(trace::HbaPreset::lsi3108());
+        target.bugs = emulator::BugSet::of(&[emulator::Bug::SyncCacheNoop]);
+        let program = ScsiProgram::new(vec![
+            Op::SetWce(true),
+            Op::Write(Transfer {
+                lba: trace::Lba(0),
+                blocks: 8,
+                fua: false,
+                sg: vec![trace::Segment::new(0x10_0000, 4096)],
+                extra: 0,
+            }),
+            Op::SyncCache {
+                lba: trace::Lba(0),
+                blocks: 0,
+                immed: false,
+            },
+        ]);
+        let (verdict, events) = crate::harness::Harness::new(target.clone()).record(&program);
+        assert!(!verdict.passed(), "sync-cache-noop loses the write");
+        assert!(events.iter().any(|e| matches!(e,
+            trace::Event::Submit(s) if matches!(s.payload, trace::Payload::Full(_)))));
+        let dir = std::env::temp_dir().join(format!("scuzz-repro-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("repro.sczt");
+        let sig = Signature {
+            class: "dropped".into(),
+            bug: "sync-cache-noop".into(),
+            shape: program.shape(),
+        };
+        write_repro(&path, &target, &sig, &events).unwrap();
+        let r = trace::file::TraceReader::open(&path).unwrap();
+        assert_eq!(r.header().payload_mode, PayloadMode::Mixed);
+        let read: Vec<_> = r.map(Result::unwrap).collect();
+        assert!(read.iter().any(|e| matches!(e, trace::Event::Submit(s)
+            if matches!(s.payload, trace::Payload::Pattern { .. }))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A queue of client directories (and, from campaigns before them,
     /// entries at the top) loads every program once; lock files and
