@@ -500,24 +500,13 @@ impl Oracle {
     pub fn check_read(&mut self, seq: u64, lba: u64, data: &[u8]) -> Vec<Violation> {
         let bs = self.block_size as usize;
         let blocks = (data.len() / bs) as u64;
-        self.check_read_with(seq, lba, blocks, |i| {
-            ReadBlock::Bytes(&data[i * bs..(i + 1) * bs])
-        })
+        let src = PerBlock(|i| ReadBlock::Bytes(&data[i * bs..(i + 1) * bs]));
+        self.check_read_src(seq, lba, blocks, &src)
     }
 
     /// [`Oracle::check_read`] for a caller that holds some blocks as the
     /// tag of a whole self-describing block rather than as bytes (a host
-    /// that never rendered them): judged exactly as their bytes would be.
-    pub fn check_read_blocks(
-        &mut self,
-        seq: u64,
-        lba: u64,
-        blocks: &[ReadBlock<'_>],
-    ) -> Vec<Violation> {
-        self.check_read_with(seq, lba, blocks.len() as u64, |i| blocks[i])
-    }
-
-    /// [`Oracle::check_read_blocks`] for a caller that holds runs of
+    /// that never rendered them, [`ReadSpan::Block`]), or runs of
     /// consecutive self-describing blocks as one first tag and a count
     /// ([`ReadSpan::Tags`]), as a host that moved a transfer as one run
     /// does: a run that matches one version of a stretch of blocks with
@@ -532,16 +521,6 @@ impl Oracle {
         let src = Spans::new(spans);
         let blocks = src.blocks();
         self.check_read_src(seq, lba, blocks, &src)
-    }
-
-    fn check_read_with<'d>(
-        &mut self,
-        seq: u64,
-        lba: u64,
-        blocks: u64,
-        block: impl Fn(usize) -> ReadBlock<'d>,
-    ) -> Vec<Violation> {
-        self.check_read_src(seq, lba, blocks, &PerBlock(block))
     }
 
     /// Which version every block of a run (of tags or of zeros) matches,
@@ -973,7 +952,7 @@ fn continues(prev: &Violation, v: &Violation) -> bool {
         && prev.after_power_loss == v.after_power_loss
 }
 
-/// One block of a read, as [`Oracle::check_read_blocks`] takes it.
+/// One block of a read, as [`Oracle::check_read_spans`] takes it in a [`ReadSpan::Block`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBlock<'a> {
     /// The block's bytes (one block long).
@@ -1310,18 +1289,21 @@ mod tests {
             fill_block(t, b);
         }
         let by_bytes = build().check_read(3, 10, &bytes);
-        let blocks: Vec<ReadBlock<'_>> = tags.iter().map(|t| ReadBlock::Tagged(*t)).collect();
-        let by_tags = build().check_read_blocks(3, 10, &blocks);
+        let blocks: Vec<ReadSpan<'_>> = tags
+            .iter()
+            .map(|t| ReadSpan::Block(ReadBlock::Tagged(*t)))
+            .collect();
+        let by_tags = build().check_read_spans(3, 10, &blocks);
         assert_eq!(by_bytes.len(), 3, "{by_bytes:?}");
         assert_eq!(by_tags, by_bytes);
         // Mixed: bytes for some blocks, tags for others.
         let mixed = [
-            ReadBlock::Bytes(&bytes[..bs]),
-            ReadBlock::Tagged(tags[1]),
-            ReadBlock::Bytes(&bytes[2 * bs..3 * bs]),
-            ReadBlock::Tagged(tags[3]),
+            ReadSpan::Block(ReadBlock::Bytes(&bytes[..bs])),
+            ReadSpan::Block(ReadBlock::Tagged(tags[1])),
+            ReadSpan::Block(ReadBlock::Bytes(&bytes[2 * bs..3 * bs])),
+            ReadSpan::Block(ReadBlock::Tagged(tags[3])),
         ];
-        assert_eq!(build().check_read_blocks(3, 10, &mixed), by_bytes);
+        assert_eq!(build().check_read_spans(3, 10, &mixed), by_bytes);
         // As one-block runs of tags, and with the good first block's run
         // carried on by the next LBA (a stale block there, not a match).
         let spans: Vec<ReadSpan<'_>> = tags
