@@ -185,11 +185,16 @@ pub fn load_programs(dir: &Path) -> Vec<ScsiProgram> {
             paths.push(p);
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    paths
+    let progs: Vec<ScsiProgram> = paths
         .iter()
         .filter_map(|p| ScsiProgram::from_file(p).ok())
-        .filter(|prog| seen.insert(prog.clone()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<bool> = progs.iter().map(|p| seen.insert(p)).collect();
+    progs
+        .into_iter()
+        .zip(first)
+        .filter_map(|(p, first)| first.then_some(p))
         .collect()
 }
 
