@@ -24,7 +24,6 @@
 //! `Debug` text of every verdict into one FNV-1a digest and print it, so two
 //! builds can be shown to judge every program identically.
 
-
 /// The allocator the `scuzz` binary runs campaigns with.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -271,19 +270,32 @@ impl VerdictDigest {
 fn harness_alone(n: usize) {
     let mut h = Harness::new(target(None, 0));
     let progs = programs(&h.limits());
+    let harness_rate = run_harness(&mut h, &progs, n, |v| assert!(v.passed()));
+    println!("| harness alone, 32-op programs, coverage on | {harness_rate:.0} execs/s |");
+}
+
+/// Runs `n` programs, cycling through `progs`, the way the campaign's
+/// executor does (the map cleared before each run, as LibAFL's observer
+/// does), folding each verdict into the `HARNESS_DIGEST` digest and handing
+/// it to `check`; returns executions per second.
+fn run_harness(
+    h: &mut Harness,
+    progs: &[ScsiProgram],
+    n: usize,
+    check: impl Fn(&fuzzer::verdict::Verdict),
+) -> f64 {
     let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
     let mut digest = VerdictDigest::from_env();
     let start = Instant::now();
     for i in 0..n {
-        // As LibAFL's observer does before every run.
         map.fill(0);
         let v = h.run(&progs[i % progs.len()], Some(&mut map));
-        assert!(v.passed());
+        check(&v);
         digest.fold(&v);
     }
-    let harness_rate = n as f64 / start.elapsed().as_secs_f64();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
     digest.print();
-    println!("| harness alone, 32-op programs, coverage on | {harness_rate:.0} execs/s |");
+    rate
 }
 
 fn throughput() {
@@ -378,20 +390,11 @@ fn main() {
         let mut h = Harness::new(t);
         let progs = fuzzer::findings::load_programs(&dir);
         assert!(!progs.is_empty(), "no programs in {}", dir.display());
-        let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
-        let mut digest = VerdictDigest::from_env();
-        let start = Instant::now();
-        for i in 0..n {
-            map.fill(0);
-            let v = h.run(&progs[i % progs.len()], Some(&mut map));
-            digest.fold(&v);
-        }
-        digest.print();
+        let rate = run_harness(&mut h, &progs, n, |_| {});
         println!(
-            "| harness over {} ({} programs) | {:.0} execs/s |",
+            "| harness over {} ({} programs) | {rate:.0} execs/s |",
             dir.display(),
             progs.len(),
-            n as f64 / start.elapsed().as_secs_f64()
         );
         return;
     }
