@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::text;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use trace::{Event, TraceReader};
@@ -29,14 +31,6 @@ fn s(p: &Path) -> &str {
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exited")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `scuzz synth cp --size SIZE --hba lsi3108` into a temp file.

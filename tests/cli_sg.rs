@@ -25,6 +25,9 @@
 //! (`SCUZZ_SG_VM_ACCEL=tcg|kvm` forces one). Without QEMU or the guest the
 //! tests print "skipped: ..." and return.
 
+mod common;
+
+use common::text;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -166,10 +169,6 @@ fn scuzz(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run scuzz")
-}
-
-fn text(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 fn on_path(tool: &str) -> bool {

@@ -52,6 +52,16 @@ pub fn listening_port(line: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
+/// A finished command's stdout and stderr, together, for assertions and
+/// for the message of a failed one.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Copies a raw image file onto an iSCSI LUN with QEMU 7.2's `qemu-img
 /// convert` (write-back cache, so QEMU ends with SYNCHRONIZE CACHE): a
 /// real `cp` through iSCSI.
