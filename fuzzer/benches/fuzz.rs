@@ -16,6 +16,8 @@
 //! - `scaling`: `--cores 0` against `--cores 0-1` through the Launcher.
 //! - `harness [N]` (not part of the default run): the harness alone on N
 //!   programs, for profiling.
+//! - `loop [SECS]` (not part of the default run): LibAFL's loop alone for
+//!   SECS seconds from a random start, for profiling.
 //! - `harness-dir DIR [N [HBA [BUG]]]` (not part of the default run): the
 //!   harness over the programs of a campaign's queue, on preset HBA with
 //!   catalogued bug BUG switched on (default `lsi3108`, no bug).
@@ -396,6 +398,23 @@ fn main() {
             dir.display(),
             progs.len(),
         );
+        return;
+    }
+    if args.first().map(String::as_str) == Some("loop") {
+        // LibAFL's loop alone, from a random start (for profiling:
+        // `loop [SECS]`).
+        let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
+        let out = out_dir("loop");
+        let mut cfg = config(target(None, 0), out.clone(), secs, 1);
+        cfg.seeds = None;
+        let r = run_in_process(&cfg).unwrap();
+        println!(
+            "| LibAFL loop, 1 core, random start, {secs} s | {:.0} execs/s ({} execs, corpus {}) |",
+            r.execs as f64 / r.elapsed.as_secs_f64(),
+            r.execs,
+            r.corpus
+        );
+        let _ = std::fs::remove_dir_all(&out);
         return;
     }
     if args.first().map(String::as_str) == Some("harness") {
