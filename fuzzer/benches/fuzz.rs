@@ -311,8 +311,13 @@ fn throughput() {
         let path = seeds.join(format!("p{i:02}.json"));
         std::fs::write(path, serde_json::to_vec(p).unwrap()).unwrap();
     }
+    // Queues are removed only at the end: on a file system without a
+    // journal, ext4 skips recently deleted inodes one by one when it
+    // creates a file, so deleting one run's queue would slow the next
+    // run's corpus writes.
+    let mut outs = Vec::new();
     for (what, seed_dir) in [("32-op seeds", Some(seeds.clone())), ("random start", None)] {
-        let out = out_dir("tp");
+        let out = out_dir(&format!("tp-{}", outs.len()));
         let mut cfg = config(target(None, 0), out.clone(), 15, 1);
         cfg.seeds = seed_dir;
         let r = run_in_process(&cfg).unwrap();
@@ -321,9 +326,11 @@ fn throughput() {
             r.execs as f64 / r.elapsed.as_secs_f64(),
             r.corpus
         );
-        let _ = std::fs::remove_dir_all(&out);
+        outs.push(out);
     }
-    let _ = std::fs::remove_dir_all(&seeds);
+    for d in outs.iter().chain([&seeds]) {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 fn launched(cores: &str, secs: u64) -> (f64, u64) {
