@@ -282,6 +282,16 @@ enum Cand {
     Write(u64),
 }
 
+/// A candidate with its write's record, looked up once for a run of
+/// history rather than once for every block or run of a read judged
+/// against it.
+#[derive(Debug, Clone, Copy)]
+struct Version<'r> {
+    cand: Cand,
+    /// `None` for the initial content (or a record no longer held).
+    rec: Option<&'r Rec>,
+}
+
 /// The oracle.
 #[derive(Debug)]
 pub struct Oracle {
@@ -537,15 +547,15 @@ impl Oracle {
     /// alike. `None` when a candidate is judged by a digest (a CRC per
     /// block) or none matches (the blocks are then judged one by one,
     /// which names each violation).
-    fn run_matches(&self, cands: &[Cand], lba: u64, run: RunOf) -> Option<Cand> {
+    fn run_matches(&self, cands: &[Version<'_>], lba: u64, run: RunOf) -> Option<Cand> {
         for c in cands {
-            let all = match *c {
+            let all = match c.cand {
                 Cand::Initial => match self.initial {
                     // A valid self-describing block is not zeros.
                     InitialContent::Zeros => run == RunOf::Zeros,
                     InitialContent::Unknown => true,
                 },
-                Cand::Write(s) => match (self.recs.get(&s).map(|r| &r.data), run) {
+                Cand::Write(_) => match (c.rec.map(|r| &r.data), run) {
                     // Block k of the run holds tag `first.lba + k` and is
                     // read at `lba + k`: all match, or none does.
                     (Some(WriteData::Pattern { seed, generation }), RunOf::Tags(first)) => {
@@ -557,7 +567,7 @@ impl Oracle {
                 },
             };
             if all {
-                return Some(*c);
+                return Some(c.cand);
             }
         }
         None
@@ -573,8 +583,15 @@ impl Oracle {
         let now = self.next_tick();
         let at = self.reads.remove(&seq).unwrap_or(now);
         let mut out: Vec<Violation> = Vec::new();
-        // (first block, blocks, version) pinned after a power loss.
-        let mut pins: Vec<(u64, u64, Cand)> = Vec::new();
+        // Stretches `[s, e)` of blocks pinned to one version after a power
+        // loss, consecutive blocks pinned to the same version as one.
+        let mut stretches: Vec<(u64, u64, Cand)> = Vec::new();
+        let mut pin_to = |l: u64, m: u64, c: Cand| match stretches.last_mut() {
+            Some((_, e, prev)) if *e == l && *prev == c => *e = e.saturating_add(m),
+            _ => stretches.push((l, l.saturating_add(m), c)),
+        };
+        // What a run of history may hold, its records looked up once.
+        let mut cands: Vec<Version<'_>> = Vec::with_capacity(4);
         let crashed = self.power_losses > 0 && at > self.last_power_loss;
         // Every block of a run shares its history, so what it may hold is
         // worked out once per run, not once per block.
@@ -583,7 +600,7 @@ impl Oracle {
             let l = lba.wrapping_add(i);
             let (h, run_left) = self.hist_run(l);
             let n = run_left.min(blocks - i);
-            let (cands, expected) = self.permitted(h, at);
+            let expected = self.permitted(h, at, &mut cands);
             // After a power loss, what a read finds is on the medium: pin
             // it, if no write since the loss could change it.
             let pin = crashed
@@ -602,7 +619,7 @@ impl Oracle {
                     let m = left.min(n - j);
                     if let Some(c) = self.run_matches(&cands, l, first) {
                         if pin {
-                            pins.push((l, m, c));
+                            pin_to(l, m, c);
                         }
                         j += m;
                         continue;
@@ -610,13 +627,9 @@ impl Oracle {
                 }
                 let mut view = BlockView::new(src.block((i + j) as usize), self.block_size);
                 j += 1;
-                if let Some(c) = cands
-                    .iter()
-                    .copied()
-                    .find(|c| self.matches(*c, l, &mut view))
-                {
+                if let Some(c) = cands.iter().find(|c| self.matches(c, l, &mut view)) {
                     if pin {
-                        pins.push((l, 1, c));
+                        pin_to(l, 1, c.cand);
                     }
                     continue;
                 }
@@ -628,19 +641,8 @@ impl Oracle {
             }
             i += n;
         }
-        // Consecutive blocks pinned to the same version settle as one run.
-        let mut stretches: Vec<(u64, u64, Cand)> = Vec::new();
-        let mut k = 0;
-        while k < pins.len() {
-            let (start, len, c) = pins[k];
-            let mut end = start.saturating_add(len);
-            k += 1;
-            while k < pins.len() && pins[k].0 == end && pins[k].2 == c {
-                end = end.saturating_add(pins[k].1);
-                k += 1;
-            }
-            stretches.push((start, end, c));
-        }
+        // The candidates borrow the records; the map is settled next.
+        drop(cands);
         #[cfg(test)]
         if self.pin_block_by_block {
             for &(s, e, c) in &stretches {
@@ -743,9 +745,10 @@ impl Oracle {
         }
     }
 
-    /// The versions a read submitted at tick `at` may return, and the one it
-    /// should (the newest completed one).
-    fn permitted(&self, h: &Hist, at: u64) -> (Vec<Cand>, Option<Cand>) {
+    /// The versions a read submitted at tick `at` may return (into
+    /// `cands`, in the order they are tried), and the one it should (the
+    /// newest completed one).
+    fn permitted<'r>(&'r self, h: &Hist, at: u64, cands: &mut Vec<Version<'r>>) -> Option<Cand> {
         let p = self.last_power_loss;
         // The newest write that completed, successfully, since the last
         // power loss and before the read: it rules out every version that
@@ -761,14 +764,21 @@ impl Oracle {
             .max();
         let excluded =
             |complete: Option<u64>| matches!((complete, ymax), (Some(c), Some(y)) if c < y);
-        let mut cands = Vec::with_capacity(h.versions.len() + 1);
+        cands.clear();
+        cands.reserve(h.versions.len() + 1);
         let mut expected = None;
-        let (dur, dur_complete) = match h.durable {
-            None => (Cand::Initial, Some(0)),
-            Some(d) => (Cand::Write(d), self.recs.get(&d).and_then(|r| r.complete)),
+        let (dur, dur_rec, dur_complete) = match h.durable {
+            None => (Cand::Initial, None, Some(0)),
+            Some(d) => {
+                let r = self.recs.get(&d);
+                (Cand::Write(d), r, r.and_then(|r| r.complete))
+            }
         };
         if !excluded(dur_complete) {
-            cands.push(dur);
+            cands.push(Version {
+                cand: dur,
+                rec: dur_rec,
+            });
         }
         expected = expected.or(Some(dur));
         for s in &h.versions {
@@ -776,38 +786,32 @@ impl Oracle {
             if excluded(r.complete) {
                 continue;
             }
-            cands.push(Cand::Write(*s));
+            cands.push(Version {
+                cand: Cand::Write(*s),
+                rec: Some(r),
+            });
             if r.ok && r.complete.is_some_and(|c| c < at) {
                 expected = Some(Cand::Write(*s));
             }
         }
-        (cands, expected)
+        expected
     }
 
-    fn matches(&self, c: Cand, lba: u64, view: &mut BlockView<'_>) -> bool {
-        match c {
-            Cand::Initial => match self.initial {
+    fn matches(&self, c: &Version<'_>, lba: u64, view: &mut BlockView<'_>) -> bool {
+        match (c.cand, c.rec) {
+            (Cand::Initial, _) => match self.initial {
                 InitialContent::Zeros => view.is_zero(),
                 InitialContent::Unknown => true,
             },
-            Cand::Write(s) => self.rec_matches(s, lba, view),
+            (Cand::Write(_), Some(r)) => record_matches(r, lba, view),
+            (Cand::Write(_), None) => false,
         }
     }
 
     fn rec_matches(&self, s: u64, lba: u64, view: &mut BlockView<'_>) -> bool {
-        let Some(r) = self.recs.get(&s) else {
-            return false;
-        };
-        match &r.data {
-            WriteData::Pattern { seed, generation } => matches!(
-                view.state(),
-                BlockState::Valid { tag } if tag.lba == lba && tag.seed == *seed && tag.generation == *generation
-            ),
-            WriteData::Digests(d) => d
-                .get(lba.wrapping_sub(r.lba) as usize)
-                .is_some_and(|crc| *crc == view.crc()),
-            WriteData::Zeros => view.is_zero(),
-        }
+        self.recs
+            .get(&s)
+            .is_some_and(|r| record_matches(r, lba, view))
     }
 
     /// Every write this block's history still names, newest first.
@@ -918,6 +922,20 @@ impl Oracle {
         self.recs
             .retain(|s, r| live.contains(s) || r.complete.is_none());
         self.live_after_gc = self.recs.len();
+    }
+}
+
+/// Whether a block read at `lba` holds what write `r` put there.
+fn record_matches(r: &Rec, lba: u64, view: &mut BlockView<'_>) -> bool {
+    match &r.data {
+        WriteData::Pattern { seed, generation } => matches!(
+            view.state(),
+            BlockState::Valid { tag } if tag.lba == lba && tag.seed == *seed && tag.generation == *generation
+        ),
+        WriteData::Digests(d) => d
+            .get(lba.wrapping_sub(r.lba) as usize)
+            .is_some_and(|crc| *crc == view.crc()),
+        WriteData::Zeros => view.is_zero(),
     }
 }
 
