@@ -306,6 +306,10 @@ pub struct Oracle {
     flushes: FastMap<u64, Flush>,
     reads: FastMap<u64, u64>,
     live_after_gc: usize,
+    /// The stretches a read pins, kept from read to read: a read after a
+    /// power loss pins hundreds, and growing a new list for each cost more
+    /// than filling it.
+    pins: Vec<(u64, u64, Cand)>,
     /// Settle what a read pins one block at a time, the plainest way:
     /// the reference the property tests hold the one-pass settle to.
     #[cfg(test)]
@@ -329,6 +333,7 @@ impl Oracle {
             flushes: FastMap::default(),
             reads: FastMap::default(),
             live_after_gc: 0,
+            pins: Vec::new(),
             #[cfg(test)]
             pin_block_by_block: false,
         }
@@ -585,7 +590,8 @@ impl Oracle {
         let mut out: Vec<Violation> = Vec::new();
         // Stretches `[s, e)` of blocks pinned to one version after a power
         // loss, consecutive blocks pinned to the same version as one.
-        let mut stretches: Vec<(u64, u64, Cand)> = Vec::new();
+        let mut stretches = std::mem::take(&mut self.pins);
+        stretches.clear();
         let mut pin_to = |l: u64, m: u64, c: Cand| match stretches.last_mut() {
             Some((_, e, prev)) if *e == l && *prev == c => *e = e.saturating_add(m),
             _ => stretches.push((l, l.saturating_add(m), c)),
@@ -666,6 +672,7 @@ impl Oracle {
                 for_range(&mut self.runs, s, e, |h| *h = pinned(h, c));
             }
         }
+        self.pins = stretches;
         out
     }
 
