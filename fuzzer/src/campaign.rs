@@ -5,7 +5,7 @@
 //! (`OUT/queue`, so a killed campaign resumes) and on-disk solutions
 //! (`OUT/solutions`); a [`StdFuzzer`] with a minimiser-over-queue scheduler;
 //! [`MaxMapFeedback`] over a [`HitcountsMapObserver`] of the emulator's
-//! state-transition map; a [`StdMutationalStage`] driving
+//! state-transition map (densely renumbered, [`crate::coverage`]); a [`StdMutationalStage`] driving
 //! [`HavocScheduledMutator`] over the domain mutators; and, for several
 //! cores, the [`Launcher`] with an LLMP broker. Scuzz adds what is specific
 //! to it: an executor that runs a program against a fresh emulator beside the
@@ -15,11 +15,12 @@
 //! solution and writes it as a finding ([`FindingsStage`]), and a monitor
 //! that keeps `OUT/stats.jsonl` ([`CampaignMonitor`]).
 
+use crate::coverage::DenseCoverage;
 use crate::findings::{self, FindingsDir};
 use crate::harness::{Harness, Target};
 use crate::mutators::{domain_mutations, Hints};
 use crate::program::{Limits, ScsiProgram};
-use crate::scheduler::CullOnChange;
+use crate::scheduler::{CullOnChange, RememberLen};
 use crate::stats::StatsLine;
 use crate::verdict::Verdict;
 use libafl::corpus::{CachedOnDiskCorpus, Corpus, CorpusId, OnDiskCorpus, Testcase};
@@ -28,17 +29,21 @@ use libafl::events::{
     ProgressReporter, SendExiting, SimpleEventManager,
 };
 use libafl::executors::{Executor, ExitKind, HasObservers};
+use libafl::feedback_or;
 use libafl::feedbacks::{Feedback, MaxMapFeedback, StateInitializer};
 use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::stats::ClientStatsManager;
 use libafl::monitors::Monitor;
 use libafl::mutators::HavocScheduledMutator;
-use libafl::observers::{CanTrack, HitcountsMapObserver, Observer, StdMapObserver};
+use libafl::observers::{
+    CanTrack, HitcountsMapObserver, Observer, VarLenMapObserver, VariableMapObserver,
+};
 use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
 use libafl::stages::{Restartable, Stage, StdMutationalStage};
 use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
 use libafl::HasMetadata;
 use libafl_bolts::core_affinity::Cores;
+use libafl_bolts::ownedref::OwnedMutSlice;
 use libafl_bolts::rands::StdRand;
 use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
 use libafl_bolts::tuples::{tuple_list, Handle, Handled, MatchNameRef, RefIndexable};
@@ -285,27 +290,33 @@ impl<I, S> Observer<I, S> for OracleObserver {
     }
 }
 
+/// The coverage map observer: hit counts over the emulator's entries as
+/// [`DenseCoverage`] numbers them, of which LibAFL sees only the prefix
+/// numbered so far.
+pub type CoverageObserver = HitcountsMapObserver<VariableMapObserver<'static, u8>>;
+
 /// The observers every Scuzz executor fills: the coverage map (with index
 /// tracking, for the minimiser scheduler) and the oracle's verdict.
 pub type ScsiObservers = (
-    libafl::observers::ExplicitTracking<
-        HitcountsMapObserver<StdMapObserver<'static, u8, false>>,
-        true,
-        false,
-    >,
+    libafl::observers::ExplicitTracking<CoverageObserver, true, false>,
     (OracleObserver, ()),
 );
 
 /// The observers, freshly made.
 pub fn observers() -> ScsiObservers {
+    // The observer reads its usable length through a pointer; a leaked
+    // word (one per executor, which lives as long as its client) is valid
+    // for as long as anything can read it.
+    let len: &'static mut usize = Box::leak(Box::new(0));
+    let map = OwnedMutSlice::from(vec![0u8; crate::harness::MAP_SIZE]);
+    // SAFETY: `len` points to a live, leaked usize that only this observer
+    // uses, and the observer owns `map`; the executor keeps the length
+    // within the map ([`ScsiExecutor::run_target`]).
+    let map = unsafe { VariableMapObserver::from_mut_slice(COVERAGE, map, len) };
     tuple_list!(
         // Hit counts bucketed AFL-style (1, 2, 3, 4-7, 8-15, ...): a program
         // that repeats a transition a few more times is not new.
-        HitcountsMapObserver::new(StdMapObserver::owned(
-            COVERAGE,
-            vec![0u8; crate::harness::MAP_SIZE]
-        ))
-        .track_indices(),
+        HitcountsMapObserver::new(map).track_indices(),
         OracleObserver::new()
     )
 }
@@ -317,6 +328,8 @@ pub fn observers() -> ScsiObservers {
 pub struct ScsiExecutor {
     harness: Harness,
     observers: ScsiObservers,
+    /// The last run's coverage entries and counts (kept for its capacity).
+    hits: Vec<(u32, u8)>,
 }
 
 impl ScsiExecutor {
@@ -325,6 +338,7 @@ impl ScsiExecutor {
         ScsiExecutor {
             harness,
             observers: observers(),
+            hits: Vec::new(),
         }
     }
 }
@@ -341,7 +355,7 @@ impl HasObservers for ScsiExecutor {
     }
 }
 
-impl<EM, S: HasExecutions, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
+impl<EM, S: HasExecutions + HasMetadata, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
     fn run_target(
         &mut self,
         _fuzzer: &mut Z,
@@ -350,10 +364,20 @@ impl<EM, S: HasExecutions, Z> Executor<EM, ScsiProgram, S, Z> for ScsiExecutor {
         input: &ScsiProgram,
     ) -> Result<ExitKind, libafl::Error> {
         *state.executions_mut() += 1;
-        let hits: &mut HitcountsMapObserver<StdMapObserver<'static, u8, false>> =
-            self.observers.0.as_mut();
-        let map: &mut [u8] = &mut hits[..];
-        let verdict = self.harness.run(input, Some(map));
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
+        let verdict = self.harness.run_hits(input, &mut |i, c| hits.push((i, c)));
+        // The map came reset over its usable prefix; entries numbered now
+        // lie past it and were never written.
+        let dense = state.metadata_or_insert_with(|| DenseCoverage::new(crate::harness::MAP_SIZE));
+        let map: &mut CoverageObserver = self.observers.0.as_mut();
+        for &(i, c) in &hits {
+            if let Some(d) = dense.number(i) {
+                map.map_slice_mut()[d] = c;
+            }
+        }
+        *map.size_mut() = dense.len();
+        self.hits = hits;
         if let Some(e) = &verdict.device_error {
             // Not a finding: the target is gone. Stop rather than record
             // every later program as a pass.
@@ -607,7 +631,9 @@ impl Monitor for CampaignMonitor {
             execs_per_sec: g.execs_per_sec,
             corpus: g.corpus_size,
             coverage: coverage.as_ref().map_or(0, |c| c.edges_hit as usize),
-            coverage_total: coverage.as_ref().map_or(0, |c| c.edges_total as usize),
+            // Out of every entry the emulator can mark: LibAFL's own total
+            // is the dense prefix numbered so far (crate::coverage).
+            coverage_total: crate::harness::MAP_SIZE,
             findings: findings as u64,
             clients: g.client_stats_count as u64,
         };
@@ -735,7 +761,7 @@ where
     let hints = Hints::new(limits, &cfg.target.preset);
     let mut executor = ScsiExecutor::new(harness);
     let map_feedback = MaxMapFeedback::new(&executor.observers.0);
-    let mut feedback = map_feedback;
+    let mut feedback = feedback_or!(map_feedback, RememberLen);
     let mut objective = ViolationFeedback::new(&executor.observers.1 .0, layout.findings());
 
     let mut state = match state {

@@ -105,13 +105,23 @@ pub(crate) trait Device: Send {
     fn power_loss(&mut self) -> Result<(), DeviceError>;
     /// A reset of the unit.
     fn reset(&mut self) -> Result<(), DeviceError>;
-    /// Writes the run's coverage into `map` (which the caller zeroed), if
-    /// asked for in [`Device::begin`]; leaves `map` alone otherwise.
-    fn copy_coverage(&mut self, map: &mut [u8]);
+    /// Hands `hit` every coverage entry the run hit, with its count, if
+    /// coverage was asked for in [`Device::begin`]: entries in proportion
+    /// to what the run did, not to the map's size.
+    fn for_each_hit(&mut self, hit: &mut dyn FnMut(u32, u8));
     /// What blocks this run has not written may read as.
     fn initial_content(&self) -> InitialContent;
     /// The pattern seed for this run's writes, given the campaign's.
     fn data_seed(&self, base: u64) -> u64;
+}
+
+/// Every non-zero entry of a whole coverage map.
+fn for_each_nonzero(map: &[u8], hit: &mut dyn FnMut(u32, u8)) {
+    for (i, &c) in map.iter().enumerate() {
+        if c != 0 {
+            hit(i as u32, c);
+        }
+    }
 }
 
 /// The embedded emulator, rebuilt for every run.
@@ -164,22 +174,21 @@ impl Device for EmulatorDevice {
         self.emu.reset();
         Ok(())
     }
-    fn copy_coverage(&mut self, map: &mut [u8]) {
+    fn for_each_hit(&mut self, hit: &mut dyn FnMut(u32, u8)) {
         let Some(cov) = self.emu.coverage_mut() else {
             return;
         };
         let src = cov.map();
-        let n = map.len().min(src.len());
         match cov.touched() {
-            // A run hits a few hundred entries of 64 Ki: copy those.
-            Some(hit) => {
-                for &i in hit {
-                    if let (Some(d), Some(s)) = (map.get_mut(i as usize), src.get(i as usize)) {
-                        *d = *s;
+            // A run hits a few hundred entries of 64 Ki: visit those.
+            Some(touched) => {
+                for &i in touched {
+                    if let Some(&c) = src.get(i as usize) {
+                        hit(i, c);
                     }
                 }
             }
-            None => map[..n].copy_from_slice(&src[..n]),
+            None => for_each_nonzero(src, hit),
         }
     }
     fn initial_content(&self) -> InitialContent {
@@ -420,10 +429,9 @@ impl Device for IscsiDevice {
         self.cycle(&PowerCycle::LunReset)
     }
 
-    fn copy_coverage(&mut self, map: &mut [u8]) {
+    fn for_each_hit(&mut self, hit: &mut dyn FnMut(u32, u8)) {
         if let Some(src) = self.map.as_deref() {
-            let n = map.len().min(src.len());
-            map[..n].copy_from_slice(&src[..n]);
+            for_each_nonzero(src, hit);
         }
     }
 

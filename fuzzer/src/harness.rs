@@ -262,7 +262,24 @@ impl Harness {
     /// LibAFL's map observers reset theirs before every run: clearing 64 KiB
     /// again here would cost more than the entries a run hits.
     pub fn run(&mut self, program: &ScsiProgram, coverage: Option<&mut [u8]>) -> Verdict {
-        self.execute(program, coverage, None)
+        match coverage {
+            Some(map) => self.execute(
+                program,
+                Some(&mut |i: u32, c: u8| {
+                    if let Some(e) = map.get_mut(i as usize) {
+                        *e = c;
+                    }
+                }),
+                None,
+            ),
+            None => self.execute(program, None, None),
+        }
+    }
+
+    /// Runs `program` and hands `hit` each coverage entry the run hit,
+    /// with its count, in time proportional to what it hit.
+    pub fn run_hits(&mut self, program: &ScsiProgram, hit: &mut dyn FnMut(u32, u8)) -> Verdict {
+        self.execute(program, Some(hit), None)
     }
 
     /// Runs `program` and returns the events it issued: the reproducer.
@@ -275,7 +292,7 @@ impl Harness {
     fn execute(
         &mut self,
         program: &ScsiProgram,
-        coverage: Option<&mut [u8]>,
+        coverage: Option<&mut dyn FnMut(u32, u8)>,
         events: Option<&mut Vec<Event>>,
     ) -> Verdict {
         // Mutators and the generator fit what they make; anything else
@@ -348,8 +365,8 @@ impl Harness {
             seq,
             ..
         } = run;
-        if let Some(map) = coverage {
-            emu.copy_coverage(map);
+        if let Some(hit) = coverage {
+            emu.for_each_hit(hit);
         }
         self.device = Some(emu);
         if let Some(e) = failed {

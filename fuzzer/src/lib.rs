@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod campaign;
+pub mod coverage;
 pub mod device;
 pub mod findings;
 pub mod fleet;
