@@ -6,9 +6,9 @@
 //! never sees raw CDB bytes or host memory: decoding is [`Command::parse`]'s
 //! job and DMA is the HBA model's.
 
-use crate::cache::{Cache, CacheConfig, Lookup};
+use crate::cache::{Cache, CacheConfig};
 use crate::command::Command;
-use crate::content::{BlockData, Detected, Tag};
+use crate::content::{BlockData, Detected};
 use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
@@ -739,48 +739,26 @@ impl Disk {
             data_in.reserve(blocks as usize * bs);
         }
         let rcd = self.mode.current.rcd;
-        // The medium's extent holding the last block read from it: (its
-        // LBA, content, blocks the extent covers from there), so a run of
-        // blocks costs one map lookup. Dropped when a fill may evict a
-        // dirty line onto the medium.
-        let mut extent: Option<(u64, BlockData, u64)> = None;
-        for i in 0..u64::from(blocks) {
-            let l = lba + i;
-            // RCD=1 (SBC-3 6.4.5): read from the medium, except that data
-            // only the cache holds must still be returned.
-            if !rcd || self.cache.is_dirty(l) {
-                if let (Lookup::CleanHit | Lookup::DirtyHit, Some(d)) = self.cache.get(l) {
-                    match &mut out {
-                        ReadInto::Bytes(data_in) => self.recent.render_append(d, data_in, bs),
-                        ReadInto::Runs(runs) => runs.push_block(d, bs),
+        // Run by run: a cached extent or a medium extent reaches `out` as
+        // one push, and a fill of many blocks is one new line extent.
+        let recent = &mut self.recent;
+        let used = self.cache.read_run(
+            lba,
+            u64::from(blocks),
+            rcd,
+            &mut self.medium,
+            ctx.rng,
+            |first, n| match &mut out {
+                ReadInto::Bytes(data_in) => {
+                    for k in 0..n {
+                        recent.render_append(&crate::medium::continued(first, k), data_in, bs);
                     }
-                    done.cache.hit = true;
-                    continue;
                 }
-            }
-            if !rcd && i == 0 {
-                self.cache.reserve(blocks as usize);
-            }
-            let d = match &extent {
-                Some((s, first, n)) if l - s < *n => crate::medium::continued(first, l - s),
-                _ => {
-                    let (d, n) = self.medium.block_run(l);
-                    extent = Some((l, d.clone(), n));
-                    d
-                }
-            };
-            match &mut out {
-                ReadInto::Bytes(data_in) => self.recent.render_append(&d, data_in, bs),
-                ReadInto::Runs(runs) => runs.push_block(&d, bs),
-            }
-            if !rcd {
-                if self.cache.is_full() {
-                    done.cache.evicted = true;
-                    extent = None;
-                }
-                self.cache.fill(l, d, &mut self.medium, ctx.rng);
-            }
-        }
+                ReadInto::Runs(runs) => runs.push_blocks(first, n, bs),
+            },
+        );
+        done.cache.hit |= used.hit;
+        done.cache.evicted |= used.evicted;
     }
 
     /// Write the blocks of `data` from `lba`. A short `data` (the initiator
@@ -842,57 +820,39 @@ impl Disk {
         let through = fua || !self.mode.current.wce;
         let mut block = std::mem::take(&mut self.block);
         let whole_blocks = total / bs;
-        if !through {
-            self.cache.reserve(whole_blocks);
-        }
         // A run of whole tags (one stream's consecutive blocks) or zeros is
         // taken run by run; any other block one by one.
         let mut i = 0usize;
         while i < whole_blocks {
             let left = whole_blocks - i;
-            match runs.run_from(i * bs) {
+            let run = match runs.run_from(i * bs) {
                 Some(Part::Piece(p)) if p.whole_blocks(bs as u32).is_some() => {
-                    let n = (p.len as usize / bs).min(left);
-                    if through {
-                        // FUA or WCE=0: the run goes to the medium as one
-                        // extent, as its blocks one by one would merge.
-                        let first = BlockData::Pattern(p.tag);
-                        self.cache.write_through_run(
-                            lba + i as u64,
-                            n as u64,
-                            &first,
-                            &mut self.medium,
-                            ctx.stale_cache_read,
-                        );
-                        done.cache.wrote_through = true;
-                        i += n;
-                        continue;
-                    }
-                    for k in 0..n {
-                        let tag = Tag {
-                            lba: p.tag.lba.wrapping_add(k as u64),
-                            ..p.tag
-                        };
-                        self.store_block(
-                            ctx,
-                            lba + (i + k) as u64,
-                            Detected::Pattern(tag),
-                            through,
-                            done,
-                        );
-                    }
-                    i += n;
-                    continue;
+                    Some((BlockData::Pattern(p.tag), (p.len as usize / bs).min(left)))
                 }
-                Some(Part::Zero(z)) if z >= bs => {
-                    let n = (z / bs).min(left);
-                    for k in 0..n {
-                        self.store_block(ctx, lba + (i + k) as u64, Detected::Zero, through, done);
-                    }
-                    i += n;
-                    continue;
+                Some(Part::Zero(z)) if z >= bs => Some((BlockData::Zero, (z / bs).min(left))),
+                _ => None,
+            };
+            if let Some((first, n)) = run {
+                let at = lba + i as u64;
+                if through {
+                    // FUA or WCE=0: the run goes to the medium as one
+                    // extent, as its blocks one by one would merge.
+                    self.cache.write_through_run(
+                        at,
+                        n as u64,
+                        &first,
+                        &mut self.medium,
+                        ctx.stale_cache_read,
+                    );
+                    done.cache.wrote_through = true;
+                } else if self
+                    .cache
+                    .write_run(at, n as u64, &first, &mut self.medium, ctx.rng)
+                {
+                    done.cache.evicted = true;
                 }
-                _ => {}
+                i += n;
+                continue;
             }
             let d = match runs.single(i * bs, bs) {
                 Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
@@ -975,7 +935,7 @@ impl Disk {
     /// The newest content of a block (cache first), without side effects.
     fn current(&mut self, lba: u64) -> BlockData {
         match self.cache.get(lba) {
-            (_, Some(d)) => d.clone(),
+            (_, Some(d)) => d,
             _ => self.medium.block(lba),
         }
     }
@@ -1098,13 +1058,7 @@ impl Disk {
     /// Drop cached copies of `[lba, lba + n)` before writing the medium
     /// directly, so no dirty line is later destaged over the new data.
     fn invalidate(&mut self, lba: u64, n: u64) {
-        if n <= self.cache.len() as u64 * 2 {
-            for l in lba..lba + n {
-                self.cache.invalidate(l);
-            }
-        } else {
-            self.cache.invalidate_range(lba, lba + n);
-        }
+        self.cache.invalidate_range(lba, lba.saturating_add(n));
     }
 
     fn unmap(&mut self, anchor: bool, param_len: u16, data: &[u8]) -> Result<(), CommandError> {
