@@ -934,7 +934,7 @@ impl Disk {
 
     /// The newest content of a block (cache first), without side effects.
     fn current(&mut self, lba: u64) -> BlockData {
-        match self.cache.get(lba) {
+        match self.cache.get(lba, &self.medium) {
             (_, Some(d)) => d,
             _ => self.medium.block(lba),
         }
