@@ -197,8 +197,10 @@ pub struct Cache {
     /// First LBA -> extent; extents never overlap.
     lines: BTreeMap<u64, Extent>,
     /// Each extent's stamp -> its first LBA (stamps are unique), so the
-    /// least recently used line is the first entry's.
-    by_stamp: BTreeMap<u64, u64>,
+    /// least recently used line is the first entry's. Built when a line
+    /// is first evicted and kept from then on: most fuzz programs never
+    /// fill the cache and never pay for it.
+    by_stamp: Option<BTreeMap<u64, u64>>,
     /// Lines held.
     held: u64,
     dirty: u64,
@@ -217,7 +219,7 @@ impl Cache {
         Cache {
             cfg,
             lines: BTreeMap::new(),
-            by_stamp: BTreeMap::new(),
+            by_stamp: None,
             held: 0,
             dirty: 0,
             clock: 0,
@@ -294,13 +296,17 @@ impl Cache {
             let r = self.take(end).expect("extent just found");
             ext.n += r.n;
         }
-        self.by_stamp.insert(ext.stamp, start);
+        if let Some(b) = &mut self.by_stamp {
+            b.insert(ext.stamp, start);
+        }
         self.lines.insert(start, ext);
     }
 
     fn take(&mut self, start: u64) -> Option<Extent> {
         let e = self.lines.remove(&start)?;
-        self.by_stamp.remove(&e.stamp);
+        if let Some(b) = &mut self.by_stamp {
+            b.remove(&e.stamp);
+        }
         Some(e)
     }
 
@@ -316,7 +322,9 @@ impl Cache {
         if let Some(l) = self.lines.get_mut(&s) {
             l.n = at - s;
         }
-        self.by_stamp.insert(right.stamp, at);
+        if let Some(b) = &mut self.by_stamp {
+            b.insert(right.stamp, at);
+        }
         self.lines.insert(at, right);
     }
 
@@ -360,6 +368,20 @@ impl Cache {
             .range((Excluded(lba), Excluded(end)))
             .find(|(_, e)| e.dirty)
             .map(|(s, _)| *s)
+    }
+
+    /// How many dirty lines follow one another from `lba` (up to
+    /// `limit`): blocks only the cache holds, one GET LBA STATUS extent.
+    pub fn dirty_run(&self, lba: u64, limit: u64) -> u64 {
+        let end = lba.saturating_add(limit);
+        let mut pos = lba;
+        while pos < end {
+            match self.containing(pos) {
+                Some((s, e)) if e.dirty => pos = s + e.n,
+                _ => break,
+            }
+        }
+        pos.min(end) - lba
     }
 
     /// Is there a dirty line for `lba`? (Without touching it.)
@@ -714,21 +736,20 @@ impl Cache {
         if self.dirty == 0 || lba >= end {
             return 0;
         }
+        // The dirty extents overlapping the range, found in one walk.
+        let from = self.containing(lba).map_or(lba, |(s, _)| s);
+        let dirty: Vec<u64> = (self.lines.range(from..end))
+            .filter(|(_, e)| e.dirty)
+            .map(|(s, _)| *s)
+            .collect();
         let mut back = WriteBack::default();
         let mut written = 0;
-        let mut pos = lba;
-        while pos < end {
-            let next = match self.containing(pos) {
-                Some((s, e)) if e.dirty => (s + e.n).min(end),
-                Some((s, e)) => {
-                    pos = s + e.n;
-                    continue;
-                }
-                None => {
-                    pos = self.next_start(pos);
-                    continue;
-                }
+        for s in dirty {
+            let Some((s, e)) = self.containing(s.max(lba)) else {
+                continue;
             };
+            let pos = s.max(lba);
+            let next = (s + e.n).min(end);
             let mut part = self.cut(pos, next);
             if let Some(first) = part.first() {
                 back.push(pos, part.n, first, medium);
@@ -736,7 +757,6 @@ impl Cache {
             written += part.n;
             part.dirty = false;
             self.put(pos, part);
-            pos = next;
         }
         back.finish(medium);
         self.dirty -= written;
@@ -824,7 +844,7 @@ impl Cache {
         }
         back.finish(medium);
         self.lines.clear();
-        self.by_stamp.clear();
+        self.by_stamp = None;
         if let Some(q) = &mut self.queue {
             q.clear();
         }
@@ -837,7 +857,13 @@ impl Cache {
         while self.held >= self.cfg.capacity_blocks {
             let victim = match self.cfg.destage {
                 Destage::Random => self.random_key(rng),
-                Destage::None | Destage::Lru => self.by_stamp.values().next().copied(),
+                Destage::None | Destage::Lru => {
+                    let lines = &self.lines;
+                    let b = self
+                        .by_stamp
+                        .get_or_insert_with(|| lines.iter().map(|(s, e)| (e.stamp, *s)).collect());
+                    b.values().next().copied()
+                }
             };
             let Some(lba) = victim else { return };
             let line = self.cut(lba, lba + 1);
@@ -1467,6 +1493,8 @@ mod tests {
                     eq!(m.block(l), mm.block(l), "medium LBA {}, step {}", l, step);
                 }
                 eq!(c.next_dirty(lba, lba + n), model.next_dirty(lba, lba + n));
+                let want = (lba..lba + n).take_while(|l| model.is_dirty(*l)).count() as u64;
+                eq!(c.dirty_run(lba, n), want, "dirty run, step {}", step);
                 eq!(m.extent_count(), mm.extent_count(), "medium extents, step {}", step);
             }
         }

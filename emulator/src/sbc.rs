@@ -1200,11 +1200,7 @@ impl Disk {
             return (true, run);
         }
         if self.cache.is_dirty(lba) {
-            let mut n = 1;
-            while n < run && self.cache.is_dirty(lba + n) {
-                n += 1;
-            }
-            return (true, n);
+            return (true, self.cache.dirty_run(lba, run));
         }
         match self.cache.next_dirty(lba, lba + run) {
             Some(d) => (false, d - lba),
