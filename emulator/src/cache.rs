@@ -752,7 +752,7 @@ impl Cache {
             let next = (s + e.n).min(end);
             let mut part = self.cut(pos, next);
             if let Some(first) = part.first() {
-                back.push(pos, part.n, first, medium);
+                back.push(pos, part.n, first);
             }
             written += part.n;
             part.dirty = false;
@@ -836,7 +836,7 @@ impl Cache {
             let Some(first) = e.first() else { continue };
             for k in 0..e.n {
                 if rng.coin() {
-                    back.push(s + k, 1, &continued(first, k), medium);
+                    back.push(s + k, 1, &continued(first, k));
                 } else {
                     lost += 1;
                 }
@@ -916,32 +916,31 @@ fn read_medium(medium: &Medium, mut lba: u64, end: u64, emit: &mut impl FnMut(&B
 
 /// Dirty lines on their way to the medium in ascending LBA order: a
 /// stretch of consecutive lines that continue one another (one stream's
-/// tags, or zeros) goes as one run, however many extents it spans. The
-/// medium ends up holding exactly what writing them one by one would leave.
+/// tags, or zeros) goes as one run, however many extents it spans, and
+/// the runs go together ([`Medium::write_runs`]). The medium ends up
+/// holding exactly what writing the lines one by one would leave.
 #[derive(Default)]
 struct WriteBack {
-    /// (first LBA, lines, content of the first) of the stretch so far.
-    run: Option<(u64, u64, BlockData)>,
+    /// (first LBA, lines, content of the first) of each stretch.
+    runs: Vec<(u64, u64, BlockData)>,
 }
 
 impl WriteBack {
     /// Add `n` lines from `lba` continuing `first`.
-    fn push(&mut self, lba: u64, n: u64, first: &BlockData, medium: &mut Medium) {
-        if let Some((s, len, d)) = &mut self.run {
+    fn push(&mut self, lba: u64, n: u64, first: &BlockData) {
+        if let Some((s, len, d)) = self.runs.last_mut() {
             if *s + *len == lba && continues_run(d, *len, first) {
                 *len += n;
                 return;
             }
         }
-        self.finish(medium);
-        self.run = Some((lba, n, first.clone()));
+        self.runs.push((lba, n, first.clone()));
     }
 
     /// Write what is pending.
     fn finish(&mut self, medium: &mut Medium) {
-        if let Some((s, n, d)) = self.run.take() {
-            medium.write_run(s, n, &d);
-        }
+        medium.write_runs(&self.runs);
+        self.runs.clear();
     }
 }
 
