@@ -905,13 +905,8 @@ impl Cache {
 }
 
 /// Read `[lba, end)` from the medium, extent by extent, into `emit`.
-fn read_medium(medium: &Medium, mut lba: u64, end: u64, emit: &mut impl FnMut(&BlockData, u64)) {
-    while lba < end {
-        let (first, run) = medium.block_run(lba);
-        let run = run.min(end - lba);
-        emit(&first, run);
-        lba += run;
-    }
+fn read_medium(medium: &Medium, lba: u64, end: u64, emit: &mut impl FnMut(&BlockData, u64)) {
+    medium.for_each_run(lba, end, emit);
 }
 
 /// Dirty lines on their way to the medium in ascending LBA order: a

@@ -282,6 +282,35 @@ impl Medium {
         }
     }
 
+    /// The content of `[lba, end)` run by run, in order: what
+    /// [`Medium::block_run`] reports from `lba`, then from where that run
+    /// ends, and so on (unwritten gaps as zeros), in one walk of the map
+    /// rather than a lookup per run.
+    pub fn for_each_run(&self, lba: u64, end: u64, mut f: impl FnMut(&BlockData, u64)) {
+        let mut pos = lba;
+        if let Some((&s, (len, ext))) = self.extents.range(..=lba).next_back() {
+            if lba - s < *len {
+                let stop = (s + len).min(end);
+                f(&ext.block(lba - s, self.block_size), stop - lba);
+                pos = stop;
+            }
+        }
+        if pos >= end {
+            return;
+        }
+        for (&s, (len, ext)) in self.extents.range(pos..end) {
+            if s > pos {
+                f(&BlockData::Zero, s - pos);
+            }
+            let stop = (s + len).min(end);
+            f(&ext.block(0, self.block_size), stop - s);
+            pos = stop;
+        }
+        if pos < end {
+            f(&BlockData::Zero, end - pos);
+        }
+    }
+
     /// Render `out.len() / block_size` blocks from `lba` into `out`.
     pub fn read(&self, lba: u64, out: &mut [u8]) {
         let bs = self.block_size;
@@ -702,6 +731,19 @@ mod tests {
                     proptest::prop_assert_eq!(continued(&first, k), got, "LBA {} + {}", l, k);
                 }
                 proptest::prop_assert_eq!(m.mapping_run(l, 1).0, model.contains_key(&l));
+                // Walking the runs in one pass reports what block_run does
+                // from each run's start.
+                let mut walked = Vec::new();
+                m.for_each_run(l, l + 20, |d, k| walked.push((d.clone(), k)));
+                let mut stepped = Vec::new();
+                let mut at = l;
+                while at < l + 20 {
+                    let (d, k) = m.block_run(at);
+                    let k = k.min(l + 20 - at);
+                    stepped.push((d, k));
+                    at += k;
+                }
+                proptest::prop_assert_eq!(walked, stepped);
             }
             let mut prev: Option<(u64, u64, Extent)> = None;
             for (k, (len, e)) in &m.extents {
