@@ -279,23 +279,37 @@ impl Cache {
             .map_or(u64::MAX, |(s, _)| *s)
     }
 
-    /// Store an extent, merged with either neighbour it joins.
+    /// Store an extent, merged with either neighbour it joins (both
+    /// found in one walk of the map).
     fn put(&mut self, mut start: u64, mut ext: Extent) {
-        if let Some((&ls, l)) = self.lines.range(..start).next_back() {
-            if ls + l.n == start && l.joins(&ext) {
-                let l = self.take(ls).expect("extent just found");
-                ext = Extent {
-                    n: l.n + ext.n,
-                    ..l
-                };
-                start = ls;
+        let end = start + ext.n;
+        let (mut left, mut right) = (None, None);
+        let mut around = self.lines.range(..=end);
+        let mut before = around.next_back();
+        if let Some((&k, r)) = before {
+            if k == end {
+                right = ext.joins(r).then_some(k);
+                before = around.next_back();
             }
         }
-        let end = start + ext.n;
-        if self.lines.get(&end).is_some_and(|r| ext.joins(r)) {
-            let r = self.take(end).expect("extent just found");
-            ext.n += r.n;
+        if let Some((&k, l)) = before {
+            left = (k + l.n == start && l.joins(&ext)).then_some(k);
         }
+        if let Some(k) = right.and_then(|k| self.take(k)) {
+            ext.n += k.n;
+        }
+        if let Some(l) = left.and_then(|k| self.take(k)) {
+            ext = Extent {
+                n: l.n + ext.n,
+                ..l
+            };
+            start -= l.n;
+        }
+        self.insert(start, ext);
+    }
+
+    /// Store an extent as it is.
+    fn insert(&mut self, start: u64, ext: Extent) {
         if let Some(b) = &mut self.by_stamp {
             b.insert(ext.stamp, start);
         }
@@ -328,12 +342,22 @@ impl Cache {
         self.lines.insert(at, right);
     }
 
-    /// Take the lines `[lba, end)` of the extent holding `lba` out of the
-    /// map (`end` at most that extent's end), as their own extent.
-    fn cut(&mut self, lba: u64, end: u64) -> Extent {
-        self.split_at(lba);
-        self.split_at(end);
-        self.take(lba).expect("cut inside an extent")
+    /// Take the lines `[lba, end)` of the extent at `s` (which holds them)
+    /// out of the map as their own extent, leaving the rest of it.
+    fn cut(&mut self, s: u64, lba: u64, end: u64) -> Extent {
+        let mut e = self.take(s).expect("cut inside an extent");
+        if s < lba {
+            let right = e.tail(lba - s);
+            e.n = lba - s;
+            self.insert(s, e);
+            e = right;
+        }
+        if end - lba < e.n {
+            let rest = e.tail(end - lba);
+            e.n = end - lba;
+            self.insert(end, rest);
+        }
+        e
     }
 
     /// The cached content of `lba`, touching the line.
@@ -345,7 +369,7 @@ impl Cache {
             Content::Run(first) => continued(first, lba - s),
             Content::Medium => medium.block(lba),
         };
-        let mut line = self.cut(lba, lba + 1);
+        let mut line = self.cut(s, lba, lba + 1);
         line.stamp = self.tick();
         let kind = if line.dirty {
             Lookup::DirtyHit
@@ -409,8 +433,8 @@ impl Cache {
         rng: &mut Rng,
     ) {
         let stamp = self.tick();
-        if self.containing(lba).is_some() {
-            let mut line = self.cut(lba, lba + 1);
+        if let Some((s, _)) = self.containing(lba) {
+            let mut line = self.cut(s, lba, lba + 1);
             if !line.dirty {
                 self.dirty += 1;
             }
@@ -464,7 +488,7 @@ impl Cache {
         let mut pos = lba;
         while pos < end {
             let data = continued(first, pos - lba);
-            let cached = self.containing(pos).map(|(s, e)| (s + e.n, e.dirty));
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
             if self.queue.is_some() || (cached.is_none() && self.room() == 0) {
                 // A new line in a full cache evicts one, which may be a
                 // line further on in this run: one line at a time.
@@ -474,10 +498,10 @@ impl Cache {
                 continue;
             }
             let seg_end = match cached {
-                Some((e_end, dirty)) => {
+                Some((s, e_end, dirty)) => {
                     evicted |= self.is_full() && !dirty;
                     let seg_end = e_end.min(end);
-                    if !self.cut(pos, seg_end).dirty {
+                    if !self.cut(s, pos, seg_end).dirty {
                         self.dirty += seg_end - pos;
                     }
                     seg_end
@@ -554,14 +578,14 @@ impl Cache {
         let end = lba + n;
         let mut pos = lba;
         while pos < end {
-            let seg_end = match self.containing(pos) {
-                Some((s, e)) => (s + e.n).min(end),
+            let (s, seg_end) = match self.containing(pos) {
+                Some((s, e)) => (s, (s + e.n).min(end)),
                 None => {
                     pos = self.next_start(pos).min(end);
                     continue;
                 }
             };
-            let mut part = self.cut(pos, seg_end);
+            let mut part = self.cut(s, pos, seg_end);
             if part.dirty {
                 self.dirty -= part.n;
             }
@@ -579,8 +603,8 @@ impl Cache {
         let end = lba + n;
         let mut pos = lba;
         while pos < end {
-            let seg_end = match self.containing(pos) {
-                Some((s, e)) if matches!(e.content, Content::Medium) => (s + e.n).min(end),
+            let (s, seg_end) = match self.containing(pos) {
+                Some((s, e)) if matches!(e.content, Content::Medium) => (s, (s + e.n).min(end)),
                 Some((s, e)) => {
                     pos = s + e.n;
                     continue;
@@ -590,7 +614,7 @@ impl Cache {
                     continue;
                 }
             };
-            let part = self.cut(pos, seg_end);
+            let part = self.cut(s, pos, seg_end);
             let mut at = pos;
             read_medium(medium, pos, seg_end, &mut |first, run| {
                 let k = at - pos;
@@ -651,15 +675,15 @@ impl Cache {
         let mut used = ReadUse::default();
         let mut pos = lba;
         while pos < end {
-            let cached = self.containing(pos).map(|(s, e)| (s + e.n, e.dirty));
-            if let Some((e_end, dirty)) = cached {
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
+            if let Some((s, e_end, dirty)) = cached {
                 let seg_end = e_end.min(end);
                 if rcd && !dirty {
                     read_medium(medium, pos, seg_end, &mut emit);
                     pos = seg_end;
                     continue;
                 }
-                let mut part = self.cut(pos, seg_end);
+                let mut part = self.cut(s, pos, seg_end);
                 part.emit(pos, pos, seg_end, medium, &mut emit);
                 part.stamp = self.clock + 1;
                 self.clock += part.n;
@@ -750,7 +774,7 @@ impl Cache {
             };
             let pos = s.max(lba);
             let next = (s + e.n).min(end);
-            let mut part = self.cut(pos, next);
+            let mut part = self.cut(s, pos, next);
             if let Some(first) = part.first() {
                 back.push(pos, part.n, first);
             }
@@ -782,7 +806,7 @@ impl Cache {
                     };
                     let m = e.n.min(self.dirty - self.cfg.capacity_blocks / 2);
                     let s = *s;
-                    let mut part = self.cut(s, s + m);
+                    let mut part = self.cut(s, s, s + m);
                     if let Some(first) = part.first() {
                         medium.write_run(s, m, first);
                     }
@@ -801,7 +825,8 @@ impl Cache {
                 let i = rng.below(q.len() as u64) as usize;
                 match q.get(i).copied() {
                     Some((lba, dirtied)) if self.dirtied_at(lba) == Some(dirtied) => {
-                        let mut line = self.cut(lba, lba + 1);
+                        let s = self.containing(lba).map_or(lba, |(s, _)| s);
+                        let mut line = self.cut(s, lba, lba + 1);
                         if let Some(first) = line.first() {
                             medium.write_block(lba, first);
                         }
@@ -855,18 +880,21 @@ impl Cache {
 
     fn make_room(&mut self, medium: &mut Medium, rng: &mut Rng) {
         while self.held >= self.cfg.capacity_blocks {
+            // (the victim's extent, the victim)
             let victim = match self.cfg.destage {
-                Destage::Random => self.random_key(rng),
+                Destage::Random => self
+                    .random_key(rng)
+                    .map(|l| (self.containing(l).map_or(l, |(s, _)| s), l)),
                 Destage::None | Destage::Lru => {
                     let lines = &self.lines;
                     let b = self
                         .by_stamp
                         .get_or_insert_with(|| lines.iter().map(|(s, e)| (e.stamp, *s)).collect());
-                    b.values().next().copied()
+                    b.values().next().map(|s| (*s, *s))
                 }
             };
-            let Some(lba) = victim else { return };
-            let line = self.cut(lba, lba + 1);
+            let Some((s, lba)) = victim else { return };
+            let line = self.cut(s, lba, lba + 1);
             self.held -= 1;
             if line.dirty {
                 if let Some(first) = line.first() {
