@@ -181,13 +181,18 @@ pub struct ReadUse {
     pub evicted: bool,
 }
 
+/// LRU entries tolerated per extent, and beyond that, before the queue
+/// is rebuilt. When that happens is not observable, so tests rebuild as
+/// soon as an entry is stale, to exercise it.
+const LRU_SLACK: (usize, usize) = if cfg!(test) { (1, 0) } else { (4, 64) };
+
 /// A write-back cache in front of one [`Medium`].
 ///
 /// Lines are held as extents of consecutive lines ([`Extent`]) in LBA
 /// order, so a command costs per run of blocks rather than per block,
 /// and flushes and power losses walk the dirty lines in LBA order without
 /// sorting. Eviction takes the least recently touched line (the first
-/// line of the extent with the oldest stamp, found through `by_stamp`);
+/// line of the extent with the oldest stamp, found through `lru`);
 /// oldest-first destage the first line of the dirty extent with the
 /// oldest dirtying write. Every outcome is the one a cache of single
 /// lines would give: extents are a representation, never a policy.
@@ -196,11 +201,14 @@ pub struct Cache {
     cfg: CacheConfig,
     /// First LBA -> extent; extents never overlap.
     lines: BTreeMap<u64, Extent>,
-    /// Each extent's stamp -> its first LBA (stamps are unique), so the
-    /// least recently used line is the first entry's. Built when a line
-    /// is first evicted and kept from then on: most fuzz programs never
-    /// fill the cache and never pay for it.
-    by_stamp: Option<BTreeMap<u64, u64>>,
+    /// (first LBA, stamp, lines) per touch of consecutive lines, in stamp
+    /// order: line `lba + k` was touched at `stamp + k`. A line touched
+    /// again or dropped leaves its old entry stale (stamps are unique, so
+    /// a line is live in exactly the entry holding its stamp); eviction
+    /// skips stale heads, an extent at a time, so the first live line is
+    /// the least recently used. A queue push per touch instead of an
+    /// ordered index kept up to date on every extent change.
+    lru: VecDeque<(u64, u64, u64)>,
     /// Lines held.
     held: u64,
     dirty: u64,
@@ -219,7 +227,7 @@ impl Cache {
         Cache {
             cfg,
             lines: BTreeMap::new(),
-            by_stamp: None,
+            lru: VecDeque::new(),
             held: 0,
             dirty: 0,
             clock: 0,
@@ -310,18 +318,65 @@ impl Cache {
 
     /// Store an extent as it is.
     fn insert(&mut self, start: u64, ext: Extent) {
-        if let Some(b) = &mut self.by_stamp {
-            b.insert(ext.stamp, start);
-        }
         self.lines.insert(start, ext);
     }
 
     fn take(&mut self, start: u64) -> Option<Extent> {
-        let e = self.lines.remove(&start)?;
-        if let Some(b) = &mut self.by_stamp {
-            b.remove(&e.stamp);
+        self.lines.remove(&start)
+    }
+
+    /// Lines `[lba, lba + n)` were just touched at stamps from `stamp`
+    /// (and are stored).
+    fn touched(&mut self, lba: u64, stamp: u64, n: u64) {
+        if self.cfg.destage == Destage::Random {
+            // Its victims are chosen by LBA, never by age.
+            return;
         }
-        Some(e)
+        match self.lru.back_mut() {
+            Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
+            _ => self.lru.push_back((lba, stamp, n)),
+        }
+        if self.lru.len() > LRU_SLACK.0 * self.lines.len() + LRU_SLACK.1 {
+            // Stale entries dominate: rebuild from the extents, whose
+            // stamp ranges never overlap.
+            let mut live: Vec<(u64, u64, u64)> = (self.lines.iter())
+                .map(|(s, e)| (e.stamp, *s, e.n))
+                .collect();
+            live.sort_unstable();
+            self.lru.clear();
+            for (stamp, lba, n) in live {
+                match self.lru.back_mut() {
+                    Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
+                    _ => self.lru.push_back((lba, stamp, n)),
+                }
+            }
+        }
+    }
+
+    /// The least recently used line (and the start of its extent),
+    /// dropped from the queue: the first live line of the first entry.
+    fn lru_victim(&mut self) -> Option<(u64, u64)> {
+        while let Some(&(lba, stamp, n)) = self.lru.front() {
+            // Lines of the head entry that are stale: through the end of
+            // the extent holding `lba` (its stamps differ from the entry's
+            // by the same amount on every line), or up to the next extent.
+            let (stale, live) = match self.containing(lba) {
+                Some((s, e)) if e.stamp + (lba - s) == stamp => (1, Some((s, lba))),
+                Some((s, e)) => (s + e.n - lba, None),
+                None => (self.next_start(lba).saturating_sub(lba), None),
+            };
+            if stale >= n {
+                self.lru.pop_front();
+            } else if let Some(h) = self.lru.front_mut() {
+                *h = (lba + stale, stamp + stale, n - stale);
+            }
+            if live.is_some() {
+                return live;
+            }
+        }
+        // Every line has a live entry, so this is unreachable with lines
+        // held; the lowest line keeps the choice defined regardless.
+        self.lines.keys().next().map(|s| (*s, *s))
     }
 
     /// Make `at` an extent boundary.
@@ -335,9 +390,6 @@ impl Cache {
         let right = e.tail(at - s);
         if let Some(l) = self.lines.get_mut(&s) {
             l.n = at - s;
-        }
-        if let Some(b) = &mut self.by_stamp {
-            b.insert(right.stamp, at);
         }
         self.lines.insert(at, right);
     }
@@ -370,13 +422,15 @@ impl Cache {
             Content::Medium => medium.block(lba),
         };
         let mut line = self.cut(s, lba, lba + 1);
-        line.stamp = self.tick();
+        let stamp = self.tick();
+        line.stamp = stamp;
         let kind = if line.dirty {
             Lookup::DirtyHit
         } else {
             Lookup::CleanHit
         };
         self.put(lba, line);
+        self.touched(lba, stamp, 1);
         (kind, Some(data))
     }
 
@@ -463,6 +517,7 @@ impl Cache {
             self.held += 1;
             self.dirty += 1;
         }
+        self.touched(lba, stamp, 1);
         if let Some(q) = &mut self.queue {
             q.push_back((lba, stamp));
         }
@@ -525,6 +580,7 @@ impl Cache {
                     dirtied: stamp,
                 },
             );
+            self.touched(pos, stamp, seg_end - pos);
             pos = seg_end;
         }
         evicted
@@ -653,6 +709,7 @@ impl Cache {
             },
         );
         self.held += 1;
+        self.touched(lba, stamp, 1);
         self.compact_queue();
     }
 
@@ -685,9 +742,11 @@ impl Cache {
                 }
                 let mut part = self.cut(s, pos, seg_end);
                 part.emit(pos, pos, seg_end, medium, &mut emit);
-                part.stamp = self.clock + 1;
-                self.clock += part.n;
+                let (stamp, n) = (self.clock + 1, part.n);
+                part.stamp = stamp;
+                self.clock += n;
                 self.put(pos, part);
+                self.touched(pos, stamp, n);
                 used.hit = true;
                 pos = seg_end;
                 continue;
@@ -725,6 +784,7 @@ impl Cache {
                     dirtied: 0,
                 },
             );
+            self.touched(pos, stamp, n);
             pos = fill_end;
         }
         used
@@ -869,7 +929,7 @@ impl Cache {
         }
         back.finish(medium);
         self.lines.clear();
-        self.by_stamp = None;
+        self.lru.clear();
         if let Some(q) = &mut self.queue {
             q.clear();
         }
@@ -885,13 +945,7 @@ impl Cache {
                 Destage::Random => self
                     .random_key(rng)
                     .map(|l| (self.containing(l).map_or(l, |(s, _)| s), l)),
-                Destage::None | Destage::Lru => {
-                    let lines = &self.lines;
-                    let b = self
-                        .by_stamp
-                        .get_or_insert_with(|| lines.iter().map(|(s, e)| (e.stamp, *s)).collect());
-                    b.values().next().map(|s| (*s, *s))
-                }
+                Destage::None | Destage::Lru => self.lru_victim(),
             };
             let Some((s, lba)) = victim else { return };
             let line = self.cut(s, lba, lba + 1);

@@ -786,10 +786,36 @@ impl Disk {
         let through = fua || !self.mode.current.wce;
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
+        // Blocks that continue one another (one stream's consecutive
+        // tags, or zeros) go to the cache as one run; raw blocks one by one.
+        let mut run: Option<(u64, u64, BlockData)> = None;
         for block in &mut chunks {
             let d = classify(&mut self.recent, block);
-            self.store_block(ctx, l, d, through, done);
+            let next = match d {
+                Detected::Pattern(t) => Some(BlockData::Pattern(t)),
+                Detected::Zero => Some(BlockData::Zero),
+                Detected::Raw(_) => None,
+            };
+            match (&mut run, next) {
+                (Some((s, n, first)), Some(b))
+                    if *s + *n == l && crate::medium::continues_run(first, *n, &b) =>
+                {
+                    *n += 1;
+                }
+                (_, next) => {
+                    if let Some((s, n, first)) = run.take() {
+                        self.store_run(ctx, s, n, &first, through, done);
+                    }
+                    match next {
+                        Some(b) => run = Some((l, 1, b)),
+                        None => self.store_block(ctx, l, d, through, done),
+                    }
+                }
+            }
             l += 1;
+        }
+        if let Some((s, n, first)) = run {
+            self.store_run(ctx, s, n, &first, through, done);
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
@@ -833,24 +859,7 @@ impl Disk {
                 _ => None,
             };
             if let Some((first, n)) = run {
-                let at = lba + i as u64;
-                if through {
-                    // FUA or WCE=0: the run goes to the medium as one
-                    // extent, as its blocks one by one would merge.
-                    self.cache.write_through_run(
-                        at,
-                        n as u64,
-                        &first,
-                        &mut self.medium,
-                        ctx.stale_cache_read,
-                    );
-                    done.cache.wrote_through = true;
-                } else if self
-                    .cache
-                    .write_run(at, n as u64, &first, &mut self.medium, ctx.rng)
-                {
-                    done.cache.evicted = true;
-                }
+                self.store_run(ctx, lba + i as u64, n as u64, &first, through, done);
                 i += n;
                 continue;
             }
@@ -876,6 +885,40 @@ impl Disk {
         self.block = block;
         if !through {
             self.cache.destage(&mut self.medium, ctx.rng);
+        }
+    }
+
+    /// Store `n` blocks from `lba` that continue `first` (one stream's
+    /// consecutive tags, or zeros) as [`Disk::store_block`] would one by
+    /// one, a stretch at a time.
+    fn store_run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lba: u64,
+        n: u64,
+        first: &BlockData,
+        through: bool,
+        done: &mut Done,
+    ) {
+        let single = match first {
+            BlockData::Pattern(t) if n == 1 => Some(Detected::Pattern(*t)),
+            BlockData::Zero if n == 1 => Some(Detected::Zero),
+            _ => None,
+        };
+        if let Some(d) = single {
+            // A line alone is cheaper stored as one.
+            self.store_block(ctx, lba, d, through, done);
+        } else if through {
+            // FUA or WCE=0: the run goes to the medium as one extent, as
+            // its blocks one by one would merge.
+            self.cache
+                .write_through_run(lba, n, first, &mut self.medium, ctx.stale_cache_read);
+            done.cache.wrote_through = true;
+        } else if self
+            .cache
+            .write_run(lba, n, first, &mut self.medium, ctx.rng)
+        {
+            done.cache.evicted = true;
         }
     }
 
