@@ -209,6 +209,9 @@ pub struct Cache {
     /// the least recently used. A queue push per touch instead of an
     /// ordered index kept up to date on every extent change.
     lru: VecDeque<(u64, u64, u64)>,
+    /// The line after the one touched last, and the stamp it would have
+    /// had had the same touch gone on: where a new touch continues it.
+    last_touch: (u64, u64),
     /// Lines held.
     held: u64,
     dirty: u64,
@@ -228,6 +231,7 @@ impl Cache {
             cfg,
             lines: BTreeMap::new(),
             lru: VecDeque::new(),
+            last_touch: (0, 0),
             held: 0,
             dirty: 0,
             clock: 0,
@@ -323,6 +327,22 @@ impl Cache {
 
     fn take(&mut self, start: u64) -> Option<Extent> {
         self.lines.remove(&start)
+    }
+
+    /// Store an extent whose stamps were just taken, and queue the touch.
+    /// No extent on the right can continue stamps this new, and one on
+    /// the left only if it holds the line touched just before, so most
+    /// touches skip the neighbour search (merging is never needed for
+    /// correctness, only to keep the map small).
+    fn put_touched(&mut self, start: u64, ext: Extent) {
+        let (stamp, n) = (ext.stamp, ext.n);
+        if self.last_touch == (start, stamp) {
+            self.put(start, ext);
+        } else {
+            self.insert(start, ext);
+        }
+        self.last_touch = (start + n, stamp + n);
+        self.touched(start, stamp, n);
     }
 
     /// Lines `[lba, lba + n)` were just touched at stamps from `stamp`
@@ -429,8 +449,7 @@ impl Cache {
         } else {
             Lookup::CleanHit
         };
-        self.put(lba, line);
-        self.touched(lba, stamp, 1);
+        self.put_touched(lba, line);
         (kind, Some(data))
     }
 
@@ -500,11 +519,11 @@ impl Cache {
             line.dirty = true;
             line.stamp = stamp;
             line.dirtied = stamp;
-            self.put(lba, line);
+            self.put_touched(lba, line);
         } else {
             let first = owned.unwrap_or_else(|| d.to_data());
             self.make_room(medium, rng);
-            self.put(
+            self.put_touched(
                 lba,
                 Extent {
                     n: 1,
@@ -517,7 +536,6 @@ impl Cache {
             self.held += 1;
             self.dirty += 1;
         }
-        self.touched(lba, stamp, 1);
         if let Some(q) = &mut self.queue {
             q.push_back((lba, stamp));
         }
@@ -570,7 +588,7 @@ impl Cache {
             };
             let stamp = self.clock + 1;
             self.clock += seg_end - pos;
-            self.put(
+            self.put_touched(
                 pos,
                 Extent {
                     n: seg_end - pos,
@@ -580,7 +598,6 @@ impl Cache {
                     dirtied: stamp,
                 },
             );
-            self.touched(pos, stamp, seg_end - pos);
             pos = seg_end;
         }
         evicted
@@ -698,7 +715,7 @@ impl Cache {
         }
         let stamp = self.tick();
         self.make_room(medium, rng);
-        self.put(
+        self.put_touched(
             lba,
             Extent {
                 n: 1,
@@ -709,7 +726,6 @@ impl Cache {
             },
         );
         self.held += 1;
-        self.touched(lba, stamp, 1);
         self.compact_queue();
     }
 
@@ -742,11 +758,9 @@ impl Cache {
                 }
                 let mut part = self.cut(s, pos, seg_end);
                 part.emit(pos, pos, seg_end, medium, &mut emit);
-                let (stamp, n) = (self.clock + 1, part.n);
-                part.stamp = stamp;
-                self.clock += n;
-                self.put(pos, part);
-                self.touched(pos, stamp, n);
+                part.stamp = self.clock + 1;
+                self.clock += part.n;
+                self.put_touched(pos, part);
                 used.hit = true;
                 pos = seg_end;
                 continue;
@@ -774,7 +788,7 @@ impl Cache {
             let stamp = self.clock + 1;
             self.clock += n;
             self.held += n;
-            self.put(
+            self.put_touched(
                 pos,
                 Extent {
                     n,
@@ -784,7 +798,6 @@ impl Cache {
                     dirtied: 0,
                 },
             );
-            self.touched(pos, stamp, n);
             pos = fill_end;
         }
         used
