@@ -487,14 +487,22 @@ impl Cache {
     }
 
     /// Store a write in the cache (dirty), evicting a line if full.
-    pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
-        self.write_detected(lba, Detected::Zero, Some(data), medium, rng);
+    /// Returns whether the cache was full and the block's line not dirty
+    /// (what the disk reports as an eviction, for coverage).
+    pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) -> bool {
+        self.write_detected(lba, Detected::Zero, Some(data), medium, rng)
     }
 
     /// [`Cache::write`] from a classified block: a line that already owns an
     /// unshared raw buffer is overwritten in place (no allocation).
-    pub fn write_block(&mut self, lba: u64, d: Detected<'_>, medium: &mut Medium, rng: &mut Rng) {
-        self.write_detected(lba, d, None, medium, rng);
+    pub fn write_block(
+        &mut self,
+        lba: u64,
+        d: Detected<'_>,
+        medium: &mut Medium,
+        rng: &mut Rng,
+    ) -> bool {
+        self.write_detected(lba, d, None, medium, rng)
     }
 
     fn write_detected(
@@ -504,9 +512,11 @@ impl Cache {
         owned: Option<BlockData>,
         medium: &mut Medium,
         rng: &mut Rng,
-    ) {
+    ) -> bool {
         let stamp = self.tick();
-        if let Some((s, _)) = self.containing(lba) {
+        let found = self.containing(lba).map(|(s, e)| (s, e.dirty));
+        let evicted = self.is_full() && !found.is_some_and(|(_, dirty)| dirty);
+        if let Some((s, _)) = found {
             let mut line = self.cut(s, lba, lba + 1);
             if !line.dirty {
                 self.dirty += 1;
@@ -540,6 +550,7 @@ impl Cache {
             q.push_back((lba, stamp));
         }
         self.compact_queue();
+        evicted
     }
 
     /// Store `n` written blocks from `lba` that continue `first` (one
@@ -565,8 +576,7 @@ impl Cache {
             if self.queue.is_some() || (cached.is_none() && self.room() == 0) {
                 // A new line in a full cache evicts one, which may be a
                 // line further on in this run: one line at a time.
-                evicted |= self.is_full() && !self.is_dirty(pos);
-                self.write(pos, data, medium, rng);
+                evicted |= self.write(pos, data, medium, rng);
                 pos += 1;
                 continue;
             }
@@ -1531,7 +1541,8 @@ mod tests {
                 let first = content(kind % 2, lba, g, shift);
                 match op {
                     0 | 1 => {
-                        c.write(lba, data.clone(), &mut m, &mut r);
+                        let full = model.is_full() && !model.is_dirty(lba);
+                        eq!(c.write(lba, data.clone(), &mut m, &mut r), full, "write flag, step {}", step);
                         model.write(lba, data, &mut mm, &mut mr);
                     }
                     2 | 3 => eq!(

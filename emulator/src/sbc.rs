@@ -956,10 +956,9 @@ impl Disk {
             self.store(ctx, lba, d.to_data(), through, done);
             return;
         }
-        if self.cache.is_full() && !self.cache.is_dirty(lba) {
+        if self.cache.write_block(lba, d, &mut self.medium, ctx.rng) {
             done.cache.evicted = true;
         }
-        self.cache.write_block(lba, d, &mut self.medium, ctx.rng);
     }
 
     fn store(&mut self, ctx: &mut Ctx<'_>, lba: u64, d: BlockData, through: bool, done: &mut Done) {
@@ -968,10 +967,9 @@ impl Disk {
                 .write_through(lba, &d, &mut self.medium, ctx.stale_cache_read);
             done.cache.wrote_through = true;
         } else {
-            if self.cache.is_full() && !self.cache.is_dirty(lba) {
+            if self.cache.write(lba, d, &mut self.medium, ctx.rng) {
                 done.cache.evicted = true;
             }
-            self.cache.write(lba, d, &mut self.medium, ctx.rng);
         }
     }
 
