@@ -192,10 +192,10 @@ const LRU_SLACK: (usize, usize) = if cfg!(test) { (1, 0) } else { (4, 64) };
 /// order, so a command costs per run of blocks rather than per block,
 /// and flushes and power losses walk the dirty lines in LBA order without
 /// sorting. Eviction takes the least recently touched line (the first
-/// line of the extent with the oldest stamp, found through `lru`);
-/// oldest-first destage the first line of the dirty extent with the
-/// oldest dirtying write. Every outcome is the one a cache of single
-/// lines would give: extents are a representation, never a policy.
+/// live line of the `lru` queue); oldest-first destage the first line of
+/// the dirty extent with the oldest dirtying write. Every outcome is the
+/// one a cache of single lines would give: extents are a representation,
+/// never a policy.
 #[derive(Debug, Clone)]
 pub struct Cache {
     cfg: CacheConfig,
