@@ -373,30 +373,54 @@ impl Cache {
         }
     }
 
-    /// The least recently used line (and the start of its extent),
-    /// dropped from the queue: the first live line of the first entry.
-    fn lru_victim(&mut self) -> Option<(u64, u64)> {
-        while let Some(&(lba, stamp, n)) = self.lru.front() {
+    /// Take the least recently used line out of the map (its LBA and
+    /// itself), and off the queue: the first live line of the first entry.
+    fn take_lru(&mut self) -> Option<(u64, Extent)> {
+        while let Some(&(lba, stamp, _)) = self.lru.front() {
             // Lines of the head entry that are stale: through the end of
             // the extent holding `lba` (its stamps differ from the entry's
             // by the same amount on every line), or up to the next extent.
-            let (stale, live) = match self.containing(lba) {
-                Some((s, e)) if e.stamp + (lba - s) == stamp => (1, Some((s, lba))),
-                Some((s, e)) => (s + e.n - lba, None),
-                None => (self.next_start(lba).saturating_sub(lba), None),
+            // A head usually starts its extent, which one removal finds.
+            let stale = match self.lines.remove(&lba) {
+                Some(mut line) if line.stamp == stamp => {
+                    if line.n > 1 {
+                        self.lines.insert(lba + 1, line.tail(1));
+                        line.n = 1;
+                    }
+                    self.pop_lru(1);
+                    return Some((lba, line));
+                }
+                Some(e) => {
+                    let k = e.n;
+                    self.lines.insert(lba, e);
+                    k
+                }
+                None => match self.containing(lba) {
+                    Some((s, e)) if e.stamp + (lba - s) == stamp => {
+                        self.pop_lru(1);
+                        return Some((lba, self.cut(s, lba, lba + 1)));
+                    }
+                    Some((s, e)) => s + e.n - lba,
+                    None => self.next_start(lba).saturating_sub(lba),
+                },
             };
-            if stale >= n {
-                self.lru.pop_front();
-            } else if let Some(h) = self.lru.front_mut() {
-                *h = (lba + stale, stamp + stale, n - stale);
-            }
-            if live.is_some() {
-                return live;
-            }
+            self.pop_lru(stale);
         }
         // Every line has a live entry, so this is unreachable with lines
         // held; the lowest line keeps the choice defined regardless.
-        self.lines.keys().next().map(|s| (*s, *s))
+        let s = *self.lines.keys().next()?;
+        Some((s, self.cut(s, s, s + 1)))
+    }
+
+    /// Drop the first `k` lines of the LRU queue's head entry.
+    fn pop_lru(&mut self, k: u64) {
+        if let Some(h) = self.lru.front_mut() {
+            if k >= h.2 {
+                self.lru.pop_front();
+            } else {
+                *h = (h.0 + k, h.1 + k, h.2 - k);
+            }
+        }
     }
 
     /// Make `at` an extent boundary.
@@ -720,9 +744,13 @@ impl Cache {
     /// Keep a block just read from the medium as a clean line, if there is
     /// room or a clean line to give up for it.
     pub fn fill(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
-        if self.containing(lba).is_some() {
-            return;
+        if self.containing(lba).is_none() {
+            self.fill_absent(lba, data, medium, rng);
         }
+    }
+
+    /// [`Cache::fill`] of a line known not to be held.
+    fn fill_absent(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
         let stamp = self.tick();
         self.make_room(medium, rng);
         self.put_touched(
@@ -775,21 +803,21 @@ impl Cache {
                 pos = seg_end;
                 continue;
             }
-            let gap_end = self.next_start(pos).min(end);
-            if rcd {
-                read_medium(medium, pos, gap_end, &mut emit);
-                pos = gap_end;
-                continue;
-            }
-            if self.queue.is_some() || self.room() == 0 {
+            if !rcd && (self.queue.is_some() || self.room() == 0) {
                 // Keeping this block evicts a line (whose write-back may
                 // change the medium further on), or the random policy's
                 // queue must see fills one by one.
                 let (d, _) = medium.block_run(pos);
                 emit(&d, 1);
                 used.evicted |= self.is_full();
-                self.fill(pos, d, medium, rng);
+                self.fill_absent(pos, d, medium, rng);
                 pos += 1;
+                continue;
+            }
+            let gap_end = self.next_start(pos).min(end);
+            if rcd {
+                read_medium(medium, pos, gap_end, &mut emit);
+                pos = gap_end;
                 continue;
             }
             let fill_end = gap_end.min(pos + self.room());
@@ -963,15 +991,14 @@ impl Cache {
 
     fn make_room(&mut self, medium: &mut Medium, rng: &mut Rng) {
         while self.held >= self.cfg.capacity_blocks {
-            // (the victim's extent, the victim)
             let victim = match self.cfg.destage {
-                Destage::Random => self
-                    .random_key(rng)
-                    .map(|l| (self.containing(l).map_or(l, |(s, _)| s), l)),
-                Destage::None | Destage::Lru => self.lru_victim(),
+                Destage::Random => self.random_key(rng).map(|l| {
+                    let s = self.containing(l).map_or(l, |(s, _)| s);
+                    (l, self.cut(s, l, l + 1))
+                }),
+                Destage::None | Destage::Lru => self.take_lru(),
             };
-            let Some((s, lba)) = victim else { return };
-            let line = self.cut(s, lba, lba + 1);
+            let Some((lba, line)) = victim else { return };
             self.held -= 1;
             if line.dirty {
                 if let Some(first) = line.first() {
