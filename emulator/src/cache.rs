@@ -291,6 +291,16 @@ impl Cache {
             .map_or(u64::MAX, |(s, _)| *s)
     }
 
+    /// Where the lines missing from `pos` (not held) end, up to `end`:
+    /// a one-line range needs no lookup.
+    fn gap_end(&self, pos: u64, end: u64) -> u64 {
+        if end - pos == 1 {
+            end
+        } else {
+            self.next_start(pos).min(end)
+        }
+    }
+
     /// Store an extent, merged with either neighbour it joins (both
     /// found in one walk of the map).
     fn put(&mut self, mut start: u64, mut ext: Extent) {
@@ -614,7 +624,7 @@ impl Cache {
                     seg_end
                 }
                 None => {
-                    let seg_end = self.next_start(pos).min(end).min(pos + self.room());
+                    let seg_end = self.gap_end(pos, end).min(pos + self.room());
                     self.held += seg_end - pos;
                     self.dirty += seg_end - pos;
                     seg_end
@@ -814,7 +824,7 @@ impl Cache {
                 pos += 1;
                 continue;
             }
-            let gap_end = self.next_start(pos).min(end);
+            let gap_end = self.gap_end(pos, end);
             if rcd {
                 read_medium(medium, pos, gap_end, &mut emit);
                 pos = gap_end;
