@@ -298,19 +298,8 @@ impl Harness {
         // Mutators and the generator fit what they make; anything else
         // (a hand-edited corpus entry, an imported seed) is fitted here.
         let refit;
-        let p = if program
-            .ops
-            .iter()
-            .all(|o| o.sg().is_none_or(|sg| sg.len() <= self.limits.max_segments))
-        {
-            let mut c = program.clone();
-            c.fit(&self.limits);
-            if &c == program {
-                program
-            } else {
-                refit = c;
-                &refit
-            }
+        let p = if program.is_fitted(&self.limits) {
+            program
         } else {
             let mut c = program.clone();
             c.fit(&self.limits);

@@ -405,6 +405,29 @@ impl ScsiProgram {
         }
     }
 
+    /// Whether [`ScsiProgram::fit`] would leave this program as it is,
+    /// found without copying it: the harness asks before every run, and
+    /// the programs a campaign runs come fitted from the mutators.
+    pub fn is_fitted(&self, limits: &Limits) -> bool {
+        let bs = u64::from(limits.block_size.max(1));
+        self.ops.len() <= limits.max_ops
+            && self.ops.iter().all(|op| match op {
+                Op::Write(t) | Op::Read(t) => {
+                    let write = matches!(op, Op::Write(_));
+                    t.blocks <= limits.max_blocks()
+                        && t.extra
+                            == if write {
+                                0
+                            } else {
+                                t.extra.min(Limits::MAX_EXTRA)
+                            }
+                        && sg_fitted(&t.sg, u64::from(t.blocks) * bs, limits.max_segments)
+                }
+                Op::WriteSame { sg, .. } => sg_fitted(sg, bs, limits.max_segments),
+                _ => true,
+            })
+    }
+
     /// Builds a program from unstructured bytes and fits it: the plain
     /// random generator (no seeds, no feedback) and the campaign's fallback
     /// when no seed is given.
@@ -413,6 +436,35 @@ impl ScsiProgram {
         p.fit(limits);
         p
     }
+}
+
+/// Whether [`fit_sg`] would leave `sg` as it is for `bytes` bytes: no
+/// empty entry, within the entry cap, exactly `bytes` long (so, with no
+/// empty entry, every entry needed), below 2^64, and each entry clear of
+/// the span of those before it.
+fn sg_fitted(sg: &[Segment], bytes: u64, max_segments: usize) -> bool {
+    if sg.len() > max_segments.max(1) {
+        return false;
+    }
+    let mut total = 0u64;
+    let mut lo = u64::MAX;
+    let mut hi = 0u64;
+    for s in sg {
+        let len = u64::from(s.len);
+        if len == 0 {
+            return false;
+        }
+        total += len;
+        let Some(end) = s.addr.0.checked_add(len) else {
+            return false;
+        };
+        if s.addr.0 < hi && end > lo {
+            return false;
+        }
+        lo = lo.min(s.addr.0);
+        hi = hi.max(end);
+    }
+    total == bytes
 }
 
 /// Fits `sg` to exactly `bytes` bytes: zero-length entries dropped, the list
@@ -610,6 +662,98 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::new(512, 1 << 17)
+    }
+
+    /// `is_fitted` answers what fitting a copy and comparing would, on
+    /// programs from raw bytes (mostly unfitted), their fitted forms, and
+    /// fitted forms nudged by one field.
+    #[test]
+    fn is_fitted_agrees_with_fitting_a_copy() {
+        let mut small = limits();
+        small.max_segments = 4;
+        small.max_ops = 6;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut seen = [0usize; 2];
+        for round in 0..3000 {
+            let l = if round % 2 == 0 { limits() } else { small };
+            let bytes: Vec<u8> = (0..64 + next() % 512).map(|_| next() as u8).collect();
+            let raw =
+                ScsiProgram::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_default();
+            let mut fitted = raw.clone();
+            fitted.fit(&l);
+            let mut nudged = fitted.clone();
+            if let Some(op) = nudged.ops.iter_mut().find(|o| o.sg().is_some()) {
+                let (Op::Write(Transfer { sg, .. })
+                | Op::Read(Transfer { sg, .. })
+                | Op::WriteSame { sg, .. }) = op
+                else {
+                    unreachable!("ops with an SG list")
+                };
+                let total: u32 = sg.iter().map(|s| s.len).sum();
+                let over = l.max_segments as u32 + 1;
+                match next() % 5 {
+                    // The same bytes in one entry more than the cap.
+                    3 if total >= 512 * over => {
+                        *sg = (0..over)
+                            .map(|k| {
+                                let len = if k + 1 < over { 512 } else { total - 512 * k };
+                                Segment::new(0x10_0000 + u64::from(k) * (1 << 20), len)
+                            })
+                            .collect();
+                    }
+                    0 => sg[0].len += 1,
+                    1 => sg.push(Segment::new(sg[0].addr.0 + (1 << 30), 0)),
+                    // The same bytes, as two entries over one buffer.
+                    2 if total >= 1024 => {
+                        let a = sg[0].addr.0;
+                        *sg = vec![Segment::new(a, total - 512), Segment::new(a, 512)];
+                    }
+                    _ => sg[0].addr = PhysAddr(u64::MAX - 100),
+                }
+            }
+            // One field of a transfer past its cap, everything else fitted.
+            let mut stretched = fitted.clone();
+            let bs = l.block_size;
+            match next() % 3 {
+                0 => {
+                    while stretched.ops.len() <= l.max_ops {
+                        stretched.ops.push(Op::Barrier);
+                    }
+                }
+                k => {
+                    let blocks = l.max_blocks() + 1;
+                    let t = Transfer {
+                        lba: Lba(0),
+                        blocks: if k == 1 { blocks } else { 1 },
+                        fua: false,
+                        sg: vec![Segment::new(
+                            0x10_0000,
+                            if k == 1 { blocks * bs } else { bs },
+                        )],
+                        extra: if k == 1 { 0 } else { Limits::MAX_EXTRA + 1 },
+                    };
+                    stretched.ops.insert(0, Op::Read(t));
+                    stretched.ops.truncate(l.max_ops);
+                }
+            }
+            for p in [&raw, &fitted, &nudged, &stretched] {
+                let mut c = p.clone();
+                c.fit(&l);
+                let want = &c == p;
+                assert_eq!(p.is_fitted(&l), want, "round {round}: {p:?}");
+                seen[usize::from(want)] += 1;
+            }
+        }
+        assert!(
+            seen[0] > 1000 && seen[1] > 1000,
+            "both answers exercised: {seen:?}"
+        );
     }
 
     #[test]
