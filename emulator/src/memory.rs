@@ -4,19 +4,30 @@
 //! Address bugs (a DMA address truncated to 32 bits, a dropped SG entry) must
 //! have real consequences: data read from the wrong page, a buffer that is
 //! never filled. So the HBA never sees a byte slice, only `(address, length)`
-//! segments it resolves here. Pages are allocated on first write and read as
-//! zeros before that, so a 2^40 address costs one page, not a terabyte.
+//! segments it resolves here. Memory is allocated on first write and reads
+//! as zeros before that, so a 2^40 address costs one entry, not a terabyte.
 //!
-//! A page holds either bytes or pieces of self-describing blocks
-//! ([`TagPiece`], see [`crate::runs`]) with zeros between them: a fuzzer's
-//! buffers hold nothing but such blocks, so its writes and reads move tags,
-//! not kilobytes. Whoever reads or writes bytes gets exactly the bytes the
-//! tags generate (a byte write into a tagged page renders the page first),
-//! so the byte interface behaves as if every page were bytes.
+//! Memory holds two kinds of entries, never overlapping: pages of bytes, and
+//! runs of self-describing blocks ([`TagPiece`], see [`crate::runs`]) of any
+//! length, with zeros wherever neither lies. A fuzzer's buffers hold nothing
+//! but such blocks, and a transfer of a thousand blocks placed at one SG
+//! entry is one run however many pages it spans, so placing it, DMAing it
+//! and reading it back cost per run, not per 4 KiB page. Whoever reads or
+//! writes bytes gets exactly the bytes the tags generate (a byte write
+//! turns the page it lands in into bytes first), so the byte interface
+//! behaves as if every page were bytes.
+//!
+//! Which bytes read back as tags, bytes or zeros ([`HostMemory::read_runs`])
+//! is what a memory of 4 KiB pages, each either bytes or at most
+//! [`MAX_PIECES`] pieces, would give: the device stores a block that
+//! arrives as a tag as that tag, and one that arrives as bytes as bytes, so
+//! the split decides what a campaign observes. Runs therefore keep the
+//! boundaries such a page's pieces would have (see
+//! [`HostMemory::write_piece`]), and pages stay the unit of bytes.
 
-use crate::content::Tag;
-use crate::runs::{DataRuns, Part, TagPiece};
-use std::collections::HashMap;
+use crate::content::{is_zero, Tag};
+use crate::runs::{render_part_append, DataRuns, Part, TagPiece};
+use std::collections::BTreeMap;
 
 /// Bytes per host page. Matches the 4 KiB page of x86-64 and the granule
 /// macOS' IOMMU maps; segment layouts in traces are built from it.
@@ -24,20 +35,10 @@ pub const PAGE_SIZE: u64 = 4096;
 
 type Bytes = Box<[u8; PAGE_SIZE as usize]>;
 
-/// Pieces a tagged page holds before it is rendered to bytes, so a page cut
-/// into tiny pieces by a hostile SG list costs a bounded walk.
-const MAX_PIECES: usize = 32;
-
-/// One resident page.
-enum Page {
-    Bytes(Bytes),
-    /// Pieces in address order, `(offset in the page, piece)`, not
-    /// overlapping; bytes no piece covers are zero.
-    Tagged(Pieces),
-}
-
-/// A tagged page's pieces.
-type Pieces = Vec<(u32, TagPiece)>;
+/// Pieces of runs one page may hold before [`HostMemory::write_piece`]
+/// renders the page to bytes, so a page cut into tiny pieces by a hostile
+/// SG list costs a bounded walk.
+pub const MAX_PIECES: usize = 32;
 
 /// Released pages kept per thread for reuse (4 MiB): a fuzzer builds an
 /// emulator per execution and frees its read buffers before every read, so
@@ -46,40 +47,21 @@ const POOL_PAGES: usize = 1024;
 
 thread_local! {
     static POOL: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
-    static PIECES: std::cell::RefCell<Vec<Pieces>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Keep released pages for [`new_page`] and [`new_pieces`] (their content
-/// is overwritten there). Consumes `pages` to the end whatever the pools
-/// hold: a caller that removes pages lazily (`free`) relies on it.
-fn recycle(pages: impl Iterator<Item = Page>) {
-    // `try_with`: during thread teardown the pools may be gone.
+/// Keep released pages for [`new_page`] (their content is overwritten
+/// there). Consumes `pages` to the end whatever the pool holds, so pages
+/// past a full pool are freed, not kept by the caller.
+fn recycle(pages: impl Iterator<Item = Bytes>) {
+    // `try_with`: during thread teardown the pool may be gone.
     let _ = POOL.try_with(|pool| {
-        PIECES.try_with(|lists| {
-            let mut pool = pool.borrow_mut();
-            let mut lists = lists.borrow_mut();
-            for p in pages {
-                match p {
-                    Page::Bytes(b) if pool.len() < POOL_PAGES => pool.push(b),
-                    Page::Tagged(mut v) if lists.len() < POOL_PAGES => {
-                        v.clear();
-                        lists.push(v);
-                    }
-                    _ => {}
-                }
+        let mut pool = pool.borrow_mut();
+        for b in pages {
+            if pool.len() < POOL_PAGES {
+                pool.push(b);
             }
-        })
+        }
     });
-}
-
-/// An empty piece list for a new tagged page: a pooled one, or a new one
-/// with room for the eight blocks of 512 bytes a page holds.
-fn new_pieces() -> Pieces {
-    PIECES
-        .try_with(|l| l.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(8))
 }
 
 /// A page holding `src` at `off`, zeros elsewhere: a pooled page, or a
@@ -106,95 +88,187 @@ fn new_page(off: usize, src: &[u8]) -> Bytes {
 }
 
 /// A sparse physical address space.
+///
+/// Addresses of entries are `u64`; where a range ends is a `u128`, since
+/// the last byte of the space, at 2^64 - 1, ends at 2^64.
 #[derive(Default)]
 pub struct HostMemory {
-    pages: HashMap<u64, Page, trace::hash::BuildFastHasher>,
+    /// Pages of bytes, by page number.
+    pages: BTreeMap<u64, Bytes>,
+    /// Runs of self-describing blocks: never empty, never overlapping each
+    /// other or a page of bytes.
+    runs: RunMap,
 }
 
 impl std::fmt::Debug for HostMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostMemory")
-            .field("resident_pages", &self.pages.len())
+            .field("resident_pages", &self.resident_pages())
+            .field("runs", &self.runs.len())
             .finish()
     }
 }
 
 impl Drop for HostMemory {
     fn drop(&mut self) {
-        recycle(self.pages.drain().map(|(_, p)| p));
+        recycle(std::mem::take(&mut self.pages).into_values());
     }
 }
 
-/// Render a tagged page's pieces into bytes.
-fn render_page(pieces: &[(u32, TagPiece)]) -> Bytes {
-    let mut p = new_page(0, &[]);
-    for (off, piece) in pieces {
-        let o = *off as usize;
-        piece.render(&mut p[o..o + piece.len as usize]);
-    }
-    p
+/// Where `len` bytes from `addr` end (2^64 at most for ranges clipped by
+/// [`below_top`]).
+fn end_of(addr: u64, len: u64) -> u128 {
+    u128::from(addr) + u128::from(len)
 }
 
-/// The parts (zeros and pieces) of bytes `[off, off + n)` of a tagged
-/// page, in order.
-fn tagged_parts(pieces: &[(u32, TagPiece)], off: usize, n: usize, mut f: impl FnMut(Part<'_>)) {
-    let end = off + n;
-    let mut at = off;
-    for (po, piece) in pieces {
-        let (ps, pe) = (*po as usize, *po as usize + piece.len as usize);
-        if pe <= at {
-            continue;
-        }
-        if ps >= end {
-            break;
-        }
-        if ps > at {
-            f(Part::Zero(ps - at));
-            at = ps;
-        }
-        let take = pe.min(end) - at;
-        f(Part::Piece(piece.sub((at - ps) as u32, take as u32)));
-        at += take;
-    }
-    if end > at {
-        f(Part::Zero(end - at));
-    }
+/// Where a run ends.
+fn run_end(r: &(u64, TagPiece)) -> u128 {
+    end_of(r.0, u64::from(r.1.len))
 }
 
-/// Remove bytes `[off, off + n)` from a tagged page's pieces (they become
-/// zeros), trimming or splitting the pieces that overlap them.
-fn cut(pieces: &mut Vec<(u32, TagPiece)>, off: u32, n: u32) {
-    let end = off + n;
-    let mut i = 0;
-    while i < pieces.len() {
-        let (ps, p) = pieces[i];
-        let pe = ps + p.len;
-        if pe <= off {
-            i += 1;
-            continue;
+/// First address and end of page `p`.
+fn page_span(p: u64) -> (u64, u128) {
+    let lo = p * PAGE_SIZE;
+    (lo, end_of(lo, PAGE_SIZE))
+}
+
+/// The pages `[lo, hi)` touches, first and last (`hi > lo`).
+fn pages_of(lo: u64, hi: u128) -> (u64, u64) {
+    (lo / PAGE_SIZE, ((hi - 1) / u128::from(PAGE_SIZE)) as u64)
+}
+
+/// A run of memory: its first address and the piece it holds.
+type Run = (u64, TagPiece);
+
+/// Fills the slots of a fixed array of runs that are not used.
+const UNUSED: TagPiece = TagPiece {
+    tag: Tag {
+        lba: 0,
+        seed: 0,
+        generation: 0,
+    },
+    block_len: 0,
+    start: 0,
+    len: 0,
+};
+
+/// Runs in address order, in chunks of at most [`CHUNK_MAX`] runs.
+///
+/// Not a `BTreeMap`: every lookup here is "the first run ending after this
+/// address", which its range API answers with two descents at several
+/// hundred instructions each. Not one sorted vector either: a transfer's
+/// SG entries land in address order below the runs of other buffers, and
+/// shifting those on every insert cost more than the pages it replaced.
+/// Chunks keep both a lookup (two binary searches) and an edit (a shift
+/// within one chunk) small.
+#[derive(Default)]
+struct RunMap {
+    /// Never empty chunks, each sorted, in address order.
+    chunks: Vec<Vec<Run>>,
+    len: usize,
+}
+
+/// Runs a chunk holds before it is split in two.
+const CHUNK_MAX: usize = 48;
+
+/// A place among the runs: run `i` of chunk `c`, or the end when `c` is
+/// past the last chunk.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    c: usize,
+    i: usize,
+}
+
+impl RunMap {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Where the first run ending after `a` is: the runs before it lie
+    /// wholly below `a` (runs are sorted and disjoint, so their ends are
+    /// sorted too).
+    fn locate(&self, a: u64) -> Pos {
+        let a = u128::from(a);
+        let c = self
+            .chunks
+            .partition_point(|ch| ch.last().is_none_or(|r| run_end(r) <= a));
+        let i = self
+            .chunks
+            .get(c)
+            .map_or(0, |ch| ch.partition_point(|r| run_end(r) <= a));
+        Pos { c, i }
+    }
+
+    /// The runs from `p` on, in order.
+    fn from(&self, p: Pos) -> impl Iterator<Item = &Run> + '_ {
+        let first = self.chunks.get(p.c).map_or(&[][..], |ch| &ch[p.i..]);
+        let rest = self.chunks.get(p.c + 1..).unwrap_or(&[]);
+        first.iter().chain(rest.iter().flatten())
+    }
+
+    /// The run just before `p`.
+    fn before(&mut self, p: Pos) -> Option<&mut Run> {
+        if p.i > 0 {
+            self.chunks[p.c].get_mut(p.i - 1)
+        } else {
+            let c = p.c.checked_sub(1)?;
+            self.chunks[c].last_mut()
         }
-        if ps >= end {
-            break;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Run> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    /// Replace the `n` runs from `p` by `new` (sorted, and fitting between
+    /// the runs around them).
+    fn splice(&mut self, p: Pos, n: usize, new: &[Run]) {
+        if n == 0 && new.is_empty() {
+            return;
         }
-        let head = (ps < off).then(|| (ps, p.sub(0, off - ps)));
-        let tail = (pe > end).then(|| (end, p.sub(end - ps, pe - end)));
-        match (head, tail) {
-            (Some(h), Some(t)) => {
-                pieces[i] = h;
-                pieces.insert(i + 1, t);
-                i += 2;
+        self.len = self.len - n + new.len();
+        if p.c == self.chunks.len() {
+            // At the end: append to the last chunk.
+            match self.chunks.last_mut() {
+                Some(ch) => ch.extend_from_slice(new),
+                None => self.chunks.push(new.to_vec()),
             }
-            (Some(h), None) => {
-                pieces[i] = h;
-                i += 1;
+            self.settle(self.chunks.len() - 1);
+            return;
+        }
+        let ch = &mut self.chunks[p.c];
+        if p.i + n <= ch.len() {
+            ch.splice(p.i..p.i + n, new.iter().copied());
+        } else {
+            // The runs go on into later chunks: drop the chunks they cover
+            // whole and the start of the one they end in.
+            let mut left = n - (ch.len() - p.i);
+            ch.truncate(p.i);
+            ch.extend_from_slice(new);
+            let mut whole = 0;
+            for later in &self.chunks[p.c + 1..] {
+                if later.len() > left {
+                    break;
+                }
+                left -= later.len();
+                whole += 1;
             }
-            (None, Some(t)) => {
-                pieces[i] = t;
-                i += 1;
+            self.chunks.drain(p.c + 1..p.c + 1 + whole);
+            if left > 0 {
+                self.chunks[p.c + 1].drain(..left);
             }
-            (None, None) => {
-                pieces.remove(i);
-            }
+        }
+        self.settle(p.c);
+    }
+
+    /// Drop chunk `c` if it is empty, split it if it is too long.
+    fn settle(&mut self, c: usize) {
+        let n = self.chunks[c].len();
+        if n == 0 {
+            self.chunks.remove(c);
+        } else if n > CHUNK_MAX {
+            let right = self.chunks[c].split_off(n / 2);
+            self.chunks.insert(c + 1, right);
         }
     }
 }
@@ -205,109 +279,213 @@ impl HostMemory {
         Self::default()
     }
 
+    /// The runs overlapping `[lo, hi)`, in address order.
+    fn runs_over(&self, lo: u64, hi: u128) -> impl Iterator<Item = Run> + '_ {
+        self.runs
+            .from(self.runs.locate(lo))
+            .take_while(move |(k, _)| u128::from(*k) < hi)
+            .copied()
+    }
+
+    /// Remove bytes `[lo, hi)` from the runs (they read as zeros, unless a
+    /// page of bytes holds them), trimming or splitting the runs across
+    /// either end, and put `with` (a run of exactly those bytes) in their
+    /// place: one splice whatever the range held.
+    fn replace_runs(&mut self, lo: u64, hi: u128, with: Option<TagPiece>) {
+        if hi <= u128::from(lo) {
+            return;
+        }
+        let p = self.runs.locate(lo);
+        let (mut n, mut first, mut last) = (0usize, None, None);
+        for &r in self.runs.from(p) {
+            if u128::from(r.0) >= hi {
+                break;
+            }
+            if n == 0 {
+                first = Some(r);
+            }
+            last = Some(r);
+            n += 1;
+        }
+        // At most three runs come back: a head, `with` and a tail.
+        let mut new = [(0, UNUSED); 3];
+        let mut k = 0;
+        if let Some((s, r)) = first.filter(|(s, _)| *s < lo) {
+            new[k] = (s, r.sub(0, (lo - s) as u32));
+            k += 1;
+        }
+        if let Some(w) = with {
+            new[k] = (lo, w);
+            k += 1;
+        }
+        if let Some((s, r)) = last {
+            let e = end_of(s, u64::from(r.len));
+            if e > hi {
+                // `hi < e <= 2^64`, so it is an address.
+                let h = hi as u64;
+                new[k] = (h, r.sub((h - s) as u32, (e - hi) as u32));
+                k += 1;
+            }
+        }
+        self.runs.splice(p, n, &new[..k]);
+    }
+
+    /// Remove bytes `[lo, hi)` from the runs.
+    fn cut_runs(&mut self, lo: u64, hi: u128) {
+        self.replace_runs(lo, hi, None);
+    }
+
+    /// Render the runs over `[lo, lo + dst.len())` into `dst`, leaving the
+    /// bytes no run covers as they are.
+    fn render_runs(&self, lo: u64, dst: &mut [u8]) {
+        let hi = end_of(lo, dst.len() as u64);
+        for (k, p) in self.runs_over(lo, hi) {
+            let s = u128::from(k).max(u128::from(lo));
+            let e = end_of(k, u64::from(p.len)).min(hi);
+            let piece = p.sub((s - u128::from(k)) as u32, (e - s) as u32);
+            let at = (s - u128::from(lo)) as usize;
+            piece.render(&mut dst[at..at + piece.len as usize]);
+        }
+    }
+
+    /// Turn page `p`, which holds no bytes, into a page of the bytes it
+    /// reads as.
+    fn render_page(&mut self, p: u64) {
+        let (lo, hi) = page_span(p);
+        let mut b = new_page(0, &[]);
+        self.render_runs(lo, &mut b[..]);
+        self.cut_runs(lo, hi);
+        self.pages.insert(p, b);
+    }
+
     /// Copy `data` into memory at `addr`. Bytes that would lie past 2^64
     /// wrap nowhere: they are not written (an address space has no byte
     /// there), which the HBA model treats like any other bad address.
     pub fn write(&mut self, addr: u64, data: &[u8]) {
+        let len = below_top(addr, data.len() as u64) as usize;
         let mut done = 0usize;
-        while done < data.len() {
-            let Some(a) = addr.checked_add(done as u64) else {
-                return;
-            };
+        while done < len {
+            // `done < len`, which `below_top` kept within the space.
+            let a = addr + done as u64;
             let page = a / PAGE_SIZE;
             let off = (a % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(data.len() - done);
+            let n = (PAGE_SIZE as usize - off).min(len - done);
             let src = &data[done..done + n];
-            match self.pages.entry(page) {
-                std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
-                    Page::Bytes(b) => b[off..off + n].copy_from_slice(src),
-                    Page::Tagged(pieces) => {
-                        // Bytes over a tagged page: render it first unless
-                        // the write covers it all.
-                        let b = if n == PAGE_SIZE as usize {
-                            new_page(0, src)
-                        } else {
-                            let mut b = render_page(pieces);
-                            b[off..off + n].copy_from_slice(src);
-                            b
-                        };
-                        *p.get_mut() = Page::Bytes(b);
-                    }
-                },
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Page::Bytes(new_page(off, src)));
-                }
+            if let Some(b) = self.pages.get_mut(&page) {
+                b[off..off + n].copy_from_slice(src);
+            } else {
+                // Bytes over runs: the page becomes bytes, rendered first
+                // unless the write covers it all.
+                let (lo, hi) = page_span(page);
+                let b = if n == PAGE_SIZE as usize || self.runs_over(lo, hi).next().is_none() {
+                    new_page(off, src)
+                } else {
+                    let mut b = new_page(0, &[]);
+                    self.render_runs(lo, &mut b[..]);
+                    b[off..off + n].copy_from_slice(src);
+                    b
+                };
+                self.cut_runs(lo, hi);
+                self.pages.insert(page, b);
             }
             done += n;
         }
     }
 
-    /// Place a piece of a self-describing block at `addr`: the bytes it
-    /// stands for, without rendering them where the pages allow (pages
-    /// past 2^64 are dropped as in [`HostMemory::write`]).
+    /// Place a piece of a self-describing block (or of a run of them) at
+    /// `addr`: the bytes it stands for, as one run where memory allows
+    /// (bytes past 2^64 are dropped as in [`HostMemory::write`]).
+    ///
+    /// Where the piece meets a page of bytes, that page becomes part of the
+    /// run when the piece covers it or its other bytes are all zero (a
+    /// buffer just freed), and is rendered into otherwise. The run joins
+    /// the run before it when it continues it from the middle of a page
+    /// that holds nothing after that point (a buffer filled in address
+    /// order), and a page left holding more than [`MAX_PIECES`] pieces of
+    /// runs becomes bytes: the pieces a page of 4 KiB would hold.
     pub fn write_piece(&mut self, addr: u64, piece: TagPiece) {
-        let mut done = 0u32;
-        while done < piece.len {
-            let Some(a) = addr.checked_add(u64::from(done)) else {
-                return;
-            };
-            let page = a / PAGE_SIZE;
-            let off = (a % PAGE_SIZE) as u32;
-            let n = (PAGE_SIZE as u32 - off).min(piece.len - done);
-            let sub = piece.sub(done, n);
-            match self.pages.entry(page) {
-                std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
-                    Page::Tagged(pieces) => {
-                        // A buffer filled in address order appends, and
-                        // a piece continuing the last one's run extends it.
-                        match pieces.last_mut() {
-                            Some((o, p)) if *o + p.len == off && p.joined(&sub).is_some() => {
-                                *p = p.joined(&sub).expect("just checked");
-                            }
-                            Some((o, p)) if *o + p.len > off => {
-                                cut(pieces, off, n);
-                                let at = pieces.partition_point(|(o, _)| *o < off);
-                                pieces.insert(at, (off, sub));
-                            }
-                            _ => pieces.push((off, sub)),
-                        }
-                        if pieces.len() > MAX_PIECES {
-                            let b = render_page(pieces);
-                            *p.get_mut() = Page::Bytes(b);
-                        }
-                    }
-                    Page::Bytes(b) => {
-                        let (o, e) = (off as usize, (off + n) as usize);
-                        // A page of bytes that are all zero outside the
-                        // piece (a buffer just freed) becomes tagged.
-                        if n == PAGE_SIZE as u32
-                            || (crate::content::is_zero(&b[..o])
-                                && crate::content::is_zero(&b[e..]))
-                        {
-                            let old =
-                                std::mem::replace(p.get_mut(), Page::Tagged(vec![(off, sub)]));
-                            recycle(std::iter::once(old));
-                        } else {
-                            sub.render(&mut b[o..e]);
-                        }
-                    }
-                },
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let mut pieces = new_pieces();
-                    pieces.push((off, sub));
-                    v.insert(Page::Tagged(pieces));
+        let len = below_top(addr, u64::from(piece.len)) as u32;
+        if len == 0 {
+            return;
+        }
+        let piece = piece.sub(0, len);
+        let lo = u128::from(addr);
+        let hi = lo + u128::from(len);
+        // The part of the piece that becomes a run: all of it, but for a
+        // page of bytes at either end that keeps its bytes.
+        let (mut rs, mut re) = (lo, hi);
+        let (first, last) = pages_of(addr, hi);
+        let mut from = first;
+        while let Some((&p, b)) = self.pages.range_mut(from..=last).next() {
+            let (ps, pe) = page_span(p);
+            let ps = u128::from(ps);
+            let (fs, fe) = (ps.max(lo), pe.min(hi));
+            let (o, e) = ((fs - ps) as usize, (fe - ps) as usize);
+            if e - o == PAGE_SIZE as usize || (is_zero(&b[..o]) && is_zero(&b[e..])) {
+                recycle(self.pages.remove(&p).into_iter());
+            } else {
+                // Only a page at either end is partly covered.
+                piece
+                    .sub((fs - lo) as u32, (fe - fs) as u32)
+                    .render(&mut b[o..e]);
+                if p == first {
+                    rs = pe;
+                } else {
+                    re = ps;
                 }
             }
-            done += n;
+            if p == last {
+                break;
+            }
+            from = p + 1;
+        }
+        if rs >= re {
+            return;
+        }
+        let start = rs as u64;
+        let run = piece.sub((rs - lo) as u32, (re - rs) as u32);
+        // The page model's join: the run before ends where this one starts,
+        // inside a page that holds nothing from there on.
+        let p = self.runs.locate(start);
+        let page_end = page_span(start / PAGE_SIZE).1;
+        let next_at = self.runs.from(p).next().map(|r| u128::from(r.0));
+        let joined = match self.runs.before(p) {
+            Some((k, left))
+                if !start.is_multiple_of(PAGE_SIZE)
+                    && end_of(*k, u64::from(left.len)) == rs
+                    && next_at.is_none_or(|n| n >= page_end) =>
+            {
+                left.joined(&run)
+            }
+            _ => None,
+        };
+        match joined {
+            Some(j) => {
+                // The cut leaves the run before `start` alone.
+                self.cut_runs(start, re);
+                let p = self.runs.locate(start);
+                if let Some(left) = self.runs.before(p) {
+                    left.1 = j;
+                }
+            }
+            None => self.replace_runs(start, re, Some(run)),
+        }
+        // Pages the run covers whole hold one piece; check the ends.
+        let (p1, p2) = pages_of(start, re);
+        let ends: &[u64] = if p1 == p2 { &[p1] } else { &[p1, p2] };
+        for &p in ends {
+            let (lo, hi) = page_span(p);
+            if self.runs_over(lo, hi).nth(MAX_PIECES).is_some() {
+                self.render_page(p);
+            }
         }
     }
 
     /// Place bytes `[at, at + len)` of the Data-Out that
     /// [`trace::pattern::fill_blocks`] would generate for `(seed,
-    /// generation, first_lba, block_len)` at `addr`, as tags: one run piece
-    /// per page the range covers, however many blocks that is, so a transfer
-    /// spread over SG entries is placed one entry at a time. Bytes past 2^64
-    /// are dropped.
+    /// generation, first_lba, block_len)` at `addr`, as tags: one run
+    /// however many blocks and pages that is, so a transfer spread over SG
+    /// entries is placed one entry at a time. Bytes past 2^64 are dropped.
     #[allow(clippy::too_many_arguments)]
     pub fn write_pattern(
         &mut self,
@@ -325,7 +503,7 @@ impl HostMemory {
             generation,
         };
         // One piece for the whole range (a piece's length is 32 bits, so a
-        // range past that goes in several); `write_piece` cuts it at pages.
+        // range past that goes in several).
         let mut done = 0usize;
         while done < len {
             let Some(a) = addr.checked_add(done as u64) else {
@@ -354,72 +532,81 @@ impl HostMemory {
         });
     }
 
-    /// Append the `len` bytes at `addr` to `out` as runs: bytes, zeros
-    /// (unallocated or between pieces) and pieces as the pages hold them.
-    pub fn read_runs(&self, addr: u64, len: usize, out: &mut DataRuns) {
-        let mut done = 0usize;
-        while done < len {
-            let Some(a) = addr.checked_add(done as u64) else {
-                out.push_zero(len - done);
-                return;
-            };
-            let page = a / PAGE_SIZE;
-            let off = (a % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(len - done);
-            match self.pages.get(&page) {
-                Some(Page::Bytes(p)) => out.push_bytes(&p[off..off + n]),
-                Some(Page::Tagged(pieces)) => tagged_parts(pieces, off, n, |p| out.push_part(p)),
-                None => out.push_zero(n),
+    /// Call `f` with the parts the `len` bytes at `addr` read as, in
+    /// order: a page of bytes' slice, a run's piece, zeros between them
+    /// and past 2^64. One call per entry, however many pages it spans.
+    fn for_each_part<'s>(&'s self, addr: u64, len: usize, mut f: impl FnMut(Part<'s>)) {
+        let have = below_top(addr, len as u64);
+        let lo = u128::from(addr);
+        let hi = end_of(addr, have);
+        let mut at = lo;
+        if have > 0 {
+            let mut runs = self.runs_over(addr, hi).peekable();
+            let (first, last) = pages_of(addr, hi);
+            let mut pages = self.pages.range(first..=last).peekable();
+            loop {
+                let run_at = runs.peek().map(|(k, _)| u128::from(*k));
+                let page_at = pages.peek().map(|(p, _)| u128::from(**p * PAGE_SIZE));
+                let (s, e, part) = match (run_at, page_at) {
+                    (None, None) => break,
+                    (Some(r), pg) if pg.is_none_or(|pg| r < pg) => {
+                        let (_, p) = runs.next().expect("peeked");
+                        let s = r.max(lo);
+                        let e = (r + u128::from(p.len)).min(hi);
+                        let piece = p.sub((s - r) as u32, (e - s) as u32);
+                        (s, e, Part::Piece(piece))
+                    }
+                    (_, pg) => {
+                        let pg = pg.expect("a page when no run comes first");
+                        let (_, b) = pages.next().expect("peeked");
+                        let s = pg.max(lo);
+                        let e = (pg + u128::from(PAGE_SIZE)).min(hi);
+                        let bytes = &b[(s - pg) as usize..(e - pg) as usize];
+                        (s, e, Part::Bytes(bytes))
+                    }
+                };
+                if s > at {
+                    f(Part::Zero((s - at) as usize));
+                }
+                f(part);
+                at = e;
             }
-            done += n;
         }
+        if hi > at {
+            f(Part::Zero((hi - at) as usize));
+        }
+        if len as u64 > have {
+            f(Part::Zero(len - have as usize));
+        }
+    }
+
+    /// Append the `len` bytes at `addr` to `out` as runs: bytes, zeros
+    /// (unallocated or between runs) and pieces as memory holds them, one
+    /// push per entry.
+    pub fn read_runs(&self, addr: u64, len: usize, out: &mut DataRuns) {
+        self.for_each_part(addr, len, |p| out.push_part(p));
     }
 
     /// Fill `buf` from memory at `addr`; unallocated bytes read as zero.
     pub fn read(&self, addr: u64, buf: &mut [u8]) {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let Some(a) = addr.checked_add(done as u64) else {
-                buf[done..].fill(0);
-                return;
-            };
-            let page = a / PAGE_SIZE;
-            let off = (a % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
-            let dst = &mut buf[done..done + n];
-            match self.pages.get(&page) {
-                Some(Page::Bytes(p)) => dst.copy_from_slice(&p[off..off + n]),
-                Some(Page::Tagged(pieces)) => render_tagged(pieces, off, dst),
-                None => dst.fill(0),
+        let mut at = 0usize;
+        self.for_each_part(addr, buf.len(), |part| {
+            let n = part.len();
+            let dst = &mut buf[at..at + n];
+            match part {
+                Part::Bytes(b) => dst.copy_from_slice(b),
+                Part::Zero(_) => dst.fill(0),
+                Part::Piece(p) => p.render(dst),
             }
-            done += n;
-        }
+            at += n;
+        });
     }
 
     /// Append `len` bytes from memory at `addr` to `out`, as
     /// [`HostMemory::read`] would fill them, without zeroing them first.
     pub fn read_append(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
         out.reserve(len);
-        let mut done = 0usize;
-        while done < len {
-            let Some(a) = addr.checked_add(done as u64) else {
-                out.resize(out.len() + (len - done), 0);
-                return;
-            };
-            let page = a / PAGE_SIZE;
-            let off = (a % PAGE_SIZE) as usize;
-            let n = (PAGE_SIZE as usize - off).min(len - done);
-            match self.pages.get(&page) {
-                Some(Page::Bytes(p)) => out.extend_from_slice(&p[off..off + n]),
-                Some(Page::Tagged(pieces)) => {
-                    let at = out.len();
-                    out.resize(at + n, 0);
-                    render_tagged(pieces, off, &mut out[at..]);
-                }
-                None => out.resize(out.len() + n, 0),
-            }
-            done += n;
-        }
+        self.for_each_part(addr, len, |p| render_part_append(p, out));
     }
 
     /// The `len` bytes at `addr` when they lie in one resident page of
@@ -429,71 +616,62 @@ impl HostMemory {
         if off + len > PAGE_SIZE as usize {
             return None;
         }
-        match self.pages.get(&(addr / PAGE_SIZE)) {
-            Some(Page::Bytes(p)) => Some(&p[off..off + len]),
-            _ => None,
-        }
+        self.pages
+            .get(&(addr / PAGE_SIZE))
+            .map(|p| &p[off..off + len])
     }
 
-    /// Release the pages wholly inside `[addr, addr + len)` and zero the
-    /// partial pages at either end, so a replayer that reuses buffer
-    /// addresses keeps its memory bounded.
+    /// Make `[addr, addr + len)` read as zeros (clipped at 2^64), releasing
+    /// the pages of bytes and the runs inside it, so a replayer that reuses
+    /// buffer addresses keeps its memory bounded. Costs per entry in the
+    /// range, not per page.
     pub fn free(&mut self, addr: u64, len: u64) {
-        // Bytes past 2^64 do not exist; the last one, at 2^64 - 1, does.
+        self.zero(addr, len);
+    }
+
+    /// Make `[addr, addr + len)` read as zeros (clipped at 2^64): pages of
+    /// bytes it covers are released, those it touches zeroed in part, runs
+    /// cut.
+    fn zero(&mut self, addr: u64, len: u64) {
         let len = below_top(addr, len);
         if len == 0 {
             return;
         }
-        let end = u128::from(addr) + u128::from(len);
-        let first_full = addr.div_ceil(PAGE_SIZE);
-        let last_full = (end / u128::from(PAGE_SIZE)) as u64; // exclusive
-        if first_full >= last_full {
-            self.zero(addr, len);
-            return;
-        }
-        if (last_full - first_full) as usize > self.pages.len() {
-            recycle(
-                self.pages
-                    .extract_if(|p, _| (first_full..last_full).contains(p))
-                    .map(|(_, page)| page),
-            );
-        } else {
-            recycle((first_full..last_full).filter_map(|p| self.pages.remove(&p)));
-        }
-        self.zero(addr, first_full * PAGE_SIZE - addr);
-        let tail = (end - u128::from(last_full) * u128::from(PAGE_SIZE)) as u64;
-        if tail > 0 {
-            self.zero(last_full * PAGE_SIZE, tail);
-        }
-    }
-
-    /// Make `[addr, addr + len)` read as zeros (clipped at 2^64).
-    fn zero(&mut self, addr: u64, len: u64) {
-        // Counted down rather than up to an end address, so a range ending
-        // exactly at 2^64 reaches its last byte.
-        let mut a = addr;
-        let mut left = below_top(addr, len);
-        while left > 0 {
-            let page = a / PAGE_SIZE;
-            let off = (a % PAGE_SIZE) as usize;
-            let n = ((PAGE_SIZE as usize - off) as u64).min(left) as usize;
-            if n == PAGE_SIZE as usize {
-                recycle(self.pages.remove(&page).into_iter());
+        let lo = u128::from(addr);
+        let hi = end_of(addr, len);
+        let (first, last) = pages_of(addr, hi);
+        let mut from = first;
+        while let Some((&p, b)) = self.pages.range_mut(from..=last).next() {
+            let (ps, pe) = page_span(p);
+            let ps = u128::from(ps);
+            let (fs, fe) = (ps.max(lo), pe.min(hi));
+            if fe - fs == u128::from(PAGE_SIZE) {
+                recycle(self.pages.remove(&p).into_iter());
             } else {
-                match self.pages.get_mut(&page) {
-                    Some(Page::Bytes(p)) => p[off..off + n].fill(0),
-                    Some(Page::Tagged(pieces)) => cut(pieces, off as u32, n as u32),
-                    None => {}
-                }
+                b[(fs - ps) as usize..(fe - ps) as usize].fill(0);
             }
-            left -= n as u64;
-            a = a.wrapping_add(n as u64);
+            if p == last {
+                break;
+            }
+            from = p + 1;
         }
+        self.cut_runs(addr, hi);
     }
 
-    /// Pages currently backed by real memory.
+    /// Pages currently holding data (bytes, or some of a run).
     pub fn resident_pages(&self) -> usize {
-        self.pages.len()
+        let mut n = self.pages.len();
+        // Runs never share a page with bytes, but may share one another's.
+        let mut counted: Option<u64> = None;
+        for &(k, p) in self.runs.iter() {
+            let (a, b) = pages_of(k, end_of(k, u64::from(p.len)));
+            let a = if counted == Some(a) { a + 1 } else { a };
+            if b >= a {
+                n += (b - a + 1) as usize;
+            }
+            counted = Some(b);
+        }
+        n
     }
 }
 
@@ -505,19 +683,6 @@ fn below_top(addr: u64, len: u64) -> u64 {
     } else {
         len
     }
-}
-
-/// Render bytes `[off, off + dst.len())` of a tagged page into `dst`.
-fn render_tagged(pieces: &[(u32, TagPiece)], off: usize, dst: &mut [u8]) {
-    let mut at = 0usize;
-    tagged_parts(pieces, off, dst.len(), |part| {
-        let n = part.len();
-        match part {
-            Part::Piece(p) => p.render(&mut dst[at..at + n]),
-            _ => dst[at..at + n].fill(0),
-        }
-        at += n;
-    });
 }
 
 #[cfg(test)]
@@ -719,19 +884,15 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_blocks_of_one_stream_are_one_piece_per_page() {
+    fn consecutive_blocks_of_one_stream_are_one_run_across_pages() {
         let mut m = HostMemory::new();
-        // 20 blocks of 512 bytes from LBA 100, 300 bytes into a page: the
-        // pages hold one piece each, and reading them back gives one run.
+        // 20 blocks of 512 bytes from LBA 100, 300 bytes into a page: one
+        // run over three pages, and reading them back gives one piece.
         let addr = 5 * PAGE_SIZE + 300;
         m.write_pattern(addr, 0, 20 * 512, 0x5eed, 4, 100, 512);
         assert_eq!(m.resident_pages(), 3);
-        for page in 5..8 {
-            match m.pages.get(&page) {
-                Some(Page::Tagged(p)) => assert_eq!(p.len(), 1, "page {page}"),
-                _ => panic!("page {page} not tagged"),
-            }
-        }
+        assert!(m.pages.is_empty(), "no page of bytes");
+        assert_eq!(m.runs.len(), 1, "one run across the three pages");
         let mut runs = DataRuns::new();
         m.read_runs(addr, 20 * 512, &mut runs);
         let run = TagPiece::of_run(tag(100), 512, 0, 20 * 512);
