@@ -126,6 +126,22 @@ fn run_end(r: &(u64, TagPiece)) -> u128 {
     end_of(r.0, u64::from(r.1.len))
 }
 
+/// `len` bytes of `p` from `off`: `p` itself when that is all of it,
+/// saving [`TagPiece::sub`]'s division on the common whole-run path.
+fn clip(p: TagPiece, off: u32, len: u32) -> TagPiece {
+    if off == 0 && len == p.len {
+        p
+    } else {
+        p.sub(off, len)
+    }
+}
+
+/// A run's last byte (runs are never empty and end by 2^64, so this is an
+/// address; comparing it is cheaper than comparing 128-bit ends).
+fn run_last(r: &(u64, TagPiece)) -> u64 {
+    r.0 + u64::from(r.1.len - 1)
+}
+
 /// First address and end of page `p`.
 fn page_span(p: u64) -> (u64, u128) {
     let lo = p * PAGE_SIZE;
@@ -169,7 +185,7 @@ struct RunMap {
 }
 
 /// Runs a chunk holds before it is split in two.
-const CHUNK_MAX: usize = 48;
+const CHUNK_MAX: usize = 16;
 
 /// A place among the runs: run `i` of chunk `c`, or the end when `c` is
 /// past the last chunk.
@@ -188,14 +204,13 @@ impl RunMap {
     /// wholly below `a` (runs are sorted and disjoint, so their ends are
     /// sorted too).
     fn locate(&self, a: u64) -> Pos {
-        let a = u128::from(a);
         let c = self
             .chunks
-            .partition_point(|ch| ch.last().is_none_or(|r| run_end(r) <= a));
+            .partition_point(|ch| ch.last().is_none_or(|r| run_last(r) < a));
         let i = self
             .chunks
             .get(c)
-            .map_or(0, |ch| ch.partition_point(|r| run_end(r) <= a));
+            .map_or(0, |ch| ch.partition_point(|r| run_last(r) < a));
         Pos { c, i }
     }
 
@@ -206,14 +221,35 @@ impl RunMap {
         first.iter().chain(rest.iter().flatten())
     }
 
-    /// The run just before `p`.
-    fn before(&mut self, p: Pos) -> Option<&mut Run> {
+    /// Where the run just before `p` is.
+    fn prev_pos(&self, p: Pos) -> Option<Pos> {
         if p.i > 0 {
-            self.chunks[p.c].get_mut(p.i - 1)
-        } else {
-            let c = p.c.checked_sub(1)?;
-            self.chunks[c].last_mut()
+            return Some(Pos { c: p.c, i: p.i - 1 });
         }
+        let c = p.c.checked_sub(1)?;
+        Some(Pos {
+            c,
+            i: self.chunks[c].len() - 1,
+        })
+    }
+
+    /// The run at `p`.
+    fn get(&self, p: Pos) -> Option<&Run> {
+        self.chunks.get(p.c).and_then(|ch| ch.get(p.i))
+    }
+
+    /// The place after `p` (which holds a run).
+    fn next_pos(&self, p: Pos) -> Pos {
+        if p.i + 1 < self.chunks[p.c].len() {
+            Pos { c: p.c, i: p.i + 1 }
+        } else {
+            Pos { c: p.c + 1, i: 0 }
+        }
+    }
+
+    /// The run just before `p`.
+    fn prev(&self, p: Pos) -> Option<&Run> {
+        self.prev_pos(p).map(|q| &self.chunks[q.c][q.i])
     }
 
     fn iter(&self) -> impl Iterator<Item = &Run> + '_ {
@@ -238,7 +274,17 @@ impl RunMap {
         }
         let ch = &mut self.chunks[p.c];
         if p.i + n <= ch.len() {
-            ch.splice(p.i..p.i + n, new.iter().copied());
+            // Overwrite what both have, then insert or remove the rest (at
+            // most three runs come in).
+            let both = n.min(new.len());
+            ch[p.i..p.i + both].copy_from_slice(&new[..both]);
+            if new.len() > n {
+                for (o, r) in new[n..].iter().enumerate() {
+                    ch.insert(p.i + n + o, *r);
+                }
+            } else if n > new.len() {
+                ch.drain(p.i + both..p.i + n);
+            }
         } else {
             // The runs go on into later chunks: drop the chunks they cover
             // whole and the start of the one they end in.
@@ -277,6 +323,15 @@ impl HostMemory {
     /// An empty address space: every byte reads as zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The first page of bytes among pages `[from, last]` (a fuzzer's
+    /// memory usually has none, and asking an empty tree costs a descent).
+    fn pages_in(&mut self, from: u64, last: u64) -> Option<(&u64, &mut Bytes)> {
+        if self.pages.is_empty() {
+            return None;
+        }
+        self.pages.range_mut(from..=last).next()
     }
 
     /// The runs overlapping `[lo, hi)`, in address order.
@@ -408,7 +463,7 @@ impl HostMemory {
         if len == 0 {
             return;
         }
-        let piece = piece.sub(0, len);
+        let piece = clip(piece, 0, len);
         let lo = u128::from(addr);
         let hi = lo + u128::from(len);
         // The part of the piece that becomes a run: all of it, but for a
@@ -416,7 +471,7 @@ impl HostMemory {
         let (mut rs, mut re) = (lo, hi);
         let (first, last) = pages_of(addr, hi);
         let mut from = first;
-        while let Some((&p, b)) = self.pages.range_mut(from..=last).next() {
+        while let Some((&p, b)) = self.pages_in(from, last) {
             let (ps, pe) = page_span(p);
             let ps = u128::from(ps);
             let (fs, fe) = (ps.max(lo), pe.min(hi));
@@ -443,41 +498,111 @@ impl HostMemory {
             return;
         }
         let start = rs as u64;
-        let run = piece.sub((rs - lo) as u32, (re - rs) as u32);
+        self.place_run(start, re, clip(piece, (rs - lo) as u32, (re - rs) as u32));
+    }
+
+    /// Put `run` at `[start, re)` in place of the runs there, joined to the
+    /// run before it where a page's last piece would have been extended,
+    /// and render a page at either end to bytes if it is left holding more
+    /// than [`MAX_PIECES`] pieces (pages between hold one). One lookup:
+    /// the neighbours that decide both are found from where the run goes.
+    fn place_run(&mut self, start: u64, re: u128, run: TagPiece) {
+        let lo = u128::from(start);
+        let p = self.runs.locate(start);
+        // The runs overlapping [start, re), and the first one after them.
+        let (mut n, mut first, mut last, mut next) = (0usize, None, None, None);
+        let mut q = p;
+        while let Some(&r) = self.runs.get(q) {
+            if u128::from(r.0) >= re {
+                next = Some(r);
+                break;
+            }
+            if n == 0 {
+                first = Some(r);
+            }
+            last = Some(r);
+            n += 1;
+            q = self.runs.next_pos(q);
+        }
+        let (p1, p2) = pages_of(start, re);
+        let (pb1, pe1) = page_span(p1);
+        let pe2 = page_span(p2).1;
+        let head = first.filter(|(s, _)| *s < start);
+        let tail = last.filter(|&r| run_end(&r) > re);
         // The page model's join: the run before ends where this one starts,
         // inside a page that holds nothing from there on.
-        let p = self.runs.locate(start);
-        let page_end = page_span(start / PAGE_SIZE).1;
-        let next_at = self.runs.from(p).next().map(|r| u128::from(r.0));
-        let joined = match self.runs.before(p) {
-            Some((k, left))
-                if !start.is_multiple_of(PAGE_SIZE)
-                    && end_of(*k, u64::from(left.len)) == rs
-                    && next_at.is_none_or(|n| n >= page_end) =>
-            {
-                left.joined(&run)
+        let after = first.or(next).map(|r| u128::from(r.0));
+        let joined = self
+            .runs
+            .prev(p)
+            .filter(|&l| {
+                !start.is_multiple_of(PAGE_SIZE)
+                    && run_end(l) == lo
+                    && after.is_none_or(|a| a >= pe1)
+            })
+            .and_then(|&(k, l)| l.joined(&run).map(|j| (k, j)));
+        // Pieces left in the end pages: those of the runs before and after
+        // that reach into them, and this run's (unless it extends one).
+        let own = usize::from(joined.is_none());
+        // At most two runs more than now: no page can hold more pieces
+        // than there are runs.
+        let (c1, c2) = if self.runs.len() + 2 <= MAX_PIECES {
+            (0, 0)
+        } else {
+            let last2 = p2 * PAGE_SIZE + (PAGE_SIZE - 1);
+            let mut before = usize::from(head.is_some() && lo > u128::from(pb1));
+            let mut b = self.runs.prev_pos(p);
+            while let Some(at) = b.filter(|_| before <= MAX_PIECES) {
+                if run_last(&self.runs.chunks[at.c][at.i]) < pb1 {
+                    break;
+                }
+                before += 1;
+                b = self.runs.prev_pos(at);
             }
-            _ => None,
+            let mut beyond = usize::from(tail.is_some() && re < pe2);
+            while let Some(r) = self.runs.get(q).filter(|_| beyond <= MAX_PIECES) {
+                if r.0 > last2 {
+                    break;
+                }
+                beyond += 1;
+                q = self.runs.next_pos(q);
+            }
+            if p1 == p2 {
+                (before + own + beyond, 0)
+            } else {
+                (before + own, 1 + beyond)
+            }
         };
+        let mut new = [(0, UNUSED); 3];
+        let mut k = 0;
+        let mut at = p;
+        let mut gone = n;
+        if let Some((s, r)) = head {
+            new[k] = (s, r.sub(0, (start - s) as u32));
+            k += 1;
+        }
         match joined {
             Some(j) => {
-                // The cut leaves the run before `start` alone.
-                self.cut_runs(start, re);
-                let p = self.runs.locate(start);
-                if let Some(left) = self.runs.before(p) {
-                    left.1 = j;
-                }
+                // The run before goes too, replaced by the joined run.
+                at = self.runs.prev_pos(p).expect("a run before");
+                gone += 1;
+                new[k] = j;
             }
-            None => self.replace_runs(start, re, Some(run)),
+            None => new[k] = (start, run),
         }
-        // Pages the run covers whole hold one piece; check the ends.
-        let (p1, p2) = pages_of(start, re);
-        let ends: &[u64] = if p1 == p2 { &[p1] } else { &[p1, p2] };
-        for &p in ends {
-            let (lo, hi) = page_span(p);
-            if self.runs_over(lo, hi).nth(MAX_PIECES).is_some() {
-                self.render_page(p);
-            }
+        k += 1;
+        if let Some((s, r)) = tail {
+            // `re < end <= 2^64`, so it is an address.
+            let h = re as u64;
+            new[k] = (h, r.sub((h - s) as u32, (run_end(&(s, r)) - re) as u32));
+            k += 1;
+        }
+        self.runs.splice(at, gone, &new[..k]);
+        if c1 > MAX_PIECES {
+            self.render_page(p1);
+        }
+        if c2 > MAX_PIECES {
+            self.render_page(p2);
         }
     }
 
@@ -540,10 +665,31 @@ impl HostMemory {
         let lo = u128::from(addr);
         let hi = end_of(addr, have);
         let mut at = lo;
-        if have > 0 {
+        if have > 0 && self.pages.is_empty() {
+            // Runs alone (a fuzzer's memory): walk them by position.
+            let mut q = self.runs.locate(addr);
+            while let Some(&(k, p)) = self.runs.get(q) {
+                let r = u128::from(k);
+                if r >= hi {
+                    break;
+                }
+                let s = r.max(lo);
+                let e = (r + u128::from(p.len)).min(hi);
+                if s > at {
+                    f(Part::Zero((s - at) as usize));
+                }
+                f(Part::Piece(clip(p, (s - r) as u32, (e - s) as u32)));
+                at = e;
+                q = self.runs.next_pos(q);
+            }
+        } else if have > 0 {
             let mut runs = self.runs_over(addr, hi).peekable();
             let (first, last) = pages_of(addr, hi);
-            let mut pages = self.pages.range(first..=last).peekable();
+            let mut pages = (!self.pages.is_empty())
+                .then(|| self.pages.range(first..=last))
+                .into_iter()
+                .flatten()
+                .peekable();
             loop {
                 let run_at = runs.peek().map(|(k, _)| u128::from(*k));
                 let page_at = pages.peek().map(|(p, _)| u128::from(**p * PAGE_SIZE));
@@ -553,7 +699,7 @@ impl HostMemory {
                         let (_, p) = runs.next().expect("peeked");
                         let s = r.max(lo);
                         let e = (r + u128::from(p.len)).min(hi);
-                        let piece = p.sub((s - r) as u32, (e - s) as u32);
+                        let piece = clip(p, (s - r) as u32, (e - s) as u32);
                         (s, e, Part::Piece(piece))
                     }
                     (_, pg) => {
@@ -641,7 +787,7 @@ impl HostMemory {
         let hi = end_of(addr, len);
         let (first, last) = pages_of(addr, hi);
         let mut from = first;
-        while let Some((&p, b)) = self.pages.range_mut(from..=last).next() {
+        while let Some((&p, b)) = self.pages_in(from, last) {
             let (ps, pe) = page_span(p);
             let ps = u128::from(ps);
             let (fs, fe) = (ps.max(lo), pe.min(hi));
@@ -950,6 +1096,29 @@ mod tests {
         assert_eq!(read_vec(&m, addr, runs.len()), runs.to_bytes());
     }
 
+    /// A page's pieces are counted as a page of pieces counted them: a
+    /// piece continuing the page's last piece extends it, one continuing
+    /// an earlier piece is a piece of its own, so the same 33rd write
+    /// renders the page to bytes in one case and not in the other.
+    #[test]
+    fn a_piece_extends_the_one_before_only_at_the_end_of_its_page() {
+        let p = TagPiece::whole(tag(30), 512);
+        let mut m = HostMemory::new();
+        for i in 0..MAX_PIECES as u64 {
+            m.write_piece(i * 64, TagPiece::whole(tag(40 + i), 512).sub(0, 8));
+        }
+        assert!(m.slice(0, 1).is_none(), "32 pieces: still tagged");
+        // Continue the last piece: it grows, the page keeps 32 pieces.
+        let last = (MAX_PIECES as u64 - 1) * 64;
+        m.write_piece(last + 8, TagPiece::whole(tag(40 + 31), 512).sub(8, 8));
+        assert!(m.slice(0, 1).is_none(), "the last piece grew");
+        // Continue the first: pieces follow it, so it is a 33rd piece.
+        m.write_piece(0, p.sub(0, 8));
+        m.write_piece(8, p.sub(8, 8));
+        assert!(m.slice(0, 1).is_some(), "33 pieces: rendered to bytes");
+        assert_eq!(read_vec(&m, 0, 16), bytes_of(p.sub(0, 16)));
+    }
+
     #[test]
     fn many_small_pieces_fall_back_to_bytes() {
         let mut m = HostMemory::new();
@@ -965,6 +1134,345 @@ mod tests {
         assert_eq!(read_vec(&m, 0, 4096), want);
     }
 
+    /// The page model this memory replaced, kept as the specification of
+    /// which bytes read back as tags, bytes or zeros: a page of 4 KiB holds
+    /// bytes or at most `MAX_PIECES` pieces. Campaign outcomes depend on
+    /// that split (the device stores tags as tags and bytes as bytes), so
+    /// the runs must reproduce it exactly, not only the bytes.
+    mod paged {
+        use super::super::{below_top, PAGE_SIZE};
+        use crate::runs::{DataRuns, Part, TagPiece};
+        use std::collections::HashMap;
+
+        type Bytes = Box<[u8; PAGE_SIZE as usize]>;
+
+        /// Pieces a tagged page holds before it is rendered to bytes, so a page cut
+        /// into tiny pieces by a hostile SG list costs a bounded walk.
+        const MAX_PIECES: usize = 32;
+
+        /// One resident page.
+        enum Page {
+            Bytes(Bytes),
+            /// Pieces in address order, `(offset in the page, piece)`, not
+            /// overlapping; bytes no piece covers are zero.
+            Tagged(Pieces),
+        }
+
+        /// A tagged page's pieces.
+        type Pieces = Vec<(u32, TagPiece)>;
+
+        /// No pool in the model: pages are allocated and dropped.
+        fn recycle(pages: impl Iterator<Item = Page>) {
+            pages.for_each(drop);
+        }
+
+        fn new_pieces() -> Pieces {
+            Vec::new()
+        }
+
+        fn new_page(off: usize, src: &[u8]) -> Bytes {
+            let mut p: Bytes = Box::new([0u8; PAGE_SIZE as usize]);
+            p[off..off + src.len()].copy_from_slice(src);
+            p
+        }
+
+        /// A sparse physical address space.
+        #[derive(Default)]
+        pub struct Paged {
+            pages: HashMap<u64, Page, std::hash::RandomState>,
+        }
+
+        /// Render a tagged page's pieces into bytes.
+        fn render_page(pieces: &[(u32, TagPiece)]) -> Bytes {
+            let mut p = new_page(0, &[]);
+            for (off, piece) in pieces {
+                let o = *off as usize;
+                piece.render(&mut p[o..o + piece.len as usize]);
+            }
+            p
+        }
+
+        /// The parts (zeros and pieces) of bytes `[off, off + n)` of a tagged
+        /// page, in order.
+        fn tagged_parts(
+            pieces: &[(u32, TagPiece)],
+            off: usize,
+            n: usize,
+            mut f: impl FnMut(Part<'_>),
+        ) {
+            let end = off + n;
+            let mut at = off;
+            for (po, piece) in pieces {
+                let (ps, pe) = (*po as usize, *po as usize + piece.len as usize);
+                if pe <= at {
+                    continue;
+                }
+                if ps >= end {
+                    break;
+                }
+                if ps > at {
+                    f(Part::Zero(ps - at));
+                    at = ps;
+                }
+                let take = pe.min(end) - at;
+                f(Part::Piece(piece.sub((at - ps) as u32, take as u32)));
+                at += take;
+            }
+            if end > at {
+                f(Part::Zero(end - at));
+            }
+        }
+
+        /// Remove bytes `[off, off + n)` from a tagged page's pieces (they become
+        /// zeros), trimming or splitting the pieces that overlap them.
+        fn cut(pieces: &mut Vec<(u32, TagPiece)>, off: u32, n: u32) {
+            let end = off + n;
+            let mut i = 0;
+            while i < pieces.len() {
+                let (ps, p) = pieces[i];
+                let pe = ps + p.len;
+                if pe <= off {
+                    i += 1;
+                    continue;
+                }
+                if ps >= end {
+                    break;
+                }
+                let head = (ps < off).then(|| (ps, p.sub(0, off - ps)));
+                let tail = (pe > end).then(|| (end, p.sub(end - ps, pe - end)));
+                match (head, tail) {
+                    (Some(h), Some(t)) => {
+                        pieces[i] = h;
+                        pieces.insert(i + 1, t);
+                        i += 2;
+                    }
+                    (Some(h), None) => {
+                        pieces[i] = h;
+                        i += 1;
+                    }
+                    (None, Some(t)) => {
+                        pieces[i] = t;
+                        i += 1;
+                    }
+                    (None, None) => {
+                        pieces.remove(i);
+                    }
+                }
+            }
+        }
+
+        impl Paged {
+            /// Copy `data` into memory at `addr`. Bytes that would lie past 2^64
+            /// wrap nowhere: they are not written (an address space has no byte
+            /// there), which the HBA model treats like any other bad address.
+            pub fn write(&mut self, addr: u64, data: &[u8]) {
+                let mut done = 0usize;
+                while done < data.len() {
+                    let Some(a) = addr.checked_add(done as u64) else {
+                        return;
+                    };
+                    let page = a / PAGE_SIZE;
+                    let off = (a % PAGE_SIZE) as usize;
+                    let n = (PAGE_SIZE as usize - off).min(data.len() - done);
+                    let src = &data[done..done + n];
+                    match self.pages.entry(page) {
+                        std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
+                            Page::Bytes(b) => b[off..off + n].copy_from_slice(src),
+                            Page::Tagged(pieces) => {
+                                // Bytes over a tagged page: render it first unless
+                                // the write covers it all.
+                                let b = if n == PAGE_SIZE as usize {
+                                    new_page(0, src)
+                                } else {
+                                    let mut b = render_page(pieces);
+                                    b[off..off + n].copy_from_slice(src);
+                                    b
+                                };
+                                *p.get_mut() = Page::Bytes(b);
+                            }
+                        },
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(Page::Bytes(new_page(off, src)));
+                        }
+                    }
+                    done += n;
+                }
+            }
+
+            /// Place a piece of a self-describing block at `addr`: the bytes it
+            /// stands for, without rendering them where the pages allow (pages
+            /// past 2^64 are dropped as in [`Paged::write`]).
+            pub fn write_piece(&mut self, addr: u64, piece: TagPiece) {
+                let mut done = 0u32;
+                while done < piece.len {
+                    let Some(a) = addr.checked_add(u64::from(done)) else {
+                        return;
+                    };
+                    let page = a / PAGE_SIZE;
+                    let off = (a % PAGE_SIZE) as u32;
+                    let n = (PAGE_SIZE as u32 - off).min(piece.len - done);
+                    let sub = piece.sub(done, n);
+                    match self.pages.entry(page) {
+                        std::collections::hash_map::Entry::Occupied(mut p) => match p.get_mut() {
+                            Page::Tagged(pieces) => {
+                                // A buffer filled in address order appends, and
+                                // a piece continuing the last one's run extends it.
+                                match pieces.last_mut() {
+                                    Some((o, p))
+                                        if *o + p.len == off && p.joined(&sub).is_some() =>
+                                    {
+                                        *p = p.joined(&sub).expect("just checked");
+                                    }
+                                    Some((o, p)) if *o + p.len > off => {
+                                        cut(pieces, off, n);
+                                        let at = pieces.partition_point(|(o, _)| *o < off);
+                                        pieces.insert(at, (off, sub));
+                                    }
+                                    _ => pieces.push((off, sub)),
+                                }
+                                if pieces.len() > MAX_PIECES {
+                                    let b = render_page(pieces);
+                                    *p.get_mut() = Page::Bytes(b);
+                                }
+                            }
+                            Page::Bytes(b) => {
+                                let (o, e) = (off as usize, (off + n) as usize);
+                                // A page of bytes that are all zero outside the
+                                // piece (a buffer just freed) becomes tagged.
+                                if n == PAGE_SIZE as u32
+                                    || (crate::content::is_zero(&b[..o])
+                                        && crate::content::is_zero(&b[e..]))
+                                {
+                                    let old = std::mem::replace(
+                                        p.get_mut(),
+                                        Page::Tagged(vec![(off, sub)]),
+                                    );
+                                    recycle(std::iter::once(old));
+                                } else {
+                                    sub.render(&mut b[o..e]);
+                                }
+                            }
+                        },
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let mut pieces = new_pieces();
+                            pieces.push((off, sub));
+                            v.insert(Page::Tagged(pieces));
+                        }
+                    }
+                    done += n;
+                }
+            }
+
+            /// Place `len` bytes of `runs` from `start` at `addr`: bytes are
+            /// written, zeros zeroed, pieces placed as pieces.
+            pub fn write_runs(&mut self, addr: u64, runs: &DataRuns, start: usize, len: usize) {
+                // Past 2^64 nothing is written (as in `write`).
+                let mut next = Some(addr);
+                runs.for_each(start, len, |part| {
+                    let Some(a) = next else { return };
+                    match part {
+                        Part::Bytes(b) => self.write(a, b),
+                        Part::Zero(n) => self.zero(a, n as u64),
+                        Part::Piece(p) => self.write_piece(a, p),
+                    }
+                    next = a.checked_add(part.len() as u64);
+                });
+            }
+
+            /// Append the `len` bytes at `addr` to `out` as runs: bytes, zeros
+            /// (unallocated or between pieces) and pieces as the pages hold them.
+            pub fn read_runs(&self, addr: u64, len: usize, out: &mut DataRuns) {
+                let mut done = 0usize;
+                while done < len {
+                    let Some(a) = addr.checked_add(done as u64) else {
+                        out.push_zero(len - done);
+                        return;
+                    };
+                    let page = a / PAGE_SIZE;
+                    let off = (a % PAGE_SIZE) as usize;
+                    let n = (PAGE_SIZE as usize - off).min(len - done);
+                    match self.pages.get(&page) {
+                        Some(Page::Bytes(p)) => out.push_bytes(&p[off..off + n]),
+                        Some(Page::Tagged(pieces)) => {
+                            tagged_parts(pieces, off, n, |p| out.push_part(p))
+                        }
+                        None => out.push_zero(n),
+                    }
+                    done += n;
+                }
+            }
+
+            /// The `len` bytes at `addr` when they lie in one resident page of
+            /// bytes: what [`Paged::read`] would copy out, borrowed instead.
+            pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
+                let off = (addr % PAGE_SIZE) as usize;
+                if off + len > PAGE_SIZE as usize {
+                    return None;
+                }
+                match self.pages.get(&(addr / PAGE_SIZE)) {
+                    Some(Page::Bytes(p)) => Some(&p[off..off + len]),
+                    _ => None,
+                }
+            }
+
+            /// Release the pages wholly inside `[addr, addr + len)` and zero the
+            /// partial pages at either end, so a replayer that reuses buffer
+            /// addresses keeps its memory bounded.
+            pub fn free(&mut self, addr: u64, len: u64) {
+                // Bytes past 2^64 do not exist; the last one, at 2^64 - 1, does.
+                let len = below_top(addr, len);
+                if len == 0 {
+                    return;
+                }
+                let end = u128::from(addr) + u128::from(len);
+                let first_full = addr.div_ceil(PAGE_SIZE);
+                let last_full = (end / u128::from(PAGE_SIZE)) as u64; // exclusive
+                if first_full >= last_full {
+                    self.zero(addr, len);
+                    return;
+                }
+                if (last_full - first_full) as usize > self.pages.len() {
+                    recycle(
+                        self.pages
+                            .extract_if(|p, _| (first_full..last_full).contains(p))
+                            .map(|(_, page)| page),
+                    );
+                } else {
+                    recycle((first_full..last_full).filter_map(|p| self.pages.remove(&p)));
+                }
+                self.zero(addr, first_full * PAGE_SIZE - addr);
+                let tail = (end - u128::from(last_full) * u128::from(PAGE_SIZE)) as u64;
+                if tail > 0 {
+                    self.zero(last_full * PAGE_SIZE, tail);
+                }
+            }
+
+            /// Make `[addr, addr + len)` read as zeros (clipped at 2^64).
+            fn zero(&mut self, addr: u64, len: u64) {
+                // Counted down rather than up to an end address, so a range ending
+                // exactly at 2^64 reaches its last byte.
+                let mut a = addr;
+                let mut left = below_top(addr, len);
+                while left > 0 {
+                    let page = a / PAGE_SIZE;
+                    let off = (a % PAGE_SIZE) as usize;
+                    let n = ((PAGE_SIZE as usize - off) as u64).min(left) as usize;
+                    if n == PAGE_SIZE as usize {
+                        recycle(self.pages.remove(&page).into_iter());
+                    } else {
+                        match self.pages.get_mut(&page) {
+                            Some(Page::Bytes(p)) => p[off..off + n].fill(0),
+                            Some(Page::Tagged(pieces)) => cut(pieces, off as u32, n as u32),
+                            None => {}
+                        }
+                    }
+                    left -= n as u64;
+                    a = a.wrapping_add(n as u64);
+                }
+            }
+        }
+    }
+
     /// One step of the model check.
     #[derive(Debug, Clone)]
     enum Step {
@@ -974,13 +1482,23 @@ mod tests {
         Pair(u64, usize, usize, usize, u64),
         Runs(u64, Vec<(u8, u32)>),
         Free(u64, u64),
+        Scatter(u64, usize, u64, u32, u64),
         Read(u64, usize),
     }
 
+    /// Where the model check's steps land: three windows of a few pages,
+    /// so steps overlap, at 0, across 2^32 (where a truncated DMA address
+    /// wraps) and at the top of the space (where ranges are clipped).
+    const WINDOWS: [(u64, u64); 3] = [
+        (0, 5 * PAGE_SIZE),
+        ((1 << 32) - 2 * PAGE_SIZE, 4 * PAGE_SIZE),
+        (u64::MAX - 3 * PAGE_SIZE + 1, 3 * PAGE_SIZE),
+    ];
+
     fn step() -> impl Strategy<Value = Step> {
-        // Addresses in a small window (so steps overlap), some near 2^64.
         let addr = prop_oneof![
-            4 => 0u64..5 * PAGE_SIZE,
+            3 => 0u64..5 * PAGE_SIZE,
+            1 => ((1u64 << 32) - 2 * PAGE_SIZE)..(1u64 << 32) + 2 * PAGE_SIZE,
             1 => (u64::MAX - 3 * PAGE_SIZE)..=u64::MAX,
         ];
         prop_oneof![
@@ -1013,6 +1531,10 @@ mod tests {
             )
                 .prop_map(|(a, r)| Step::Runs(a, r)),
             (addr.clone(), 0u64..9000).prop_map(|(a, n)| Step::Free(a, n)),
+            // Many small pieces a stride apart: a page cut into more pieces
+            // than it may hold, or fewer.
+            (addr.clone(), 1usize..40, 1u64..200, 1u32..60, 0u64..4)
+                .prop_map(|(a, k, stride, n, lba)| Step::Scatter(a, k, stride, n, lba)),
             (addr, 0usize..9000).prop_map(|(a, n)| Step::Read(a, n)),
         ]
     }
@@ -1055,6 +1577,17 @@ mod tests {
         model_write(model, a, &all[at..at + n]);
     }
 
+    /// The piece `write_pattern` places for bytes `[at, at + n)` of a
+    /// transfer (one piece: `n` stays far below its 1 GiB cut).
+    fn pattern_piece(at: usize, n: usize, lba: u64, g: u32) -> TagPiece {
+        let first = Tag {
+            lba,
+            seed: 0x5eed,
+            generation: g,
+        };
+        TagPiece::of_run(first, 512, at as u64, n as u32)
+    }
+
     fn model_read(model: &std::collections::BTreeMap<u64, u8>, addr: u64, n: usize) -> Vec<u8> {
         (0..n as u64)
             .map(|i| {
@@ -1065,34 +1598,53 @@ mod tests {
             .collect()
     }
 
+    /// The parts `read_runs` gives, owned, for comparing two memories.
+    fn parts_of(runs: &DataRuns) -> Vec<(u8, Vec<u8>, Option<TagPiece>)> {
+        runs.parts()
+            .map(|p| match p {
+                Part::Bytes(b) => (0, b.to_vec(), None),
+                Part::Zero(n) => (1, n.to_le_bytes().to_vec(), None),
+                Part::Piece(t) => (2, Vec::new(), Some(t)),
+            })
+            .collect()
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+        /// Bytes as a plain byte memory holds them, and the split into
+        /// bytes, zeros and pieces exactly as the page model made it.
         #[test]
         fn tagged_memory_reads_back_what_a_byte_memory_would(
             steps in proptest::collection::vec(step(), 1..24)
         ) {
             let mut m = HostMemory::new();
+            let mut pg = paged::Paged::default();
             let mut model = std::collections::BTreeMap::new();
             for s in steps {
                 match s {
                     Step::Bytes(a, b) => {
                         m.write(a, &b);
+                        pg.write(a, &b);
                         model_write(&mut model, a, &b);
                     }
                     Step::Piece(a, lba, start, n) => {
                         let p = TagPiece::of_run(tag(lba), 512, u64::from(start), n);
                         m.write_piece(a, p);
+                        pg.write_piece(a, p);
                         model_write(&mut model, a, &bytes_of(p));
                     }
                     Step::Pattern(a, at, n, lba, g) => {
                         m.write_pattern(a, at, n, 0x5eed, g, lba, 512);
+                        pg.write_piece(a, pattern_piece(at, n, lba, g));
                         model_pattern(&mut model, a, at, n, lba, g);
                     }
                     Step::Pair(a, at, n, n2, lba) => {
                         m.write_pattern(a, at, n, 0x5eed, 4, lba, 512);
+                        pg.write_piece(a, pattern_piece(at, n, lba, 4));
                         model_pattern(&mut model, a, at, n, lba, 4);
                         if let Some(b) = a.checked_add(n as u64) {
                             m.write_pattern(b, at + n, n2, 0x5eed, 5, lba, 512);
+                            pg.write_piece(b, pattern_piece(at + n, n2, lba, 5));
                             model_pattern(&mut model, b, at + n, n2, lba, 5);
                         }
                     }
@@ -1116,12 +1668,23 @@ mod tests {
                             }
                         }
                         m.write_runs(a, &runs, 0, runs.len());
+                        pg.write_runs(a, &runs, 0, runs.len());
                         model_write(&mut model, a, &runs.to_bytes());
                     }
                     Step::Free(a, n) => {
                         m.free(a, n);
+                        pg.free(a, n);
                         let zeros = vec![0u8; n as usize];
                         model_write(&mut model, a, &zeros);
+                    }
+                    Step::Scatter(a, k, stride, n, lba) => {
+                        for i in 0..k as u64 {
+                            let Some(at) = a.checked_add(i * stride) else { break };
+                            let p = TagPiece::of_run(tag(lba), 512, i * 7, n);
+                            m.write_piece(at, p);
+                            pg.write_piece(at, p);
+                            model_write(&mut model, at, &bytes_of(p));
+                        }
                     }
                     Step::Read(a, n) => {
                         let want = model_read(&model, a, n);
@@ -1133,14 +1696,29 @@ mod tests {
                         m.read_runs(a, n, &mut runs);
                         prop_assert_eq!(runs.len(), n);
                         prop_assert_eq!(first_diff(&runs.to_bytes(), &want), None);
+                        let mut old = DataRuns::new();
+                        pg.read_runs(a, n, &mut old);
+                        prop_assert_eq!(parts_of(&runs), parts_of(&old));
+                        prop_assert_eq!(m.slice(a, n), pg.slice(a, n));
                         if let Some(sl) = m.slice(a, n) {
                             prop_assert_eq!(first_diff(sl, &want), None);
                         }
                     }
                 }
             }
-            let want = model_read(&model, 0, 5 * PAGE_SIZE as usize);
-            prop_assert_eq!(first_diff(&read_vec(&m, 0, 5 * PAGE_SIZE as usize), &want), None);
+            for (base, len) in WINDOWS {
+                let len = len as usize;
+                let want = model_read(&model, base, len);
+                prop_assert_eq!(first_diff(&read_vec(&m, base, len), &want), None);
+                let (mut runs, mut old) = (DataRuns::new(), DataRuns::new());
+                m.read_runs(base, len, &mut runs);
+                pg.read_runs(base, len, &mut old);
+                prop_assert_eq!(parts_of(&runs), parts_of(&old));
+                for p in 0..len as u64 / PAGE_SIZE {
+                    let a = base + p * PAGE_SIZE;
+                    prop_assert_eq!(m.slice(a, 1).is_some(), pg.slice(a, 1).is_some());
+                }
+            }
         }
     }
 }
