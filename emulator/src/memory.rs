@@ -111,7 +111,9 @@ impl std::fmt::Debug for HostMemory {
 
 impl Drop for HostMemory {
     fn drop(&mut self) {
-        recycle(std::mem::take(&mut self.pages).into_values());
+        if !self.pages.is_empty() {
+            recycle(std::mem::take(&mut self.pages).into_values());
+        }
     }
 }
 
@@ -186,6 +188,14 @@ struct RunMap {
 
 /// Runs a chunk holds before it is split in two.
 const CHUNK_MAX: usize = 16;
+
+/// A chunk holding `runs`, with room for a full chunk and the three runs
+/// an edit adds before it is split, so it is allocated once.
+fn new_chunk(runs: &[Run]) -> Vec<Run> {
+    let mut ch = Vec::with_capacity(CHUNK_MAX + 3);
+    ch.extend_from_slice(runs);
+    ch
+}
 
 /// A place among the runs: run `i` of chunk `c`, or the end when `c` is
 /// past the last chunk.
@@ -267,7 +277,7 @@ impl RunMap {
             // At the end: append to the last chunk.
             match self.chunks.last_mut() {
                 Some(ch) => ch.extend_from_slice(new),
-                None => self.chunks.push(new.to_vec()),
+                None => self.chunks.push(new_chunk(new)),
             }
             self.settle(self.chunks.len() - 1);
             return;
@@ -313,7 +323,8 @@ impl RunMap {
         if n == 0 {
             self.chunks.remove(c);
         } else if n > CHUNK_MAX {
-            let right = self.chunks[c].split_off(n / 2);
+            let right = new_chunk(&self.chunks[c][n / 2..]);
+            self.chunks[c].truncate(n / 2);
             self.chunks.insert(c + 1, right);
         }
     }
@@ -351,17 +362,22 @@ impl HostMemory {
             return;
         }
         let p = self.runs.locate(lo);
-        let (mut n, mut first, mut last) = (0usize, None, None);
-        for &r in self.runs.from(p) {
+        let first = match self.runs.get(p) {
+            Some(&r) if u128::from(r.0) < hi => r,
+            // Nothing there (the usual case for a buffer freed twice).
+            _ if with.is_none() => return,
+            _ => (0, UNUSED),
+        };
+        let (mut n, mut last, mut q) = (0usize, None, p);
+        while let Some(&r) = self.runs.get(q) {
             if u128::from(r.0) >= hi {
                 break;
             }
-            if n == 0 {
-                first = Some(r);
-            }
             last = Some(r);
             n += 1;
+            q = self.runs.next_pos(q);
         }
+        let first = (n > 0).then_some(first);
         // At most three runs come back: a head, `with` and a tail.
         let mut new = [(0, UNUSED); 3];
         let mut k = 0;
