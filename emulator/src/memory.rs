@@ -272,6 +272,19 @@ impl RunMap {
         if n == 0 && new.is_empty() {
             return;
         }
+        // The usual edits: one run overwritten, or one inserted into a
+        // chunk with room (a chunk at `p.c` holds a run at `p.i`).
+        if let ([r], Some(ch)) = (new, self.chunks.get_mut(p.c)) {
+            if n == 1 {
+                ch[p.i] = *r;
+                return;
+            }
+            if n == 0 && ch.len() < CHUNK_MAX {
+                ch.insert(p.i, *r);
+                self.len += 1;
+                return;
+            }
+        }
         self.len = self.len - n + new.len();
         if p.c == self.chunks.len() {
             // At the end: append to the last chunk.
