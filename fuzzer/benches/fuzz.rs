@@ -32,6 +32,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use emulator::{Bug, BugSet};
 use fuzzer::campaign::{launch, run_in_process, CampaignConfig};
+use fuzzer::coverage::DenseCoverage;
 use fuzzer::generator::random_program;
 use fuzzer::harness::{Harness, Target};
 use fuzzer::mutators::Dice;
@@ -277,9 +278,10 @@ fn harness_alone(n: usize) {
 }
 
 /// Runs `n` programs, cycling through `progs`, the way the campaign's
-/// executor does (the map cleared before each run, as LibAFL's observer
-/// does), folding each verdict into the `HARNESS_DIGEST` digest and handing
-/// it to `check`; returns executions per second.
+/// executor does (the hit entries renumbered densely into the map, whose
+/// numbered prefix is cleared before each run, as LibAFL's variable-size
+/// observer does), folding each verdict into the `HARNESS_DIGEST` digest
+/// and handing it to `check`; returns executions per second.
 fn run_harness(
     h: &mut Harness,
     progs: &[ScsiProgram],
@@ -287,11 +289,15 @@ fn run_harness(
     check: impl Fn(&fuzzer::verdict::Verdict),
 ) -> f64 {
     let mut map = vec![0u8; fuzzer::harness::MAP_SIZE];
+    let mut dense = DenseCoverage::new(fuzzer::harness::MAP_SIZE);
+    let mut hits = Vec::new();
     let mut digest = VerdictDigest::from_env();
     let start = Instant::now();
     for i in 0..n {
-        map.fill(0);
-        let v = h.run(&progs[i % progs.len()], Some(&mut map));
+        map[..dense.len()].fill(0);
+        hits.clear();
+        let v = h.run_hits(&progs[i % progs.len()], &mut |i, c| hits.push((i, c)));
+        dense.place(&hits, &mut map);
         check(&v);
         digest.fold(&v);
     }

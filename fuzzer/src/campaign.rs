@@ -371,11 +371,7 @@ impl<EM, S: HasExecutions + HasMetadata, Z> Executor<EM, ScsiProgram, S, Z> for 
         // lie past it and were never written.
         let dense = state.metadata_or_insert_with(|| DenseCoverage::new(crate::harness::MAP_SIZE));
         let map: &mut CoverageObserver = self.observers.0.as_mut();
-        for &(i, c) in &hits {
-            if let Some(d) = dense.number(i) {
-                map.map_slice_mut()[d] = c;
-            }
-        }
+        dense.place(&hits, map.map_slice_mut());
         *map.size_mut() = dense.len();
         self.hits = hits;
         if let Some(e) = &verdict.device_error {

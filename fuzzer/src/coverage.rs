@@ -50,6 +50,17 @@ impl DenseCoverage {
         Some(*slot as usize - 1)
     }
 
+    /// Writes a run's hit entries (sparse entry, count) into `map` at
+    /// their dense numbers, numbering new ones; `map` must hold the whole
+    /// sparse map's worth of entries.
+    pub fn place(&mut self, hits: &[(u32, u8)], map: &mut [u8]) {
+        for &(i, c) in hits {
+            if let Some(e) = self.number(i).and_then(|d| map.get_mut(d)) {
+                *e = c;
+            }
+        }
+    }
+
     /// Entries numbered so far.
     pub fn len(&self) -> usize {
         self.len
@@ -75,5 +86,8 @@ mod tests {
         assert_eq!(d.number(65_535), Some(2));
         assert_eq!(d.number(1 << 16), None, "outside the map");
         assert_eq!(d.len(), 3);
+        let mut map = vec![0u8; 1 << 16];
+        d.place(&[(7, 5), (9, 1)], &mut map);
+        assert_eq!(&map[..4], &[0, 5, 0, 1]);
     }
 }
