@@ -133,7 +133,7 @@ fn baseline_ttff(bug: Bug, seed: u64, cap: f64) -> Option<f64> {
     while start.elapsed().as_secs_f64() < cap {
         let p = random_program(seed.wrapping_mul(0x9e37_79b9) ^ n, &limits);
         n += 1;
-        let v = h.run(&p, None);
+        let v = h.run(&p);
         let Some(class) = v
             .violations
             .iter()
@@ -142,12 +142,7 @@ fn baseline_ttff(bug: Bug, seed: u64, cap: f64) -> Option<f64> {
         else {
             continue;
         };
-        if !clean
-            .run(&p, None)
-            .violations
-            .iter()
-            .any(|x| x.class == class)
-        {
+        if !clean.run(&p).violations.iter().any(|x| x.class == class) {
             return Some(start.elapsed().as_secs_f64());
         }
     }

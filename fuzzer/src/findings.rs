@@ -222,7 +222,7 @@ pub fn minimize(h: &mut Harness, program: &ScsiProgram, class: &str) -> ScsiProg
         }
         *budget -= 1;
         p.fit(&limits);
-        shows(&h.run(p, None), class)
+        shows(&h.run(p), class)
     };
     loop {
         let before = best.clone();
@@ -341,7 +341,7 @@ pub fn attribute(target: &Target, program: &ScsiProgram, class: &str) -> Vec<Bug
     let on: Vec<Bug> = target.bugs.iter().collect();
     let mut none = target.clone();
     none.bugs = BugSet::NONE;
-    if shows(&Harness::new(none).run(program, None), class) {
+    if shows(&Harness::new(none).run(program), class) {
         return Vec::new();
     }
     let culprits: Vec<Bug> = on
@@ -350,7 +350,7 @@ pub fn attribute(target: &Target, program: &ScsiProgram, class: &str) -> Vec<Bug
         .filter(|b| {
             let mut t = target.clone();
             t.bugs = on.iter().copied().filter(|x| x != b).collect();
-            !shows(&Harness::new(t).run(program, None), class)
+            !shows(&Harness::new(t).run(program), class)
         })
         .collect();
     if culprits.is_empty() {
@@ -383,7 +383,7 @@ impl FindingsDir {
         program: &ScsiProgram,
         key: Option<&str>,
     ) -> Result<Option<PathBuf>, FindingError> {
-        let verdict = h.run(program, None);
+        let verdict = h.run(program);
         let Some(class) = verdict.class().map(str::to_string) else {
             return Ok(None);
         };

@@ -257,27 +257,14 @@ impl Harness {
         self.limits
     }
 
-    /// Runs `program` (fitted first if it is not); with `coverage`, adds
-    /// the entries the run hit to it. `coverage` must come zeroed, as
-    /// LibAFL's map observers reset theirs before every run: clearing 64 KiB
-    /// again here would cost more than the entries a run hits.
-    pub fn run(&mut self, program: &ScsiProgram, coverage: Option<&mut [u8]>) -> Verdict {
-        match coverage {
-            Some(map) => self.execute(
-                program,
-                Some(&mut |i: u32, c: u8| {
-                    if let Some(e) = map.get_mut(i as usize) {
-                        *e = c;
-                    }
-                }),
-                None,
-            ),
-            None => self.execute(program, None, None),
-        }
+    /// Runs `program` (fitted first if it is not), without coverage.
+    pub fn run(&mut self, program: &ScsiProgram) -> Verdict {
+        self.execute(program, None, None)
     }
 
     /// Runs `program` and hands `hit` each coverage entry the run hit,
-    /// with its count, in time proportional to what it hit.
+    /// with its count, in time proportional to what it hit (a campaign
+    /// renumbers them, [`crate::coverage`]).
     pub fn run_hits(&mut self, program: &ScsiProgram, hit: &mut dyn FnMut(u32, u8)) -> Verdict {
         self.execute(program, Some(hit), None)
     }

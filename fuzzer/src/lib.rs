@@ -34,9 +34,9 @@
 //! let flush = Op::SyncCache { lba: Lba(0), blocks: 0, immed: false };
 //! let program = ScsiProgram::new(vec![write, flush]);
 //! let mut target = Target::new(HbaPreset::lsi3108());
-//! assert!(Harness::new(target.clone()).run(&program, None).passed());
+//! assert!(Harness::new(target.clone()).run(&program).passed());
 //! target.bugs = BugSet::of(&[Bug::SyncCacheNoop]);
-//! let verdict = Harness::new(target).run(&program, None);
+//! let verdict = Harness::new(target).run(&program);
 //! assert_eq!(verdict.class(), Some("dropped"));
 //! ```
 

@@ -132,13 +132,13 @@ fn every_catalogued_bug_has_a_scenario() {
 #[test]
 fn each_scenario_violates_with_its_bug_and_passes_without() {
     for (bug, preset, prog) in scenarios() {
-        let clean = Harness::new(target(preset, &[])).run(&prog, None);
+        let clean = Harness::new(target(preset, &[])).run(&prog);
         assert!(
             clean.passed(),
             "{bug} scenario fails with no bug: {:#?}",
             clean.violations
         );
-        let v = Harness::new(target(preset, &[bug])).run(&prog, None);
+        let v = Harness::new(target(preset, &[bug])).run(&prog);
         assert!(!v.passed(), "{bug} scenario passes with the bug on");
         let class = v.class().unwrap().to_string();
         let culprits = fuzzer::findings::attribute(&target(preset, &[bug]), &prog, &class);
@@ -164,6 +164,6 @@ fn a_split_write_past_the_end_lands_its_in_range_pieces_without_a_violation() {
         w(lba + 5, 4, false, 0x10_0000),
         w(lba, 8192, false, 0x1_0000_0000),
     ]);
-    let v = Harness::new(t).run(&prog, None);
+    let v = Harness::new(t).run(&prog);
     assert!(v.passed(), "{:#?}", v.violations);
 }
