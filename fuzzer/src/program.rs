@@ -415,12 +415,11 @@ impl ScsiProgram {
                 Op::Write(t) | Op::Read(t) => {
                     let write = matches!(op, Op::Write(_));
                     t.blocks <= limits.max_blocks()
-                        && t.extra
-                            == if write {
-                                0
-                            } else {
-                                t.extra.min(Limits::MAX_EXTRA)
-                            }
+                        && if write {
+                            t.extra == 0
+                        } else {
+                            t.extra <= Limits::MAX_EXTRA
+                        }
                         && sg_fitted(&t.sg, u64::from(t.blocks) * bs, limits.max_segments)
                 }
                 Op::WriteSame { sg, .. } => sg_fitted(sg, bs, limits.max_segments),
