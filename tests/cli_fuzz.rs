@@ -192,29 +192,27 @@ fn with_no_bug_a_two_core_campaign_from_the_seeds_finds_nothing() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
-/// The entries of a campaign's queue, as `cN/NAME` (one directory per
-/// client).
-fn count_files(dir: &Path) -> Vec<String> {
-    let names = |d: &Path| -> Vec<String> {
-        std::fs::read_dir(d)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut v: Vec<String> = names(dir)
-        .into_iter()
-        .flat_map(|client| {
-            names(&dir.join(&client))
-                .into_iter()
-                .map(move |n| format!("{client}/{n}"))
-        })
-        .collect();
-    v.sort();
-    v
+/// The programs of a campaign's queue, and its files (`cN/NAME`, one
+/// directory per client) with their bytes.
+fn queue(out: &Path) -> (Vec<fuzzer::program::ScsiProgram>, Vec<(String, Vec<u8>)>) {
+    let dir = out.join("queue");
+    let mut files = Vec::new();
+    for client in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(client.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = format!(
+                "{}/{}",
+                client.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            );
+            files.push((name, std::fs::read(f.path()).unwrap()));
+        }
+    }
+    files.sort();
+    (fuzzer::findings::load_programs(&dir), files)
 }
 
 /// A campaign killed with SIGKILL (every process of it) and resumed keeps
@@ -237,7 +235,7 @@ fn a_campaign_killed_with_sigkill_resumes_with_its_corpus_and_findings() {
         .unwrap();
     let pgid = child.id();
     let start = Instant::now();
-    while findings(&out).is_empty() || count_files(&out.join("queue")).len() < 5 {
+    while findings(&out).is_empty() || queue(&out).0.len() < 5 {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "no finding to kill over"
@@ -250,7 +248,7 @@ fn a_campaign_killed_with_sigkill_resumes_with_its_corpus_and_findings() {
         .unwrap();
     assert!(kill.success());
     let _ = child.wait();
-    let queue_before = count_files(&out.join("queue"));
+    let (programs_before, files_before) = queue(&out);
     let findings_before: Vec<PathBuf> = findings(&out).into_iter().map(|(d, _)| d).collect();
     assert!(!findings_before.is_empty());
 
@@ -262,10 +260,26 @@ fn a_campaign_killed_with_sigkill_resumes_with_its_corpus_and_findings() {
             "--cores", "0", "--time", "5s", "--seed", "10", "--quiet", "--resume",
         ]));
     assert_eq!(o.status.code(), Some(2));
-    let queue_after = count_files(&out.join("queue"));
-    for q in &queue_before {
-        assert!(queue_after.contains(q), "corpus entry {q} lost on resume");
+    let (programs_after, files_after) = queue(&out);
+    for (k, p) in programs_before.iter().enumerate() {
+        assert!(
+            programs_after.contains(p),
+            "corpus entry {k} of {} lost on resume",
+            programs_before.len()
+        );
     }
+    // The killed session's packs are read, never appended to: a record
+    // the kill tore stays the last one of its pack.
+    for (name, bytes) in &files_before {
+        assert!(
+            files_after.iter().any(|(n, b)| n == name && b == bytes),
+            "queue file {name} changed on resume"
+        );
+    }
+    assert!(
+        files_after.len() > files_before.len(),
+        "the resumed session wrote no pack"
+    );
     let findings_after: Vec<PathBuf> = findings(&out).into_iter().map(|(d, _)| d).collect();
     for f in &findings_before {
         assert!(

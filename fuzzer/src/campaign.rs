@@ -20,10 +20,11 @@ use crate::findings::{self, FindingsDir};
 use crate::harness::{Harness, Target};
 use crate::mutators::{domain_mutations, Hints};
 use crate::program::{Limits, ScsiProgram};
+use crate::queue::PackedCorpus;
 use crate::scheduler::{CullOnChange, RememberLen};
 use crate::stats::StatsLine;
 use crate::verdict::Verdict;
-use libafl::corpus::{CachedOnDiskCorpus, Corpus, CorpusId, OnDiskCorpus, Testcase};
+use libafl::corpus::{Corpus, CorpusId, OnDiskCorpus, Testcase};
 use libafl::events::{
     EventConfig, EventFirer, EventReceiver, EventRestarter, HasEventManagerId, Launcher,
     ProgressReporter, SendExiting, SimpleEventManager,
@@ -172,16 +173,15 @@ impl Layout {
         self.root.join("queue")
     }
     /// `OUT/queue/cN`: what client `N` keeps (what it found and what it
-    /// took from the others), one program per file.
+    /// took from the others), as packs ([`crate::queue`]): one
+    /// append-only file per session of the client.
     ///
-    /// One directory per client, not one shared: LibAFL's on-disk corpus
-    /// lets clients share a directory by taking a lock file per entry and
-    /// writing each entry once, and two clients creating thousands of
-    /// files a second in one ext4 directory kept each other waiting (a
-    /// two-core campaign used 11 of its 20 CPU-seconds; on tmpfs, or with
-    /// a directory each, 15-16). A directory of its own needs no lock
-    /// files; the price is that each client stores its own copy of what it
-    /// imports (about a kilobyte an entry, compressed).
+    /// One directory per client, not one shared: clients never wait on
+    /// each other's writes (when LibAFL's on-disk corpus had two clients
+    /// creating thousands of files a second in one ext4 directory, a
+    /// two-core campaign used 11 of its 20 CPU-seconds). The price is that
+    /// each client stores its own copy of what it imports (about a
+    /// kilobyte an entry, compressed).
     pub fn client_queue(&self, client: usize) -> PathBuf {
         self.queue().join(format!("c{client}"))
     }
@@ -653,8 +653,7 @@ impl Monitor for CampaignMonitor {
 // The client
 
 /// The state of one client.
-pub type ScsiState =
-    StdState<CachedOnDiskCorpus<ScsiProgram>, ScsiProgram, StdRand, OnDiskCorpus<ScsiProgram>>;
+pub type ScsiState = StdState<PackedCorpus, ScsiProgram, StdRand, OnDiskCorpus<ScsiProgram>>;
 
 /// When a client stops.
 #[derive(Debug, Clone)]
@@ -728,7 +727,11 @@ fn initial_programs(
         v.extend(crate::seeds::import_dir(dir, limits)?);
     }
     if cfg.resume {
-        v.extend(findings::load_programs(&layout.queue()));
+        let queue = findings::load_queue(&layout.queue());
+        for d in &queue.damage {
+            eprintln!("warning: resuming without what could not be read: {d}");
+        }
+        v.extend(queue.programs);
     }
     Ok(v)
 }
@@ -764,16 +767,9 @@ where
         Some(s) => s,
         None => StdState::new(
             StdRand::with_seed(cfg.seed.wrapping_add(client as u64)),
-            // No per-entry metadata files (the queue is for resuming, and
-            // metadata would triple the files written per new entry) and
-            // no lock files: the directory is this client's alone.
-            CachedOnDiskCorpus::with_meta_format_and_prefix(
-                layout.client_queue(client),
-                4096,
-                None,
-                None,
-                false,
-            )?,
+            // Entries appended to packs, not a file each: see
+            // `crate::queue`. The directory is this client's alone.
+            PackedCorpus::new(layout.client_queue(client)),
             OnDiskCorpus::new(layout.solutions())?,
             &mut feedback,
             &mut objective,

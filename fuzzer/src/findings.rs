@@ -159,9 +159,26 @@ pub fn count_on_disk(root: &Path) -> usize {
 
 /// Every program stored in `dir` (a corpus directory) and in its
 /// subdirectories one level down (a campaign's queue holds one per client),
-/// each once, skipping LibAFL's hidden lock and metadata files and anything
-/// that does not parse (a campaign killed mid-write).
+/// each once: the entries of queue packs ([`crate::queue`]) and program
+/// files (seeds, and queues of campaigns from before packs), skipping
+/// hidden files (LibAFL's lock and metadata files) and what does not
+/// parse.
 pub fn load_programs(dir: &Path) -> Vec<ScsiProgram> {
+    load_queue(dir).programs
+}
+
+/// What [`load_queue`] found.
+#[derive(Debug, Default)]
+pub struct QueueLoad {
+    /// Every program, each once, in file order.
+    pub programs: Vec<ScsiProgram>,
+    /// What could not be read, naming the file (and the record's offset
+    /// in a pack): a record torn by a kill mid-write is the usual one.
+    pub damage: Vec<String>,
+}
+
+/// [`load_programs`], also reporting what it had to skip.
+pub fn load_queue(dir: &Path) -> QueueLoad {
     fn visible(dir: &Path) -> Vec<PathBuf> {
         let Ok(rd) = fs::read_dir(dir) else {
             return Vec::new();
@@ -185,17 +202,37 @@ pub fn load_programs(dir: &Path) -> Vec<ScsiProgram> {
             paths.push(p);
         }
     }
-    let progs: Vec<ScsiProgram> = paths
-        .iter()
-        .filter_map(|p| ScsiProgram::from_file(p).ok())
-        .collect();
+    let mut out = QueueLoad::default();
+    let mut progs = Vec::new();
+    for p in &paths {
+        if !crate::queue::is_pack(p) {
+            match ScsiProgram::from_file(p) {
+                Ok(prog) => progs.push(prog),
+                Err(e) => out.damage.push(e.to_string()),
+            }
+            continue;
+        }
+        match crate::queue::read_pack(p) {
+            Ok(read) => {
+                for (k, bytes) in read.entries.iter().enumerate() {
+                    match ScsiProgram::from_saved(bytes) {
+                        Ok(prog) => progs.push(prog),
+                        Err(e) => out.damage.push(format!("{}: entry {k}: {e}", p.display())),
+                    }
+                }
+                out.damage.extend(read.damage.map(|d| d.to_string()));
+            }
+            Err(e) => out.damage.push(e.to_string()),
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let first: Vec<bool> = progs.iter().map(|p| seen.insert(p)).collect();
-    progs
+    out.programs = progs
         .into_iter()
         .zip(first)
         .filter_map(|(p, first)| first.then_some(p))
-        .collect()
+        .collect();
+    out
 }
 
 /// Does `v` still show the violation class `class`?
@@ -710,8 +747,9 @@ mod tests {
     }
 
     /// A queue of client directories (and, from campaigns before them,
-    /// entries at the top) loads every program once; lock files and
-    /// damaged entries are skipped.
+    /// entries at the top) loads every program once, from packs and
+    /// program files; lock files and damaged entries are skipped and
+    /// reported.
     #[test]
     fn a_queue_loads_each_clients_entries_once() {
         let dir = std::env::temp_dir().join(format!("scuzz-queue-{}", std::process::id()));
@@ -733,8 +771,21 @@ mod tests {
         prog(4).to_file(dir.join("legacy")).unwrap();
         fs::write(dir.join("c1/.c"), b"1").unwrap();
         fs::write(dir.join("c1/torn"), b"{\"ops\":[").unwrap();
-        let got = load_programs(&dir);
-        assert_eq!(got, vec![prog(1), prog(2), prog(3), prog(4)]);
+        // A pack whose last record a kill tore.
+        let mut pack = crate::queue::Pack::create(&dir.join("c2")).unwrap();
+        for n in [3, 5, 6] {
+            pack.append(&prog(n).to_queue_bytes().unwrap()).unwrap();
+        }
+        let bytes = fs::read(pack.path()).unwrap();
+        fs::write(pack.path(), &bytes[..bytes.len() - 2]).unwrap();
+        let got = load_queue(&dir);
+        assert_eq!(
+            got.programs,
+            vec![prog(1), prog(2), prog(3), prog(5), prog(4)]
+        );
+        assert_eq!(got.damage.len(), 2, "{:?}", got.damage);
+        assert!(got.damage[0].contains("c1/torn"), "{:?}", got.damage);
+        assert!(got.damage[1].contains("torn entry"), "{:?}", got.damage);
         fs::remove_dir_all(&dir).unwrap();
     }
 

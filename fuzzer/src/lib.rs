@@ -14,6 +14,8 @@
 //!   over iSCSI (`--to iscsi://`);
 //! - [`scheduler`]: LibAFL's minimizer, culling only after the corpus
 //!   changed;
+//! - [`queue`]: the corpus on disk as packs, one append-only file per
+//!   client and session;
 //! - [`campaign`]: the LibAFL wiring (executor, observers, objective,
 //!   findings stage, monitor, `Launcher`), `--resume`;
 //! - [`fleet`]: one campaign over several machines, their brokers linked;
@@ -51,6 +53,7 @@ pub mod generator;
 pub mod harness;
 pub mod mutators;
 pub mod program;
+pub mod queue;
 pub mod scheduler;
 pub mod seeds;
 pub mod stats;

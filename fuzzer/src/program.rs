@@ -287,10 +287,11 @@ const MAX_PROGRAM_JSON: u64 = 256 << 20;
 
 impl ScsiProgram {
     /// What a campaign's queue keeps of a program: its compact JSON,
-    /// compressed with zstd (level 1). Campaigns add thousands of entries a
-    /// minute and each client writes every entry it keeps; SG lists compress
-    /// about ninefold, so an overnight campaign writes gigabytes, not tens
-    /// of them. `zstdcat ENTRY | jq` reads one.
+    /// compressed with zstd (level 1), one record of a pack
+    /// ([`crate::queue`]). Campaigns add thousands of entries a minute and
+    /// each client writes every entry it keeps; SG lists compress about
+    /// ninefold, so an overnight campaign writes gigabytes, not tens of
+    /// them. `zstdcat PACK | jq` reads them.
     pub fn to_queue_bytes(&self) -> Result<Vec<u8>, String> {
         thread_local! {
             /// One compression context per thread: making one per entry was
