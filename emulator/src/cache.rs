@@ -8,10 +8,10 @@
 //! dirty lines on the medium, which [`Cache::power_loss`] draws from the seed.
 
 use crate::content::{BlockData, Detected};
-use crate::medium::Medium;
+use crate::medium::{continued, continues_run, Medium};
 use crate::rng::Rng;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use trace::hash::BuildFastHasher;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 
 /// When the cache writes dirty lines back on its own.
 #[derive(
@@ -67,14 +67,98 @@ impl Default for CacheConfig {
     }
 }
 
+/// What the lines of an [`Extent`] hold.
 #[derive(Debug, Clone)]
-struct Line {
-    data: BlockData,
+enum Content {
+    /// Line `k` holds [`continued`]`(first, k)`.
+    Run(BlockData),
+    /// Each line holds what the medium holds at its LBA: clean lines a
+    /// read kept. A read after a power loss meets a medium cut into short
+    /// extents by the per-line coins; its fill stays one extent however
+    /// many medium extents it covers. Sound because the medium changes
+    /// under a line only through that line (its own write-back, a
+    /// write-through that updates it) or after it is invalidated (UNMAP,
+    /// WRITE SAME); the one exception, a write-through with the
+    /// stale-cache bug, first pins the old content
+    /// ([`Cache::pin_medium_lines`]).
+    Medium,
+}
+
+/// A run of consecutive lines that a command stored or touched together:
+/// line `k` of it holds its `content`, was last touched at `stamp + k`
+/// and, when dirty, dirtied at `dirtied + k`.
+///
+/// A command visits its blocks in LBA order and the clock ticks once per
+/// block, so the lines one command touches carry consecutive stamps in
+/// LBA order: a 2,000-block read or write is one extent, and writing,
+/// touching, flushing or losing it costs one map update instead of one
+/// per block, while every line keeps the stamp it would have had alone.
+#[derive(Debug, Clone)]
+struct Extent {
+    /// Lines in the run.
+    n: u64,
+    /// Always [`Content::Run`] while dirty.
+    content: Content,
     dirty: bool,
-    /// Last touch; matches the newest entry for this line in `lru`.
+    /// Last touch of the first line.
     stamp: u64,
-    /// Stamp of the write that dirtied it; matches its entry in `dirty_order`.
+    /// Dirtying write of the first line (meaningless while clean).
     dirtied: u64,
+}
+
+impl Extent {
+    /// The lines from `k` on.
+    fn tail(&self, k: u64) -> Extent {
+        Extent {
+            n: self.n - k,
+            content: match &self.content {
+                Content::Run(first) => Content::Run(continued(first, k)),
+                Content::Medium => Content::Medium,
+            },
+            dirty: self.dirty,
+            stamp: self.stamp + k,
+            dirtied: self.dirtied + k,
+        }
+    }
+
+    /// Whether `next`, starting where this extent ends, describes lines
+    /// this extent could hold itself: same state, content, stamps and
+    /// dirtying writes continuing line by line.
+    fn joins(&self, next: &Extent) -> bool {
+        self.dirty == next.dirty
+            && next.stamp == self.stamp + self.n
+            && (!self.dirty || next.dirtied == self.dirtied + self.n)
+            && match (&self.content, &next.content) {
+                (Content::Run(a), Content::Run(b)) => continues_run(a, self.n, b),
+                (Content::Medium, Content::Medium) => true,
+                _ => false,
+            }
+    }
+
+    /// The first line's content, unless it lives on the medium (never
+    /// so for a dirty extent).
+    fn first(&self) -> Option<&BlockData> {
+        match &self.content {
+            Content::Run(first) => Some(first),
+            Content::Medium => None,
+        }
+    }
+
+    /// Hand `emit` the content of lines `[lba, end)`, this extent starting
+    /// at `start`.
+    fn emit(
+        &self,
+        start: u64,
+        lba: u64,
+        end: u64,
+        medium: &Medium,
+        emit: &mut impl FnMut(&BlockData, u64),
+    ) {
+        match &self.content {
+            Content::Run(first) => emit(&continued(first, lba - start), end - lba),
+            Content::Medium => read_medium(medium, lba, end, emit),
+        }
+    }
 }
 
 /// Outcome of a cache lookup, for coverage and the stale-read bug.
@@ -88,45 +172,70 @@ pub enum Lookup {
     Miss,
 }
 
-/// Lines the tables are first sized for.
-const INITIAL_LINES: u64 = 64;
+/// How a read of many blocks used the cache (see [`Cache::read_run`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadUse {
+    /// Some block was served from a line.
+    pub hit: bool,
+    /// Some block was kept as a line while the cache was full.
+    pub evicted: bool,
+}
+
+/// LRU entries tolerated per extent, and beyond that, before the queue
+/// is rebuilt. When that happens is not observable, so tests rebuild as
+/// soon as an entry is stale, to exercise it.
+const LRU_SLACK: (usize, usize) = if cfg!(test) { (1, 0) } else { (4, 64) };
 
 /// A write-back cache in front of one [`Medium`].
 ///
-/// Lines are found by hashing (every block a command touches is looked up,
-/// so this is the emulator's hottest map); the few operations that need
-/// LBA order (a flush writing back, a power loss drawing its survivors)
-/// sort the dirty lines they collect, so outcomes do not depend on the
-/// hash. Only the random eviction policy needs ordered lookups of every
-/// line, and only it keeps an ordered index.
+/// Lines are held as extents of consecutive lines ([`Extent`]) in LBA
+/// order, so a command costs per run of blocks rather than per block,
+/// and flushes and power losses walk the dirty lines in LBA order without
+/// sorting. Eviction takes the least recently touched line (the first
+/// live line of the `lru` queue); oldest-first destage the first line of
+/// the dirty extent with the oldest dirtying write. Every outcome is the
+/// one a cache of single lines would give: extents are a representation,
+/// never a policy.
 #[derive(Debug, Clone)]
 pub struct Cache {
     cfg: CacheConfig,
-    lines: HashMap<u64, Line, BuildFastHasher>,
-    /// Every line's LBA, in order: kept only for [`Destage::Random`],
-    /// whose victim is the first line at or after a random LBA.
-    order: Option<BTreeSet<u64>>,
-    /// (lba, stamp) in touch order; entries whose stamp is stale are skipped.
-    lru: VecDeque<(u64, u64)>,
-    /// (lba, dirtied) in write order, for oldest-first destage.
-    dirty_order: VecDeque<(u64, u64)>,
-    clock: u64,
+    /// First LBA -> extent; extents never overlap.
+    lines: BTreeMap<u64, Extent>,
+    /// (first LBA, stamp, lines) per touch of consecutive lines, in stamp
+    /// order: line `lba + k` was touched at `stamp + k`. A line touched
+    /// again or dropped leaves its old entry stale (stamps are unique, so
+    /// a line is live in exactly the entry holding its stamp); eviction
+    /// skips stale heads, an extent at a time, so the first live line is
+    /// the least recently used. A queue push per touch instead of an
+    /// ordered index kept up to date on every extent change.
+    lru: VecDeque<(u64, u64, u64)>,
+    /// The line after the one touched last, and the stamp it would have
+    /// had had the same touch gone on: where a new touch continues it.
+    last_touch: (u64, u64),
+    /// Lines held.
+    held: u64,
     dirty: u64,
+    clock: u64,
+    /// For [`Destage::Random`] only: (lba, dirtied) per line write, in
+    /// write order, stale entries included until a compaction drops them.
+    /// The policy picks an entry by index among all of them, so the queue
+    /// (stale entries, compaction points) is kept line by line exactly,
+    /// and writes and fills under it go line by line.
+    queue: Option<VecDeque<(u64, u64)>>,
 }
 
 impl Cache {
-    /// An empty cache, with room for a short run's lines (a fuzz
-    /// execution's few dozen) before any table has to grow.
+    /// An empty cache.
     pub fn new(cfg: CacheConfig) -> Self {
-        let start = cfg.capacity_blocks.min(INITIAL_LINES) as usize;
         Cache {
             cfg,
-            lines: HashMap::with_capacity_and_hasher(start, BuildFastHasher::default()),
-            order: (cfg.destage == Destage::Random).then(BTreeSet::new),
-            lru: VecDeque::with_capacity(2 * start),
-            dirty_order: VecDeque::with_capacity(start),
-            clock: 0,
+            lines: BTreeMap::new(),
+            lru: VecDeque::new(),
+            last_touch: (0, 0),
+            held: 0,
             dirty: 0,
+            clock: 0,
+            queue: (cfg.destage == Destage::Random).then(VecDeque::new),
         }
     }
 
@@ -142,17 +251,17 @@ impl Cache {
 
     /// Lines held.
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.held as usize
     }
 
     /// True when no line is held.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.held == 0
     }
 
     /// Is the cache full (the next new line evicts one)?
     pub fn is_full(&self) -> bool {
-        self.lines.len() as u64 >= self.cfg.capacity_blocks
+        self.held >= self.cfg.capacity_blocks
     }
 
     fn tick(&mut self) -> u64 {
@@ -160,23 +269,222 @@ impl Cache {
         self.clock
     }
 
-    /// The cached content of `lba`, touching the line.
-    pub fn get(&mut self, lba: u64) -> (Lookup, Option<&BlockData>) {
-        let stamp = self.clock + 1;
-        match self.lines.get_mut(&lba) {
-            Some(l) => {
-                self.clock = stamp;
-                l.stamp = stamp;
-                self.lru.push_back((lba, stamp));
-                let kind = if l.dirty {
-                    Lookup::DirtyHit
-                } else {
-                    Lookup::CleanHit
-                };
-                (kind, Some(&l.data))
-            }
-            None => (Lookup::Miss, None),
+    /// Free lines before the next new one evicts.
+    fn room(&self) -> u64 {
+        self.cfg.capacity_blocks.saturating_sub(self.held)
+    }
+
+    /// The extent holding `lba`, with its first LBA.
+    fn containing(&self, lba: u64) -> Option<(u64, &Extent)> {
+        self.lines
+            .range(..=lba)
+            .next_back()
+            .filter(|(s, e)| lba - **s < e.n)
+            .map(|(s, e)| (*s, e))
+    }
+
+    /// Where the first extent after `lba` starts (`u64::MAX` if none).
+    fn next_start(&self, lba: u64) -> u64 {
+        self.lines
+            .range((Excluded(lba), Unbounded))
+            .next()
+            .map_or(u64::MAX, |(s, _)| *s)
+    }
+
+    /// Where the lines missing from `pos` (not held) end, up to `end`:
+    /// a one-line range needs no lookup.
+    fn gap_end(&self, pos: u64, end: u64) -> u64 {
+        if end - pos == 1 {
+            end
+        } else {
+            self.next_start(pos).min(end)
         }
+    }
+
+    /// Store an extent, merged with either neighbour it joins (both
+    /// found in one walk of the map).
+    fn put(&mut self, mut start: u64, mut ext: Extent) {
+        let end = start + ext.n;
+        let (mut left, mut right) = (None, None);
+        let mut around = self.lines.range(..=end);
+        let mut before = around.next_back();
+        if let Some((&k, r)) = before {
+            if k == end {
+                right = ext.joins(r).then_some(k);
+                before = around.next_back();
+            }
+        }
+        if let Some((&k, l)) = before {
+            left = (k + l.n == start && l.joins(&ext)).then_some(k);
+        }
+        if let Some(k) = right.and_then(|k| self.take(k)) {
+            ext.n += k.n;
+        }
+        if let Some(l) = left.and_then(|k| self.take(k)) {
+            ext = Extent {
+                n: l.n + ext.n,
+                ..l
+            };
+            start -= l.n;
+        }
+        self.insert(start, ext);
+    }
+
+    /// Store an extent as it is.
+    fn insert(&mut self, start: u64, ext: Extent) {
+        self.lines.insert(start, ext);
+    }
+
+    fn take(&mut self, start: u64) -> Option<Extent> {
+        self.lines.remove(&start)
+    }
+
+    /// Store an extent whose stamps were just taken, and queue the touch.
+    /// No extent on the right can continue stamps this new, and one on
+    /// the left only if it holds the line touched just before, so most
+    /// touches skip the neighbour search (merging is never needed for
+    /// correctness, only to keep the map small).
+    fn put_touched(&mut self, start: u64, ext: Extent) {
+        let (stamp, n) = (ext.stamp, ext.n);
+        if self.last_touch == (start, stamp) {
+            self.put(start, ext);
+        } else {
+            self.insert(start, ext);
+        }
+        self.last_touch = (start + n, stamp + n);
+        self.touched(start, stamp, n);
+    }
+
+    /// Lines `[lba, lba + n)` were just touched at stamps from `stamp`
+    /// (and are stored).
+    fn touched(&mut self, lba: u64, stamp: u64, n: u64) {
+        if self.cfg.destage == Destage::Random {
+            // Its victims are chosen by LBA, never by age.
+            return;
+        }
+        match self.lru.back_mut() {
+            Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
+            _ => self.lru.push_back((lba, stamp, n)),
+        }
+        if self.lru.len() > LRU_SLACK.0 * self.lines.len() + LRU_SLACK.1 {
+            // Stale entries dominate: rebuild from the extents, whose
+            // stamp ranges never overlap.
+            let mut live: Vec<(u64, u64, u64)> = (self.lines.iter())
+                .map(|(s, e)| (e.stamp, *s, e.n))
+                .collect();
+            live.sort_unstable();
+            self.lru.clear();
+            for (stamp, lba, n) in live {
+                match self.lru.back_mut() {
+                    Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
+                    _ => self.lru.push_back((lba, stamp, n)),
+                }
+            }
+        }
+    }
+
+    /// Take the least recently used line out of the map (its LBA and
+    /// itself), and off the queue: the first live line of the first entry.
+    fn take_lru(&mut self) -> Option<(u64, Extent)> {
+        while let Some(&(lba, stamp, _)) = self.lru.front() {
+            // Lines of the head entry that are stale: through the end of
+            // the extent holding `lba` (its stamps differ from the entry's
+            // by the same amount on every line), or up to the next extent.
+            // A head usually starts its extent, which one removal finds.
+            let stale = match self.lines.remove(&lba) {
+                Some(mut line) if line.stamp == stamp => {
+                    if line.n > 1 {
+                        self.lines.insert(lba + 1, line.tail(1));
+                        line.n = 1;
+                    }
+                    self.pop_lru(1);
+                    return Some((lba, line));
+                }
+                Some(e) => {
+                    let k = e.n;
+                    self.lines.insert(lba, e);
+                    k
+                }
+                None => match self.containing(lba) {
+                    Some((s, e)) if e.stamp + (lba - s) == stamp => {
+                        self.pop_lru(1);
+                        return Some((lba, self.cut(s, lba, lba + 1)));
+                    }
+                    Some((s, e)) => s + e.n - lba,
+                    None => self.next_start(lba).saturating_sub(lba),
+                },
+            };
+            self.pop_lru(stale);
+        }
+        // Every line has a live entry, so this is unreachable with lines
+        // held; the lowest line keeps the choice defined regardless.
+        let s = *self.lines.keys().next()?;
+        Some((s, self.cut(s, s, s + 1)))
+    }
+
+    /// Drop the first `k` lines of the LRU queue's head entry.
+    fn pop_lru(&mut self, k: u64) {
+        if let Some(h) = self.lru.front_mut() {
+            if k >= h.2 {
+                self.lru.pop_front();
+            } else {
+                *h = (h.0 + k, h.1 + k, h.2 - k);
+            }
+        }
+    }
+
+    /// Make `at` an extent boundary.
+    fn split_at(&mut self, at: u64) {
+        let Some((s, e)) = self.containing(at) else {
+            return;
+        };
+        if s == at {
+            return;
+        }
+        let right = e.tail(at - s);
+        if let Some(l) = self.lines.get_mut(&s) {
+            l.n = at - s;
+        }
+        self.lines.insert(at, right);
+    }
+
+    /// Take the lines `[lba, end)` of the extent at `s` (which holds them)
+    /// out of the map as their own extent, leaving the rest of it.
+    fn cut(&mut self, s: u64, lba: u64, end: u64) -> Extent {
+        let mut e = self.take(s).expect("cut inside an extent");
+        if s < lba {
+            let right = e.tail(lba - s);
+            e.n = lba - s;
+            self.insert(s, e);
+            e = right;
+        }
+        if end - lba < e.n {
+            let rest = e.tail(end - lba);
+            e.n = end - lba;
+            self.insert(end, rest);
+        }
+        e
+    }
+
+    /// The cached content of `lba`, touching the line.
+    pub fn get(&mut self, lba: u64, medium: &Medium) -> (Lookup, Option<BlockData>) {
+        let Some((s, e)) = self.containing(lba) else {
+            return (Lookup::Miss, None);
+        };
+        let data = match &e.content {
+            Content::Run(first) => continued(first, lba - s),
+            Content::Medium => medium.block(lba),
+        };
+        let mut line = self.cut(s, lba, lba + 1);
+        let stamp = self.tick();
+        line.stamp = stamp;
+        let kind = if line.dirty {
+            Lookup::DirtyHit
+        } else {
+            Lookup::CleanHit
+        };
+        self.put_touched(lba, line);
+        (kind, Some(data))
     }
 
     /// The first dirty line in `[lba, end)`.
@@ -184,65 +492,51 @@ impl Cache {
         if self.dirty == 0 || lba >= end {
             return None;
         }
-        if end - lba <= self.lines.len() as u64 {
-            return (lba..end).find(|l| self.is_dirty(*l));
+        if self.containing(lba).is_some_and(|(_, e)| e.dirty) {
+            return Some(lba);
         }
         self.lines
-            .iter()
-            .filter(|(k, l)| l.dirty && (lba..end).contains(*k))
-            .map(|(k, _)| *k)
-            .min()
+            .range((Excluded(lba), Excluded(end)))
+            .find(|(_, e)| e.dirty)
+            .map(|(s, _)| *s)
     }
 
-    /// The lines in `[lba, end)` (dirty ones only with `dirty_only`), in LBA
-    /// order: probing each LBA when the range is shorter than the cache,
-    /// else scanning every line.
-    fn lines_in(&self, lba: u64, end: u64, dirty_only: bool) -> Vec<u64> {
-        if lba >= end {
-            return Vec::new();
+    /// How many dirty lines follow one another from `lba` (up to
+    /// `limit`): blocks only the cache holds, one GET LBA STATUS extent.
+    pub fn dirty_run(&self, lba: u64, limit: u64) -> u64 {
+        let end = lba.saturating_add(limit);
+        let mut pos = lba;
+        while pos < end {
+            match self.containing(pos) {
+                Some((s, e)) if e.dirty => pos = s + e.n,
+                _ => break,
+            }
         }
-        let wanted = |l: &Line| l.dirty || !dirty_only;
-        if end - lba <= self.lines.len() as u64 {
-            return (lba..end)
-                .filter(|k| self.lines.get(k).is_some_and(wanted))
-                .collect();
-        }
-        let mut keys: Vec<u64> = self
-            .lines
-            .iter()
-            .filter(|(k, l)| wanted(l) && (lba..end).contains(*k))
-            .map(|(k, _)| *k)
-            .collect();
-        sort_lbas(&mut keys);
-        keys
-    }
-
-    /// Make room in the tables for `n` more lines (up to the capacity), so
-    /// a write of many blocks grows them once rather than doubling its
-    /// way up. Lines are never iterated in table order where it would
-    /// matter (flushes and power losses sort what they collect).
-    pub fn reserve(&mut self, n: usize) {
-        let room = (self.cfg.capacity_blocks as usize).saturating_sub(self.lines.len());
-        let n = n.min(room);
-        self.lines.reserve(n);
-        self.lru.reserve(n);
-        self.dirty_order.reserve(n);
+        pos.min(end) - lba
     }
 
     /// Is there a dirty line for `lba`? (Without touching it.)
     pub fn is_dirty(&self, lba: u64) -> bool {
-        self.lines.get(&lba).is_some_and(|l| l.dirty)
+        self.containing(lba).is_some_and(|(_, e)| e.dirty)
     }
 
     /// Store a write in the cache (dirty), evicting a line if full.
-    pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
-        self.write_detected(lba, Detected::Zero, Some(data), medium, rng);
+    /// Returns whether the cache was full and the block's line not dirty
+    /// (what the disk reports as an eviction, for coverage).
+    pub fn write(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) -> bool {
+        self.write_detected(lba, Detected::Zero, Some(data), medium, rng)
     }
 
     /// [`Cache::write`] from a classified block: a line that already owns an
     /// unshared raw buffer is overwritten in place (no allocation).
-    pub fn write_block(&mut self, lba: u64, d: Detected<'_>, medium: &mut Medium, rng: &mut Rng) {
-        self.write_detected(lba, d, None, medium, rng);
+    pub fn write_block(
+        &mut self,
+        lba: u64,
+        d: Detected<'_>,
+        medium: &mut Medium,
+        rng: &mut Rng,
+    ) -> bool {
+        self.write_detected(lba, d, None, medium, rng)
     }
 
     fn write_detected(
@@ -252,36 +546,105 @@ impl Cache {
         owned: Option<BlockData>,
         medium: &mut Medium,
         rng: &mut Rng,
-    ) {
+    ) -> bool {
         let stamp = self.tick();
-        if let Some(l) = self.lines.get_mut(&lba) {
-            if !l.dirty {
+        let found = self.containing(lba).map(|(s, e)| (s, e.dirty));
+        let evicted = self.is_full() && !found.is_some_and(|(_, dirty)| dirty);
+        if let Some((s, _)) = found {
+            let mut line = self.cut(s, lba, lba + 1);
+            if !line.dirty {
                 self.dirty += 1;
             }
-            match owned {
-                Some(data) => l.data = data,
-                None => d.store_into(&mut l.data),
+            match (owned, &mut line.content) {
+                (Some(data), c) => *c = Content::Run(data),
+                (None, Content::Run(first)) => d.store_into(first),
+                (None, c) => *c = Content::Run(d.to_data()),
             }
-            l.dirty = true;
-            l.stamp = stamp;
-            l.dirtied = stamp;
+            line.dirty = true;
+            line.stamp = stamp;
+            line.dirtied = stamp;
+            self.put_touched(lba, line);
         } else {
-            let data = owned.unwrap_or_else(|| d.to_data());
+            let first = owned.unwrap_or_else(|| d.to_data());
             self.make_room(medium, rng);
-            self.insert_line(
+            self.put_touched(
                 lba,
-                Line {
-                    data,
+                Extent {
+                    n: 1,
+                    content: Content::Run(first),
                     dirty: true,
                     stamp,
                     dirtied: stamp,
                 },
             );
+            self.held += 1;
             self.dirty += 1;
         }
-        self.lru.push_back((lba, stamp));
-        self.dirty_order.push_back((lba, stamp));
-        self.compact_queues();
+        if let Some(q) = &mut self.queue {
+            q.push_back((lba, stamp));
+        }
+        self.compact_queue();
+        evicted
+    }
+
+    /// Store `n` written blocks from `lba` that continue `first` (one
+    /// stream's consecutive tags, or zeros) as dirty lines: what `n`
+    /// [`Cache::write`]s in LBA order leave, a stretch of lines at a time
+    /// while no line has to be evicted. Returns whether some block found
+    /// the cache full and its own line not dirty (what a block-by-block
+    /// writer reports as an eviction).
+    pub fn write_run(
+        &mut self,
+        lba: u64,
+        n: u64,
+        first: &BlockData,
+        medium: &mut Medium,
+        rng: &mut Rng,
+    ) -> bool {
+        let end = lba + n;
+        let mut evicted = false;
+        let mut pos = lba;
+        while pos < end {
+            let data = continued(first, pos - lba);
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
+            if self.queue.is_some() || (cached.is_none() && self.room() == 0) {
+                // A new line in a full cache evicts one, which may be a
+                // line further on in this run: one line at a time.
+                evicted |= self.write(pos, data, medium, rng);
+                pos += 1;
+                continue;
+            }
+            let seg_end = match cached {
+                Some((s, e_end, dirty)) => {
+                    evicted |= self.is_full() && !dirty;
+                    let seg_end = e_end.min(end);
+                    if !self.cut(s, pos, seg_end).dirty {
+                        self.dirty += seg_end - pos;
+                    }
+                    seg_end
+                }
+                None => {
+                    let seg_end = self.gap_end(pos, end).min(pos + self.room());
+                    self.held += seg_end - pos;
+                    self.dirty += seg_end - pos;
+                    seg_end
+                }
+            };
+            let stamp = self.clock + 1;
+            self.clock += seg_end - pos;
+            self.put_touched(
+                pos,
+                Extent {
+                    n: seg_end - pos,
+                    content: Content::Run(data),
+                    dirty: true,
+                    stamp,
+                    dirtied: stamp,
+                },
+            );
+            pos = seg_end;
+        }
+        evicted
     }
 
     /// A write that went straight to the medium (FUA or WCE=0): keep any
@@ -293,17 +656,13 @@ impl Cache {
         medium: &mut Medium,
         stale_bug: bool,
     ) {
-        medium.write_block(lba, data);
         if stale_bug {
+            self.pin_medium_lines(lba, 1, medium);
+            medium.write_block(lba, data);
             return;
         }
-        if let Some(l) = self.lines.get_mut(&lba) {
-            if l.dirty {
-                self.dirty -= 1;
-            }
-            l.data = data.clone();
-            l.dirty = false;
-        }
+        medium.write_block(lba, data);
+        self.overwrite_cached(lba, 1, data);
     }
 
     /// [`Cache::write_through`] of `n` blocks from `lba` that continue
@@ -317,75 +676,203 @@ impl Cache {
         medium: &mut Medium,
         stale_bug: bool,
     ) {
-        medium.write_run(lba, n, first);
-        if stale_bug || self.lines.is_empty() {
+        if stale_bug {
+            self.pin_medium_lines(lba, n, medium);
+            medium.write_run(lba, n, first);
             return;
         }
-        for k in 0..n {
-            if let Some(l) = self.lines.get_mut(&(lba + k)) {
-                if l.dirty {
-                    self.dirty -= 1;
+        medium.write_run(lba, n, first);
+        if self.is_empty() {
+            return;
+        }
+        self.overwrite_cached(lba, n, first);
+    }
+
+    /// The cached lines in `[lba, lba + n)` now hold what the medium was
+    /// just given (blocks continuing `first`) and are clean; their stamps
+    /// stay (a write-through is no use of the line).
+    fn overwrite_cached(&mut self, lba: u64, n: u64, first: &BlockData) {
+        let end = lba + n;
+        let mut pos = lba;
+        while pos < end {
+            let (s, seg_end) = match self.containing(pos) {
+                Some((s, e)) => (s, (s + e.n).min(end)),
+                None => {
+                    pos = self.next_start(pos).min(end);
+                    continue;
                 }
-                l.data = crate::medium::continued(first, k);
-                l.dirty = false;
+            };
+            let mut part = self.cut(s, pos, seg_end);
+            if part.dirty {
+                self.dirty -= part.n;
             }
+            part.content = Content::Run(continued(first, pos - lba));
+            part.dirty = false;
+            self.put(pos, part);
+            pos = seg_end;
+        }
+    }
+
+    /// Before the medium changes under lines `[lba, lba + n)` without
+    /// them (the stale-cache bug), give the lines that mirror the medium
+    /// their content as it still is.
+    fn pin_medium_lines(&mut self, lba: u64, n: u64, medium: &Medium) {
+        let end = lba + n;
+        let mut pos = lba;
+        while pos < end {
+            let (s, seg_end) = match self.containing(pos) {
+                Some((s, e)) if matches!(e.content, Content::Medium) => (s, (s + e.n).min(end)),
+                Some((s, e)) => {
+                    pos = s + e.n;
+                    continue;
+                }
+                None => {
+                    pos = self.next_start(pos).min(end);
+                    continue;
+                }
+            };
+            let part = self.cut(s, pos, seg_end);
+            let mut at = pos;
+            read_medium(medium, pos, seg_end, &mut |first, run| {
+                let k = at - pos;
+                self.put(
+                    at,
+                    Extent {
+                        n: run,
+                        content: Content::Run(first.clone()),
+                        stamp: part.stamp + k,
+                        dirtied: part.dirtied + k,
+                        ..part
+                    },
+                );
+                at += run;
+            });
+            pos = seg_end;
         }
     }
 
     /// Keep a block just read from the medium as a clean line, if there is
     /// room or a clean line to give up for it.
     pub fn fill(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
-        if self.lines.contains_key(&lba) {
-            return;
+        if self.containing(lba).is_none() {
+            self.fill_absent(lba, data, medium, rng);
         }
+    }
+
+    /// [`Cache::fill`] of a line known not to be held.
+    fn fill_absent(&mut self, lba: u64, data: BlockData, medium: &mut Medium, rng: &mut Rng) {
         let stamp = self.tick();
         self.make_room(medium, rng);
-        self.insert_line(
+        self.put_touched(
             lba,
-            Line {
-                data,
+            Extent {
+                n: 1,
+                content: Content::Run(data),
                 dirty: false,
                 stamp,
                 dirtied: 0,
             },
         );
-        self.lru.push_back((lba, stamp));
-        self.compact_queues();
+        self.held += 1;
+        self.compact_queue();
+    }
+
+    /// Read `n` blocks from `lba` through the cache, handing `emit` their
+    /// content in LBA order as runs (`(first, count)`: `count` blocks
+    /// continuing `first`). Each block is what a block-by-block reader
+    /// gets: a cached line (touched) unless RCD=1 and the line is clean
+    /// (SBC-3 6.4.5: read from the medium, except data only the cache
+    /// holds), else the medium, kept as a clean line unless RCD=1.
+    pub fn read_run(
+        &mut self,
+        lba: u64,
+        n: u64,
+        rcd: bool,
+        medium: &mut Medium,
+        rng: &mut Rng,
+        mut emit: impl FnMut(&BlockData, u64),
+    ) -> ReadUse {
+        let end = lba + n;
+        let mut used = ReadUse::default();
+        let mut pos = lba;
+        while pos < end {
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
+            if let Some((s, e_end, dirty)) = cached {
+                let seg_end = e_end.min(end);
+                if rcd && !dirty {
+                    read_medium(medium, pos, seg_end, &mut emit);
+                    pos = seg_end;
+                    continue;
+                }
+                let mut part = self.cut(s, pos, seg_end);
+                part.emit(pos, pos, seg_end, medium, &mut emit);
+                part.stamp = self.clock + 1;
+                self.clock += part.n;
+                self.put_touched(pos, part);
+                used.hit = true;
+                pos = seg_end;
+                continue;
+            }
+            if !rcd && (self.queue.is_some() || self.room() == 0) {
+                // Keeping this block evicts a line (whose write-back may
+                // change the medium further on), or the random policy's
+                // queue must see fills one by one.
+                let (d, _) = medium.block_run(pos);
+                emit(&d, 1);
+                used.evicted |= self.is_full();
+                self.fill_absent(pos, d, medium, rng);
+                pos += 1;
+                continue;
+            }
+            let gap_end = self.gap_end(pos, end);
+            if rcd {
+                read_medium(medium, pos, gap_end, &mut emit);
+                pos = gap_end;
+                continue;
+            }
+            let fill_end = gap_end.min(pos + self.room());
+            let n = fill_end - pos;
+            read_medium(medium, pos, fill_end, &mut emit);
+            let stamp = self.clock + 1;
+            self.clock += n;
+            self.held += n;
+            self.put_touched(
+                pos,
+                Extent {
+                    n,
+                    content: Content::Medium,
+                    dirty: false,
+                    stamp,
+                    dirtied: 0,
+                },
+            );
+            pos = fill_end;
+        }
+        used
     }
 
     /// Drop the cached copy of `lba` (after UNMAP or WRITE SAME): a dirty
     /// line must not be destaged over the newer medium content later.
     pub fn invalidate(&mut self, lba: u64) {
-        if let Some(l) = self.remove_line(lba) {
-            if l.dirty {
-                self.dirty -= 1;
-            }
-        }
+        self.invalidate_range(lba, lba.saturating_add(1));
     }
 
     /// Drop every cached line in `[lba, end)`.
     pub fn invalidate_range(&mut self, lba: u64, end: u64) {
-        if self.lines.is_empty() {
+        if self.is_empty() || lba >= end {
             return;
         }
-        for k in self.lines_in(lba, end, false) {
-            self.invalidate(k);
+        self.split_at(lba);
+        self.split_at(end);
+        let starts: Vec<u64> = self.lines.range(lba..end).map(|(s, _)| *s).collect();
+        for s in starts {
+            if let Some(e) = self.take(s) {
+                self.held -= e.n;
+                if e.dirty {
+                    self.dirty -= e.n;
+                }
+            }
         }
-    }
-
-    fn insert_line(&mut self, lba: u64, line: Line) {
-        self.lines.insert(lba, line);
-        if let Some(o) = &mut self.order {
-            o.insert(lba);
-        }
-    }
-
-    fn remove_line(&mut self, lba: u64) -> Option<Line> {
-        let l = self.lines.remove(&lba)?;
-        if let Some(o) = &mut self.order {
-            o.remove(&lba);
-        }
-        Some(l)
     }
 
     /// Write every dirty line in `[lba, end)` to the medium (SYNCHRONIZE
@@ -394,16 +881,31 @@ impl Cache {
         if self.dirty == 0 || lba >= end {
             return 0;
         }
-        let keys = self.lines_in(lba, end, true);
-        write_back(&self.lines, &keys, medium);
-        for k in &keys {
-            if let Some(l) = self.lines.get_mut(k) {
-                l.dirty = false;
+        // The dirty extents overlapping the range, found in one walk.
+        let from = self.containing(lba).map_or(lba, |(s, _)| s);
+        let dirty: Vec<u64> = (self.lines.range(from..end))
+            .filter(|(_, e)| e.dirty)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut back = WriteBack::default();
+        let mut written = 0;
+        for s in dirty {
+            let Some((s, e)) = self.containing(s.max(lba)) else {
+                continue;
+            };
+            let pos = s.max(lba);
+            let next = (s + e.n).min(end);
+            let mut part = self.cut(s, pos, next);
+            if let Some(first) = part.first() {
+                back.push(pos, part.n, first);
             }
+            written += part.n;
+            part.dirty = false;
+            self.put(pos, part);
         }
-        let n = keys.len() as u64;
-        self.dirty -= n;
-        n
+        back.finish(medium);
+        self.dirty -= written;
+        written
     }
 
     /// Background write-back after a write command, by policy.
@@ -411,14 +913,28 @@ impl Cache {
         match self.cfg.destage {
             Destage::None => 0,
             Destage::Lru => {
+                // Oldest write first. Dirtying writes are stamps, unique
+                // per line, so the dirty extents' ranges of them never
+                // interleave: the oldest lines are a prefix of the
+                // extent whose range starts lowest.
                 let mut n = 0;
                 while self.dirty > self.cfg.capacity_blocks / 2 {
-                    let Some((lba, dirtied)) = self.dirty_order.pop_front() else {
+                    let Some((s, e)) = (self.lines.iter())
+                        .filter(|(_, e)| e.dirty)
+                        .min_by_key(|(_, e)| e.dirtied)
+                    else {
                         break;
                     };
-                    if self.destage_line(lba, dirtied, medium) {
-                        n += 1;
+                    let m = e.n.min(self.dirty - self.cfg.capacity_blocks / 2);
+                    let s = *s;
+                    let mut part = self.cut(s, s, s + m);
+                    if let Some(first) = part.first() {
+                        medium.write_run(s, m, first);
                     }
+                    part.dirty = false;
+                    self.put(s, part);
+                    self.dirty -= m;
+                    n += m;
                 }
                 n
             }
@@ -426,25 +942,31 @@ impl Cache {
                 if self.dirty == 0 || rng.below(4) != 0 {
                     return 0;
                 }
-                let i = rng.below(self.dirty_order.len() as u64) as usize;
-                match self.dirty_order.get(i).copied() {
-                    Some((lba, dirtied)) => u64::from(self.destage_line(lba, dirtied, medium)),
-                    None => 0,
+                let Some(q) = &self.queue else { return 0 };
+                let i = rng.below(q.len() as u64) as usize;
+                match q.get(i).copied() {
+                    Some((lba, dirtied)) if self.dirtied_at(lba) == Some(dirtied) => {
+                        let s = self.containing(lba).map_or(lba, |(s, _)| s);
+                        let mut line = self.cut(s, lba, lba + 1);
+                        if let Some(first) = line.first() {
+                            medium.write_block(lba, first);
+                        }
+                        line.dirty = false;
+                        self.put(lba, line);
+                        self.dirty -= 1;
+                        1
+                    }
+                    _ => 0,
                 }
             }
         }
     }
 
-    fn destage_line(&mut self, lba: u64, dirtied: u64, medium: &mut Medium) -> bool {
-        match self.lines.get_mut(&lba) {
-            Some(l) if l.dirty && l.dirtied == dirtied => {
-                medium.write_block(lba, &l.data);
-                l.dirty = false;
-                self.dirty -= 1;
-                true
-            }
-            _ => false,
-        }
+    /// When `lba` holds a dirty line: the stamp of the write that dirtied it.
+    fn dirtied_at(&self, lba: u64) -> Option<u64> {
+        self.containing(lba)
+            .filter(|(_, e)| e.dirty)
+            .map(|(s, e)| e.dirtied + (lba - s))
     }
 
     /// Power failure: each dirty line independently reaches the medium or is
@@ -452,156 +974,116 @@ impl Cache {
     /// many dirty lines were lost.
     pub fn power_loss(&mut self, medium: &mut Medium, rng: &mut Rng) -> u64 {
         let mut lost = 0;
-        // In LBA order: the seed's coins fall on the same lines whatever
-        // the hash did.
-        let mut dirty: Vec<u64> = (self.lines.iter())
-            .filter(|(_, l)| l.dirty)
-            .map(|(k, _)| *k)
-            .collect();
-        sort_lbas(&mut dirty);
-        // Survivors keep their LBA order, so runs of them go back whole.
-        dirty.retain(|_| {
-            let keep = rng.coin();
-            lost += u64::from(!keep);
-            keep
-        });
-        write_back(&self.lines, &dirty, medium);
-        self.lines.clear();
-        if let Some(o) = &mut self.order {
-            o.clear();
+        let mut back = WriteBack::default();
+        // In LBA order, one coin per dirty line, so the seed's coins fall
+        // on the same lines however the lines are grouped; survivors go
+        // back in runs.
+        for (&s, e) in self.lines.iter().filter(|(_, e)| e.dirty) {
+            let Some(first) = e.first() else { continue };
+            for k in 0..e.n {
+                if rng.coin() {
+                    back.push(s + k, 1, &continued(first, k));
+                } else {
+                    lost += 1;
+                }
+            }
         }
+        back.finish(medium);
+        self.lines.clear();
         self.lru.clear();
-        self.dirty_order.clear();
+        if let Some(q) = &mut self.queue {
+            q.clear();
+        }
+        self.held = 0;
         self.dirty = 0;
         lost
     }
 
     fn make_room(&mut self, medium: &mut Medium, rng: &mut Rng) {
-        while self.lines.len() as u64 >= self.cfg.capacity_blocks {
+        while self.held >= self.cfg.capacity_blocks {
             let victim = match self.cfg.destage {
-                Destage::Random => self.random_key(rng),
-                Destage::None | Destage::Lru => self.lru_key(),
+                Destage::Random => self.random_key(rng).map(|l| {
+                    let s = self.containing(l).map_or(l, |(s, _)| s);
+                    (l, self.cut(s, l, l + 1))
+                }),
+                Destage::None | Destage::Lru => self.take_lru(),
             };
-            let Some(lba) = victim else { return };
-            if let Some(l) = self.remove_line(lba) {
-                if l.dirty {
-                    medium.write_block(lba, &l.data);
-                    self.dirty -= 1;
+            let Some((lba, line)) = victim else { return };
+            self.held -= 1;
+            if line.dirty {
+                if let Some(first) = line.first() {
+                    medium.write_block(lba, first);
                 }
+                self.dirty -= 1;
             }
         }
     }
 
-    fn lru_key(&mut self) -> Option<u64> {
-        while let Some((lba, stamp)) = self.lru.pop_front() {
-            if self.lines.get(&lba).is_some_and(|l| l.stamp == stamp) {
-                return Some(lba);
-            }
-        }
-        self.lines.keys().min().copied()
-    }
-
+    /// The random policy's victim: the first line at or after a random LBA
+    /// between the first and last lines.
     fn random_key(&mut self, rng: &mut Rng) -> Option<u64> {
-        let order = self.order.as_ref()?;
-        let first = *order.first()?;
-        let last = *order.last()?;
+        let first = *self.lines.keys().next()?;
+        let (ls, le) = self.lines.iter().next_back()?;
+        let last = ls + le.n - 1;
         let pick = first + rng.below(last - first + 1);
-        order.range(pick..).next().copied()
+        match self.containing(pick) {
+            Some(_) => Some(pick),
+            None => Some(self.next_start(pick)),
+        }
     }
 
-    /// Rebuild the lazy queues when stale entries dominate, so their memory
-    /// stays proportional to the cache.
-    fn compact_queues(&mut self) {
-        let limit = 4 * self.lines.len() + 64;
-        if self.lru.len() > limit {
-            let lines = &self.lines;
-            self.lru
-                .retain(|(lba, s)| lines.get(lba).is_some_and(|l| l.stamp == *s));
+    /// Rebuild the random policy's queue when stale entries dominate, so
+    /// its memory stays proportional to the cache.
+    fn compact_queue(&mut self) {
+        let limit = 4 * self.held as usize + 64;
+        let Some(mut q) = self.queue.take() else {
+            return;
+        };
+        if q.len() > limit {
+            q.retain(|(lba, s)| self.dirtied_at(*lba) == Some(*s));
         }
-        if self.dirty_order.len() > limit {
-            let lines = &self.lines;
-            self.dirty_order
-                .retain(|(lba, s)| lines.get(lba).is_some_and(|l| l.dirty && l.dirtied == *s));
-        }
+        self.queue = Some(q);
     }
 }
 
-/// Sort LBAs collected from the line table. A power loss sorts every
-/// dirty line, thousands after a campaign's large writes, and a
-/// comparison sort of them was a tenth of a campaign's time: a
-/// least-significant-digit radix sort over the bytes the largest LBA
-/// uses (three passes on a 64 MiB disk) gives the same order in linear
-/// time. Short lists keep the comparison sort.
-fn sort_lbas(v: &mut Vec<u64>) {
-    const RADIX_FROM: usize = 64;
-    if v.len() < RADIX_FROM {
-        v.sort_unstable();
-        return;
-    }
-    let max = v.iter().copied().max().unwrap_or(0);
-    let bytes = (64 - max.leading_zeros()).div_ceil(8) as usize;
-    let mut other = vec![0u64; v.len()];
-    for b in 0..bytes {
-        let shift = 8 * b;
-        let mut count = [0usize; 256];
-        for x in v.iter() {
-            count[((x >> shift) & 0xff) as usize] += 1;
-        }
-        let mut at = 0usize;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for x in v.iter() {
-            let d = ((x >> shift) & 0xff) as usize;
-            other[count[d]] = *x;
-            count[d] += 1;
-        }
-        std::mem::swap(v, &mut other);
-    }
+/// Read `[lba, end)` from the medium, extent by extent, into `emit`.
+fn read_medium(medium: &Medium, lba: u64, end: u64, emit: &mut impl FnMut(&BlockData, u64)) {
+    medium.for_each_run(lba, end, emit);
 }
 
-/// Write the lines at `lbas` (ascending, each present) to the medium: a
+/// Dirty lines on their way to the medium in ascending LBA order: a
 /// stretch of consecutive lines that continue one another (one stream's
-/// tags, or zeros) as one run, the rest block by block. The medium ends
-/// up holding exactly what writing them one by one would leave.
-fn write_back(lines: &HashMap<u64, Line, BuildFastHasher>, lbas: &[u64], medium: &mut Medium) {
-    let mut i = 0;
-    while i < lbas.len() {
-        let (l0, d0) = (lbas[i], &lines[&lbas[i]].data);
-        let mut n = 1usize;
-        while i + n < lbas.len()
-            && lbas[i + n] == l0.wrapping_add(n as u64)
-            && crate::medium::continues_run(d0, n as u64, &lines[&lbas[i + n]].data)
-        {
-            n += 1;
+/// tags, or zeros) goes as one run, however many extents it spans, and
+/// the runs go together ([`Medium::write_runs`]). The medium ends up
+/// holding exactly what writing the lines one by one would leave.
+#[derive(Default)]
+struct WriteBack {
+    /// (first LBA, lines, content of the first) of each stretch.
+    runs: Vec<(u64, u64, BlockData)>,
+}
+
+impl WriteBack {
+    /// Add `n` lines from `lba` continuing `first`.
+    fn push(&mut self, lba: u64, n: u64, first: &BlockData) {
+        if let Some((s, len, d)) = self.runs.last_mut() {
+            if *s + *len == lba && continues_run(d, *len, first) {
+                *len += n;
+                return;
+            }
         }
-        medium.write_run(l0, n as u64, d0);
-        i += n;
+        self.runs.push((lba, n, first.clone()));
+    }
+
+    /// Write what is pending.
+    fn finish(&mut self, medium: &mut Medium) {
+        medium.write_runs(&self.runs);
+        self.runs.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        /// The radix sort orders LBAs as a comparison sort does, short
-        /// lists and long, small LBAs and ones near 2^64.
-        #[test]
-        fn lbas_sort_as_a_comparison_sort_would(
-            mut v in proptest::collection::vec(
-                proptest::prop_oneof![0u64..300_000, proptest::prelude::any::<u64>()],
-                0..700,
-            )
-        ) {
-            let mut want = v.clone();
-            want.sort_unstable();
-            sort_lbas(&mut v);
-            proptest::prop_assert_eq!(v, want);
-        }
-    }
 
     fn raw(v: u8) -> BlockData {
         BlockData::Raw(vec![v; 512].into())
@@ -624,7 +1106,7 @@ mod tests {
         let (mut c, mut m, mut r) = cache(8, Destage::None);
         c.write(3, raw(1), &mut m, &mut r);
         assert_eq!(m.block(3), BlockData::Zero);
-        assert_eq!(c.get(3), (Lookup::DirtyHit, Some(&raw(1))));
+        assert_eq!(c.get(3, &m), (Lookup::DirtyHit, Some(raw(1))));
         assert_eq!(c.flush(0, 3, &mut m), 0, "range excludes the line");
         assert_eq!(c.flush(3, 4, &mut m), 1);
         assert_eq!(m.block(3), raw(1));
@@ -636,7 +1118,7 @@ mod tests {
         let (mut c, mut m, mut r) = cache(2, Destage::None);
         c.write(1, raw(1), &mut m, &mut r);
         c.write(2, raw(2), &mut m, &mut r);
-        c.get(1);
+        c.get(1, &m);
         c.write(3, raw(3), &mut m, &mut r);
         assert_eq!(m.block(2), raw(2), "line 2 was least recently used");
         assert_eq!(m.block(1), BlockData::Zero);
@@ -719,9 +1201,439 @@ mod tests {
         let (mut c, mut m, mut r) = cache(8, Destage::None);
         c.fill(5, raw(1), &mut m, &mut r);
         c.write_through(5, &raw(2), &mut m, false);
-        assert_eq!(c.get(5).1, Some(&raw(2)));
+        assert_eq!(c.get(5, &m).1, Some(raw(2)));
         c.write_through(5, &raw(3), &mut m, true);
-        assert_eq!(c.get(5).1, Some(&raw(2)), "stale line kept");
+        assert_eq!(c.get(5, &m).1, Some(raw(2)), "stale line kept");
         assert_eq!(m.block(5), raw(3));
+    }
+
+    /// The cache as it was before lines were grouped into extents: one
+    /// line per block, lazy LRU and write-order queues. The extent cache
+    /// must be indistinguishable from it.
+    mod per_line {
+        use super::super::{Destage, Lookup};
+        use crate::content::BlockData;
+        use crate::medium::{continued, continues_run, Medium};
+        use crate::rng::Rng;
+        use std::collections::{BTreeMap, VecDeque};
+
+        struct Line {
+            data: BlockData,
+            dirty: bool,
+            stamp: u64,
+            dirtied: u64,
+        }
+
+        pub struct Reference {
+            cap: u64,
+            destage: Destage,
+            lines: BTreeMap<u64, Line>,
+            lru: VecDeque<(u64, u64)>,
+            dirty_order: VecDeque<(u64, u64)>,
+            clock: u64,
+            pub dirty: u64,
+        }
+
+        impl Reference {
+            pub fn new(cap: u64, destage: Destage) -> Self {
+                Reference {
+                    cap,
+                    destage,
+                    lines: BTreeMap::new(),
+                    lru: VecDeque::new(),
+                    dirty_order: VecDeque::new(),
+                    clock: 0,
+                    dirty: 0,
+                }
+            }
+
+            pub fn len(&self) -> usize {
+                self.lines.len()
+            }
+
+            pub fn is_full(&self) -> bool {
+                self.lines.len() as u64 >= self.cap
+            }
+
+            pub fn is_dirty(&self, lba: u64) -> bool {
+                self.lines.get(&lba).is_some_and(|l| l.dirty)
+            }
+
+            pub fn next_dirty(&self, lba: u64, end: u64) -> Option<u64> {
+                (lba..end).find(|l| self.is_dirty(*l))
+            }
+
+            pub fn get(&mut self, lba: u64) -> (Lookup, Option<BlockData>) {
+                let Some(l) = self.lines.get_mut(&lba) else {
+                    return (Lookup::Miss, None);
+                };
+                self.clock += 1;
+                l.stamp = self.clock;
+                self.lru.push_back((lba, self.clock));
+                let kind = if l.dirty {
+                    Lookup::DirtyHit
+                } else {
+                    Lookup::CleanHit
+                };
+                (kind, Some(l.data.clone()))
+            }
+
+            pub fn write(&mut self, lba: u64, data: BlockData, m: &mut Medium, rng: &mut Rng) {
+                self.clock += 1;
+                let stamp = self.clock;
+                if let Some(l) = self.lines.get_mut(&lba) {
+                    self.dirty += u64::from(!l.dirty);
+                    *l = Line {
+                        data,
+                        dirty: true,
+                        stamp,
+                        dirtied: stamp,
+                    };
+                } else {
+                    self.make_room(m, rng);
+                    self.lines.insert(
+                        lba,
+                        Line {
+                            data,
+                            dirty: true,
+                            stamp,
+                            dirtied: stamp,
+                        },
+                    );
+                    self.dirty += 1;
+                }
+                self.lru.push_back((lba, stamp));
+                self.dirty_order.push_back((lba, stamp));
+                self.compact();
+            }
+
+            /// What the disk's block-by-block writer did: the eviction
+            /// flag, then each block's write.
+            pub fn write_run(
+                &mut self,
+                lba: u64,
+                n: u64,
+                first: &BlockData,
+                m: &mut Medium,
+                rng: &mut Rng,
+            ) -> bool {
+                let mut evicted = false;
+                for k in 0..n {
+                    evicted |= self.is_full() && !self.is_dirty(lba + k);
+                    self.write(lba + k, continued(first, k), m, rng);
+                }
+                evicted
+            }
+
+            pub fn write_through(
+                &mut self,
+                lba: u64,
+                n: u64,
+                first: &BlockData,
+                m: &mut Medium,
+                stale: bool,
+            ) {
+                m.write_run(lba, n, first);
+                for k in 0..n {
+                    match self.lines.get_mut(&(lba + k)) {
+                        Some(l) if !stale => {
+                            self.dirty -= u64::from(l.dirty);
+                            l.data = continued(first, k);
+                            l.dirty = false;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+
+            pub fn fill(&mut self, lba: u64, data: BlockData, m: &mut Medium, rng: &mut Rng) {
+                if self.lines.contains_key(&lba) {
+                    return;
+                }
+                self.clock += 1;
+                let stamp = self.clock;
+                self.make_room(m, rng);
+                self.lines.insert(
+                    lba,
+                    Line {
+                        data,
+                        dirty: false,
+                        stamp,
+                        dirtied: 0,
+                    },
+                );
+                self.lru.push_back((lba, stamp));
+                self.compact();
+            }
+
+            /// The disk's block-by-block read: the blocks returned, hit
+            /// and eviction flags.
+            pub fn read(
+                &mut self,
+                lba: u64,
+                n: u64,
+                rcd: bool,
+                m: &mut Medium,
+                rng: &mut Rng,
+            ) -> (Vec<BlockData>, bool, bool) {
+                let (mut out, mut hit, mut evicted) = (Vec::new(), false, false);
+                for l in lba..lba + n {
+                    if !rcd || self.is_dirty(l) {
+                        if let (_, Some(d)) = self.get(l) {
+                            out.push(d);
+                            hit = true;
+                            continue;
+                        }
+                    }
+                    let d = m.block(l);
+                    out.push(d.clone());
+                    if !rcd {
+                        evicted |= self.is_full();
+                        self.fill(l, d, m, rng);
+                    }
+                }
+                (out, hit, evicted)
+            }
+
+            pub fn invalidate(&mut self, lba: u64, end: u64) {
+                for l in lba..end {
+                    if let Some(l) = self.lines.remove(&l) {
+                        self.dirty -= u64::from(l.dirty);
+                    }
+                }
+            }
+
+            fn write_back(&self, lbas: &[u64], m: &mut Medium) {
+                let mut i = 0;
+                while i < lbas.len() {
+                    let d0 = &self.lines[&lbas[i]].data;
+                    let mut n = 1;
+                    while i + n < lbas.len()
+                        && lbas[i + n] == lbas[i] + n as u64
+                        && continues_run(d0, n as u64, &self.lines[&lbas[i + n]].data)
+                    {
+                        n += 1;
+                    }
+                    m.write_run(lbas[i], n as u64, d0);
+                    i += n;
+                }
+            }
+
+            pub fn flush(&mut self, lba: u64, end: u64, m: &mut Medium) -> u64 {
+                let keys: Vec<u64> = (self.lines.range(lba..end))
+                    .filter(|(_, l)| l.dirty)
+                    .map(|(k, _)| *k)
+                    .collect();
+                self.write_back(&keys, m);
+                for k in &keys {
+                    self.lines.get_mut(k).unwrap().dirty = false;
+                }
+                self.dirty -= keys.len() as u64;
+                keys.len() as u64
+            }
+
+            fn destage_line(&mut self, lba: u64, dirtied: u64, m: &mut Medium) -> bool {
+                match self.lines.get_mut(&lba) {
+                    Some(l) if l.dirty && l.dirtied == dirtied => {
+                        m.write_block(lba, &l.data);
+                        l.dirty = false;
+                        self.dirty -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+
+            pub fn destage(&mut self, m: &mut Medium, rng: &mut Rng) -> u64 {
+                match self.destage {
+                    Destage::None => 0,
+                    Destage::Lru => {
+                        let mut n = 0;
+                        while self.dirty > self.cap / 2 {
+                            let Some((lba, d)) = self.dirty_order.pop_front() else {
+                                break;
+                            };
+                            n += u64::from(self.destage_line(lba, d, m));
+                        }
+                        n
+                    }
+                    Destage::Random => {
+                        if self.dirty == 0 || rng.below(4) != 0 {
+                            return 0;
+                        }
+                        let i = rng.below(self.dirty_order.len() as u64) as usize;
+                        match self.dirty_order.get(i).copied() {
+                            Some((lba, d)) => u64::from(self.destage_line(lba, d, m)),
+                            None => 0,
+                        }
+                    }
+                }
+            }
+
+            pub fn power_loss(&mut self, m: &mut Medium, rng: &mut Rng) -> u64 {
+                let mut lost = 0;
+                let mut keys: Vec<u64> = (self.lines.iter())
+                    .filter(|(_, l)| l.dirty)
+                    .map(|(k, _)| *k)
+                    .collect();
+                keys.retain(|_| {
+                    let keep = rng.coin();
+                    lost += u64::from(!keep);
+                    keep
+                });
+                self.write_back(&keys, m);
+                *self = Reference::new(self.cap, self.destage);
+                lost
+            }
+
+            fn make_room(&mut self, m: &mut Medium, rng: &mut Rng) {
+                while self.lines.len() as u64 >= self.cap {
+                    let victim = match self.destage {
+                        Destage::Random => {
+                            let (Some(f), Some(l)) =
+                                (self.lines.keys().next(), self.lines.keys().next_back())
+                            else {
+                                return;
+                            };
+                            let pick = f + rng.below(l - f + 1);
+                            self.lines.range(pick..).next().map(|(k, _)| *k)
+                        }
+                        _ => loop {
+                            let Some((lba, s)) = self.lru.pop_front() else {
+                                break None;
+                            };
+                            if self.lines.get(&lba).is_some_and(|l| l.stamp == s) {
+                                break Some(lba);
+                            }
+                        },
+                    };
+                    let Some(lba) = victim else { return };
+                    let l = self.lines.remove(&lba).unwrap();
+                    if l.dirty {
+                        m.write_block(lba, &l.data);
+                        self.dirty -= 1;
+                    }
+                }
+            }
+
+            fn compact(&mut self) {
+                let limit = 4 * self.lines.len() + 64;
+                let lines = &self.lines;
+                if self.lru.len() > limit {
+                    self.lru
+                        .retain(|(k, s)| lines.get(k).is_some_and(|l| l.stamp == *s));
+                }
+                if self.dirty_order.len() > limit {
+                    self.dirty_order
+                        .retain(|(k, s)| lines.get(k).is_some_and(|l| l.dirty && l.dirtied == *s));
+                }
+            }
+        }
+    }
+
+    /// Content for the model test: zeros, a tag (of one of two streams,
+    /// continuing its LBA or not), or raw bytes.
+    fn content(kind: u8, lba: u64, g: u32, shift: u64) -> BlockData {
+        match kind % 3 {
+            0 => BlockData::Zero,
+            1 => BlockData::Pattern(crate::content::Tag {
+                lba: lba + shift,
+                seed: 1 + u64::from(g % 2),
+                generation: g,
+            }),
+            _ => raw(g as u8 + 1),
+        }
+    }
+
+    /// LBAs the model test uses: reads and writes reach up to 52.
+    const SPAN: u64 = 56;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any sequence of writes (single blocks and runs), reads with and
+        /// without RCD, fills, lookups, write-throughs (with and without
+        /// the stale-line bug), invalidations, flushes, destages and power
+        /// losses, under every destage policy and capacities small enough
+        /// to evict, leaves the extent cache indistinguishable from the
+        /// per-line cache it replaced: the same results and flags, lines,
+        /// dirty lines, medium contents and random numbers drawn.
+        #[test]
+        fn extents_behave_as_single_lines(
+            cap in proptest::prop_oneof![0u64..10, 10u64..64],
+            policy in 0u8..3,
+            seed in proptest::prelude::any::<u64>(),
+            ops in proptest::collection::vec(
+                (0u8..14, 0u64..40, proptest::prop_oneof![1u64..2, 1u64..13], 0u8..3, 0u32..4, 0u64..2, proptest::prelude::any::<bool>()),
+                1..60,
+            ),
+        ) {
+            use proptest::prop_assert_eq as eq;
+            let destage = [Destage::None, Destage::Lru, Destage::Random][policy as usize];
+            let (mut c, mut m, _) = cache(cap, destage);
+            let mut model = per_line::Reference::new(cap, destage);
+            let (mut mm, mut r, mut mr) = (Medium::new(512), Rng::new(seed), Rng::new(seed));
+            for (step, (op, lba, n, kind, g, shift, flag)) in ops.into_iter().enumerate() {
+                let data = content(kind, lba, g, shift);
+                // Runs continue a tag or zeros; raw blocks stand alone.
+                let first = content(kind % 2, lba, g, shift);
+                match op {
+                    0 | 1 => {
+                        let full = model.is_full() && !model.is_dirty(lba);
+                        eq!(c.write(lba, data.clone(), &mut m, &mut r), full, "write flag, step {}", step);
+                        model.write(lba, data, &mut mm, &mut mr);
+                    }
+                    2 | 3 => eq!(
+                        c.write_run(lba, n, &first, &mut m, &mut r),
+                        model.write_run(lba, n, &first, &mut mm, &mut mr),
+                        "write_run flag, step {}", step
+                    ),
+                    4 | 5 => {
+                        let mut got = Vec::new();
+                        let used = c.read_run(lba, n, flag && op == 5, &mut m, &mut r, |d, k| {
+                            got.extend((0..k).map(|i| crate::medium::continued(d, i)))
+                        });
+                        let (want, hit, evicted) = model.read(lba, n, flag && op == 5, &mut mm, &mut mr);
+                        eq!(got, want, "read, step {}", step);
+                        eq!((used.hit, used.evicted), (hit, evicted), "read flags, step {}", step);
+                    }
+                    6 => eq!(c.get(lba, &m), model.get(lba), "get, step {}", step),
+                    7 => {
+                        c.fill(lba, data.clone(), &mut m, &mut r);
+                        model.fill(lba, data, &mut mm, &mut mr);
+                    }
+                    8 => {
+                        if n == 1 {
+                            c.write_through(lba, &data, &mut m, flag);
+                            model.write_through(lba, 1, &data, &mut mm, flag);
+                        } else {
+                            c.write_through_run(lba, n, &first, &mut m, flag);
+                            model.write_through(lba, n, &first, &mut mm, flag);
+                        }
+                    }
+                    9 => {
+                        if n == 1 { c.invalidate(lba) } else { c.invalidate_range(lba, lba + n) }
+                        model.invalidate(lba, lba + n);
+                    }
+                    10 => {
+                        let end = if flag { u64::MAX } else { lba + n };
+                        eq!(c.flush(lba, end, &mut m), model.flush(lba, end, &mut mm), "flush, step {}", step);
+                    }
+                    11 | 12 => eq!(c.destage(&mut m, &mut r), model.destage(&mut mm, &mut mr), "destage, step {}", step),
+                    _ => eq!(c.power_loss(&mut m, &mut r), model.power_loss(&mut mm, &mut mr), "power loss, step {}", step),
+                }
+                eq!(c.len(), model.len(), "lines, step {}", step);
+                eq!(c.dirty_count(), model.dirty, "dirty lines, step {}", step);
+                eq!(c.is_full(), model.is_full());
+                eq!(r.clone().next_u64(), mr.clone().next_u64(), "rng use, step {}", step);
+                for l in 0..SPAN {
+                    eq!(c.is_dirty(l), model.is_dirty(l), "dirty LBA {}, step {}", l, step);
+                    eq!(m.block(l), mm.block(l), "medium LBA {}, step {}", l, step);
+                }
+                eq!(c.next_dirty(lba, lba + n), model.next_dirty(lba, lba + n));
+                let want = (lba..lba + n).take_while(|l| model.is_dirty(*l)).count() as u64;
+                eq!(c.dirty_run(lba, n), want, "dirty run, step {}", step);
+                eq!(m.extent_count(), mm.extent_count(), "medium extents, step {}", step);
+            }
+        }
     }
 }

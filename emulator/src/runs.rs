@@ -323,6 +323,47 @@ impl DataRuns {
         }
     }
 
+    /// Append `n` stored blocks continuing `first` (one stream's
+    /// consecutive tags, or zeros; a raw block stands alone), as `n`
+    /// [`DataRuns::push_block`]s would leave them but in one step per
+    /// piece: a read of a long extent costs one push, not one per block.
+    pub fn push_blocks(&mut self, first: &BlockData, n: u64, block_size: usize) {
+        match first {
+            BlockData::Pattern(t) => {
+                let bl = block_size as u32;
+                // A piece holds at most u32::MAX bytes: whole blocks up
+                // to that, where pushing block by block would cut too.
+                let per_piece = u64::from(u32::MAX / bl.max(1)).max(1);
+                let mut done = 0u64;
+                if let Some(Run::Piece(last)) = self.runs.last_mut() {
+                    let next = TagPiece::whole(*t, bl);
+                    if last.joined(&next).is_some() {
+                        let fits = u64::from((u32::MAX - last.len) / bl.max(1)).min(n);
+                        last.len += fits as u32 * bl;
+                        self.len += fits as usize * block_size;
+                        done = fits;
+                    }
+                }
+                while done < n {
+                    let k = (n - done).min(per_piece);
+                    self.push(Run::Piece(TagPiece::of_run(
+                        *t,
+                        bl,
+                        done * u64::from(bl),
+                        k as u32 * bl,
+                    )));
+                    done += k;
+                }
+            }
+            BlockData::Zero => self.push_zero(block_size.saturating_mul(n as usize)),
+            BlockData::Raw(_) => {
+                for _ in 0..n {
+                    self.push_block(first, block_size);
+                }
+            }
+        }
+    }
+
     /// Replace the runs by `bytes` (no copy); [`DataRuns::take_bytes`]
     /// gives the buffer back.
     pub fn adopt_bytes(&mut self, bytes: Vec<u8>) {

@@ -6,9 +6,9 @@
 //! never sees raw CDB bytes or host memory: decoding is [`Command::parse`]'s
 //! job and DMA is the HBA model's.
 
-use crate::cache::{Cache, CacheConfig, Lookup};
+use crate::cache::{Cache, CacheConfig};
 use crate::command::Command;
-use crate::content::{BlockData, Detected, Tag};
+use crate::content::{BlockData, Detected};
 use crate::error::{CheckCondition, CommandError};
 use crate::medium::Medium;
 use crate::mode::{ModePages, PageControl};
@@ -739,48 +739,26 @@ impl Disk {
             data_in.reserve(blocks as usize * bs);
         }
         let rcd = self.mode.current.rcd;
-        // The medium's extent holding the last block read from it: (its
-        // LBA, content, blocks the extent covers from there), so a run of
-        // blocks costs one map lookup. Dropped when a fill may evict a
-        // dirty line onto the medium.
-        let mut extent: Option<(u64, BlockData, u64)> = None;
-        for i in 0..u64::from(blocks) {
-            let l = lba + i;
-            // RCD=1 (SBC-3 6.4.5): read from the medium, except that data
-            // only the cache holds must still be returned.
-            if !rcd || self.cache.is_dirty(l) {
-                if let (Lookup::CleanHit | Lookup::DirtyHit, Some(d)) = self.cache.get(l) {
-                    match &mut out {
-                        ReadInto::Bytes(data_in) => self.recent.render_append(d, data_in, bs),
-                        ReadInto::Runs(runs) => runs.push_block(d, bs),
+        // Run by run: a cached extent or a medium extent reaches `out` as
+        // one push, and a fill of many blocks is one new line extent.
+        let recent = &mut self.recent;
+        let used = self.cache.read_run(
+            lba,
+            u64::from(blocks),
+            rcd,
+            &mut self.medium,
+            ctx.rng,
+            |first, n| match &mut out {
+                ReadInto::Bytes(data_in) => {
+                    for k in 0..n {
+                        recent.render_append(&crate::medium::continued(first, k), data_in, bs);
                     }
-                    done.cache.hit = true;
-                    continue;
                 }
-            }
-            if !rcd && i == 0 {
-                self.cache.reserve(blocks as usize);
-            }
-            let d = match &extent {
-                Some((s, first, n)) if l - s < *n => crate::medium::continued(first, l - s),
-                _ => {
-                    let (d, n) = self.medium.block_run(l);
-                    extent = Some((l, d.clone(), n));
-                    d
-                }
-            };
-            match &mut out {
-                ReadInto::Bytes(data_in) => self.recent.render_append(&d, data_in, bs),
-                ReadInto::Runs(runs) => runs.push_block(&d, bs),
-            }
-            if !rcd {
-                if self.cache.is_full() {
-                    done.cache.evicted = true;
-                    extent = None;
-                }
-                self.cache.fill(l, d, &mut self.medium, ctx.rng);
-            }
-        }
+                ReadInto::Runs(runs) => runs.push_blocks(first, n, bs),
+            },
+        );
+        done.cache.hit |= used.hit;
+        done.cache.evicted |= used.evicted;
     }
 
     /// Write the blocks of `data` from `lba`. A short `data` (the initiator
@@ -808,10 +786,36 @@ impl Disk {
         let through = fua || !self.mode.current.wce;
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
+        // Blocks that continue one another (one stream's consecutive
+        // tags, or zeros) go to the cache as one run; raw blocks one by one.
+        let mut run: Option<(u64, u64, BlockData)> = None;
         for block in &mut chunks {
             let d = classify(&mut self.recent, block);
-            self.store_block(ctx, l, d, through, done);
+            let next = match d {
+                Detected::Pattern(t) => Some(BlockData::Pattern(t)),
+                Detected::Zero => Some(BlockData::Zero),
+                Detected::Raw(_) => None,
+            };
+            match (&mut run, next) {
+                (Some((s, n, first)), Some(b))
+                    if *s + *n == l && crate::medium::continues_run(first, *n, &b) =>
+                {
+                    *n += 1;
+                }
+                (_, next) => {
+                    if let Some((s, n, first)) = run.take() {
+                        self.store_run(ctx, s, n, &first, through, done);
+                    }
+                    match next {
+                        Some(b) => run = Some((l, 1, b)),
+                        None => self.store_block(ctx, l, d, through, done),
+                    }
+                }
+            }
             l += 1;
+        }
+        if let Some((s, n, first)) = run {
+            self.store_run(ctx, s, n, &first, through, done);
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
@@ -842,57 +846,22 @@ impl Disk {
         let through = fua || !self.mode.current.wce;
         let mut block = std::mem::take(&mut self.block);
         let whole_blocks = total / bs;
-        if !through {
-            self.cache.reserve(whole_blocks);
-        }
         // A run of whole tags (one stream's consecutive blocks) or zeros is
         // taken run by run; any other block one by one.
         let mut i = 0usize;
         while i < whole_blocks {
             let left = whole_blocks - i;
-            match runs.run_from(i * bs) {
+            let run = match runs.run_from(i * bs) {
                 Some(Part::Piece(p)) if p.whole_blocks(bs as u32).is_some() => {
-                    let n = (p.len as usize / bs).min(left);
-                    if through {
-                        // FUA or WCE=0: the run goes to the medium as one
-                        // extent, as its blocks one by one would merge.
-                        let first = BlockData::Pattern(p.tag);
-                        self.cache.write_through_run(
-                            lba + i as u64,
-                            n as u64,
-                            &first,
-                            &mut self.medium,
-                            ctx.stale_cache_read,
-                        );
-                        done.cache.wrote_through = true;
-                        i += n;
-                        continue;
-                    }
-                    for k in 0..n {
-                        let tag = Tag {
-                            lba: p.tag.lba.wrapping_add(k as u64),
-                            ..p.tag
-                        };
-                        self.store_block(
-                            ctx,
-                            lba + (i + k) as u64,
-                            Detected::Pattern(tag),
-                            through,
-                            done,
-                        );
-                    }
-                    i += n;
-                    continue;
+                    Some((BlockData::Pattern(p.tag), (p.len as usize / bs).min(left)))
                 }
-                Some(Part::Zero(z)) if z >= bs => {
-                    let n = (z / bs).min(left);
-                    for k in 0..n {
-                        self.store_block(ctx, lba + (i + k) as u64, Detected::Zero, through, done);
-                    }
-                    i += n;
-                    continue;
-                }
-                _ => {}
+                Some(Part::Zero(z)) if z >= bs => Some((BlockData::Zero, (z / bs).min(left))),
+                _ => None,
+            };
+            if let Some((first, n)) = run {
+                self.store_run(ctx, lba + i as u64, n as u64, &first, through, done);
+                i += n;
+                continue;
             }
             let d = match runs.single(i * bs, bs) {
                 Some(Part::Piece(p)) if p.is_whole_block(bs as u32) => Detected::Pattern(p.tag),
@@ -916,6 +885,40 @@ impl Disk {
         self.block = block;
         if !through {
             self.cache.destage(&mut self.medium, ctx.rng);
+        }
+    }
+
+    /// Store `n` blocks from `lba` that continue `first` (one stream's
+    /// consecutive tags, or zeros) as [`Disk::store_block`] would one by
+    /// one, a stretch at a time.
+    fn store_run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lba: u64,
+        n: u64,
+        first: &BlockData,
+        through: bool,
+        done: &mut Done,
+    ) {
+        let single = match first {
+            BlockData::Pattern(t) if n == 1 => Some(Detected::Pattern(*t)),
+            BlockData::Zero if n == 1 => Some(Detected::Zero),
+            _ => None,
+        };
+        if let Some(d) = single {
+            // A line alone is cheaper stored as one.
+            self.store_block(ctx, lba, d, through, done);
+        } else if through {
+            // FUA or WCE=0: the run goes to the medium as one extent, as
+            // its blocks one by one would merge.
+            self.cache
+                .write_through_run(lba, n, first, &mut self.medium, ctx.stale_cache_read);
+            done.cache.wrote_through = true;
+        } else if self
+            .cache
+            .write_run(lba, n, first, &mut self.medium, ctx.rng)
+        {
+            done.cache.evicted = true;
         }
     }
 
@@ -953,10 +956,9 @@ impl Disk {
             self.store(ctx, lba, d.to_data(), through, done);
             return;
         }
-        if self.cache.is_full() && !self.cache.is_dirty(lba) {
+        if self.cache.write_block(lba, d, &mut self.medium, ctx.rng) {
             done.cache.evicted = true;
         }
-        self.cache.write_block(lba, d, &mut self.medium, ctx.rng);
     }
 
     fn store(&mut self, ctx: &mut Ctx<'_>, lba: u64, d: BlockData, through: bool, done: &mut Done) {
@@ -965,17 +967,16 @@ impl Disk {
                 .write_through(lba, &d, &mut self.medium, ctx.stale_cache_read);
             done.cache.wrote_through = true;
         } else {
-            if self.cache.is_full() && !self.cache.is_dirty(lba) {
+            if self.cache.write(lba, d, &mut self.medium, ctx.rng) {
                 done.cache.evicted = true;
             }
-            self.cache.write(lba, d, &mut self.medium, ctx.rng);
         }
     }
 
     /// The newest content of a block (cache first), without side effects.
     fn current(&mut self, lba: u64) -> BlockData {
-        match self.cache.get(lba) {
-            (_, Some(d)) => d.clone(),
+        match self.cache.get(lba, &self.medium) {
+            (_, Some(d)) => d,
             _ => self.medium.block(lba),
         }
     }
@@ -1098,13 +1099,7 @@ impl Disk {
     /// Drop cached copies of `[lba, lba + n)` before writing the medium
     /// directly, so no dirty line is later destaged over the new data.
     fn invalidate(&mut self, lba: u64, n: u64) {
-        if n <= self.cache.len() as u64 * 2 {
-            for l in lba..lba + n {
-                self.cache.invalidate(l);
-            }
-        } else {
-            self.cache.invalidate_range(lba, lba + n);
-        }
+        self.cache.invalidate_range(lba, lba.saturating_add(n));
     }
 
     fn unmap(&mut self, anchor: bool, param_len: u16, data: &[u8]) -> Result<(), CommandError> {
@@ -1246,11 +1241,7 @@ impl Disk {
             return (true, run);
         }
         if self.cache.is_dirty(lba) {
-            let mut n = 1;
-            while n < run && self.cache.is_dirty(lba + n) {
-                n += 1;
-            }
-            return (true, n);
+            return (true, self.cache.dirty_run(lba, run));
         }
         match self.cache.next_dirty(lba, lba + run) {
             Some(d) => (false, d - lba),
