@@ -10,8 +10,10 @@
 use crate::content::{BlockData, Detected};
 use crate::medium::{continued, continues_run, Medium};
 use crate::rng::Rng;
-use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound::{Excluded, Unbounded};
+use extent_map::ExtentMap;
+use std::collections::VecDeque;
+
+mod extent_map;
 
 /// When the cache writes dirty lines back on its own.
 #[derive(
@@ -200,7 +202,7 @@ const LRU_SLACK: (usize, usize) = if cfg!(test) { (1, 0) } else { (4, 64) };
 pub struct Cache {
     cfg: CacheConfig,
     /// First LBA -> extent; extents never overlap.
-    lines: BTreeMap<u64, Extent>,
+    lines: ExtentMap,
     /// (first LBA, stamp, lines) per touch of consecutive lines, in stamp
     /// order: line `lba + k` was touched at `stamp + k`. A line touched
     /// again or dropped leaves its old entry stale (stamps are unique, so
@@ -229,7 +231,9 @@ impl Cache {
     pub fn new(cfg: CacheConfig) -> Self {
         Cache {
             cfg,
-            lines: BTreeMap::new(),
+            // The random policy's victim search asks for order on every
+            // eviction: it keeps every extent in the B-tree.
+            lines: ExtentMap::new(cfg.destage != Destage::Random),
             lru: VecDeque::new(),
             last_touch: (0, 0),
             held: 0,
@@ -276,19 +280,7 @@ impl Cache {
 
     /// The extent holding `lba`, with its first LBA.
     fn containing(&self, lba: u64) -> Option<(u64, &Extent)> {
-        self.lines
-            .range(..=lba)
-            .next_back()
-            .filter(|(s, e)| lba - **s < e.n)
-            .map(|(s, e)| (*s, e))
-    }
-
-    /// Where the first extent after `lba` starts (`u64::MAX` if none).
-    fn next_start(&self, lba: u64) -> u64 {
-        self.lines
-            .range((Excluded(lba), Unbounded))
-            .next()
-            .map_or(u64::MAX, |(s, _)| *s)
+        self.lines.containing(lba)
     }
 
     /// Where the lines missing from `pos` (not held) end, up to `end`:
@@ -297,28 +289,20 @@ impl Cache {
         if end - pos == 1 {
             end
         } else {
-            self.next_start(pos).min(end)
+            self.lines.next_start(pos, end)
         }
     }
 
-    /// Store an extent, merged with either neighbour it joins (both
-    /// found in one walk of the map).
+    /// Store an extent, merged with either neighbour it joins.
     fn put(&mut self, mut start: u64, mut ext: Extent) {
         let end = start + ext.n;
-        let (mut left, mut right) = (None, None);
-        let mut around = self.lines.range(..=end);
-        let mut before = around.next_back();
-        if let Some((&k, r)) = before {
-            if k == end {
-                right = ext.joins(r).then_some(k);
-                before = around.next_back();
-            }
-        }
-        if let Some((&k, l)) = before {
-            left = (k + l.n == start && l.joins(&ext)).then_some(k);
-        }
-        if let Some(k) = right.and_then(|k| self.take(k)) {
-            ext.n += k.n;
+        let right = (self.lines.starting_at(end)).is_some_and(|r| ext.joins(r));
+        let left = (start.checked_sub(1))
+            .and_then(|l| self.containing(l))
+            .filter(|(k, l)| k + l.n == start && l.joins(&ext))
+            .map(|(k, _)| k);
+        if let Some(r) = right.then(|| self.take(end)).flatten() {
+            ext.n += r.n;
         }
         if let Some(l) = left.and_then(|k| self.take(k)) {
             ext = Extent {
@@ -336,7 +320,7 @@ impl Cache {
     }
 
     fn take(&mut self, start: u64) -> Option<Extent> {
-        self.lines.remove(&start)
+        self.lines.remove(start)
     }
 
     /// Store an extent whose stamps were just taken, and queue the touch.
@@ -370,7 +354,7 @@ impl Cache {
             // Stale entries dominate: rebuild from the extents, whose
             // stamp ranges never overlap.
             let mut live: Vec<(u64, u64, u64)> = (self.lines.iter())
-                .map(|(s, e)| (e.stamp, *s, e.n))
+                .map(|(s, e)| (e.stamp, s, e.n))
                 .collect();
             live.sort_unstable();
             self.lru.clear();
@@ -386,15 +370,15 @@ impl Cache {
     /// Take the least recently used line out of the map (its LBA and
     /// itself), and off the queue: the first live line of the first entry.
     fn take_lru(&mut self) -> Option<(u64, Extent)> {
-        while let Some(&(lba, stamp, _)) = self.lru.front() {
+        while let Some(&(lba, stamp, m)) = self.lru.front() {
             // Lines of the head entry that are stale: through the end of
             // the extent holding `lba` (its stamps differ from the entry's
             // by the same amount on every line), or up to the next extent.
             // A head usually starts its extent, which one removal finds.
-            let stale = match self.lines.remove(&lba) {
+            let stale = match self.take(lba) {
                 Some(mut line) if line.stamp == stamp => {
                     if line.n > 1 {
-                        self.lines.insert(lba + 1, line.tail(1));
+                        self.insert(lba + 1, line.tail(1));
                         line.n = 1;
                     }
                     self.pop_lru(1);
@@ -402,7 +386,7 @@ impl Cache {
                 }
                 Some(e) => {
                     let k = e.n;
-                    self.lines.insert(lba, e);
+                    self.insert(lba, e);
                     k
                 }
                 None => match self.containing(lba) {
@@ -411,14 +395,14 @@ impl Cache {
                         return Some((lba, self.cut(s, lba, lba + 1)));
                     }
                     Some((s, e)) => s + e.n - lba,
-                    None => self.next_start(lba).saturating_sub(lba),
+                    None => self.lines.next_start(lba, lba + m) - lba,
                 },
             };
             self.pop_lru(stale);
         }
         // Every line has a live entry, so this is unreachable with lines
         // held; the lowest line keeps the choice defined regardless.
-        let s = *self.lines.keys().next()?;
+        let s = self.lines.first_start()?;
         Some((s, self.cut(s, s, s + 1)))
     }
 
@@ -442,10 +426,8 @@ impl Cache {
             return;
         }
         let right = e.tail(at - s);
-        if let Some(l) = self.lines.get_mut(&s) {
-            l.n = at - s;
-        }
-        self.lines.insert(at, right);
+        self.lines.truncate(s, at - s);
+        self.insert(at, right);
     }
 
     /// Take the lines `[lba, end)` of the extent at `s` (which holds them)
@@ -495,10 +477,7 @@ impl Cache {
         if self.containing(lba).is_some_and(|(_, e)| e.dirty) {
             return Some(lba);
         }
-        self.lines
-            .range((Excluded(lba), Excluded(end)))
-            .find(|(_, e)| e.dirty)
-            .map(|(s, _)| *s)
+        self.lines.first_in(lba + 1, end, |e| e.dirty)
     }
 
     /// How many dirty lines follow one another from `lba` (up to
@@ -698,7 +677,7 @@ impl Cache {
             let (s, seg_end) = match self.containing(pos) {
                 Some((s, e)) => (s, (s + e.n).min(end)),
                 None => {
-                    pos = self.next_start(pos).min(end);
+                    pos = self.lines.next_start(pos, end);
                     continue;
                 }
             };
@@ -727,7 +706,7 @@ impl Cache {
                     continue;
                 }
                 None => {
-                    pos = self.next_start(pos).min(end);
+                    pos = self.lines.next_start(pos, end);
                     continue;
                 }
             };
@@ -864,8 +843,7 @@ impl Cache {
         }
         self.split_at(lba);
         self.split_at(end);
-        let starts: Vec<u64> = self.lines.range(lba..end).map(|(s, _)| *s).collect();
-        for s in starts {
+        for s in self.lines.starts_in(lba, end, |_| true) {
             if let Some(e) = self.take(s) {
                 self.held -= e.n;
                 if e.dirty {
@@ -883,10 +861,7 @@ impl Cache {
         }
         // The dirty extents overlapping the range, found in one walk.
         let from = self.containing(lba).map_or(lba, |(s, _)| s);
-        let dirty: Vec<u64> = (self.lines.range(from..end))
-            .filter(|(_, e)| e.dirty)
-            .map(|(s, _)| *s)
-            .collect();
+        let dirty = self.lines.starts_in(from, end, |e| e.dirty);
         let mut back = WriteBack::default();
         let mut written = 0;
         for s in dirty {
@@ -926,7 +901,6 @@ impl Cache {
                         break;
                     };
                     let m = e.n.min(self.dirty - self.cfg.capacity_blocks / 2);
-                    let s = *s;
                     let mut part = self.cut(s, s, s + m);
                     if let Some(first) = part.first() {
                         medium.write_run(s, m, first);
@@ -978,16 +952,21 @@ impl Cache {
         // In LBA order, one coin per dirty line, so the seed's coins fall
         // on the same lines however the lines are grouped; survivors go
         // back in runs.
-        for (&s, e) in self.lines.iter().filter(|(_, e)| e.dirty) {
-            let Some(first) = e.first() else { continue };
-            for k in 0..e.n {
-                if rng.coin() {
-                    back.push(s + k, 1, &continued(first, k));
-                } else {
-                    lost += 1;
+        self.lines.for_each_in(
+            0,
+            u64::MAX,
+            |e| e.dirty,
+            |s, e| {
+                let Some(first) = e.first() else { return };
+                for k in 0..e.n {
+                    if rng.coin() {
+                        back.push(s + k, 1, &continued(first, k));
+                    } else {
+                        lost += 1;
+                    }
                 }
-            }
-        }
+            },
+        );
         back.finish(medium);
         self.lines.clear();
         self.lru.clear();
@@ -1022,13 +1001,12 @@ impl Cache {
     /// The random policy's victim: the first line at or after a random LBA
     /// between the first and last lines.
     fn random_key(&mut self, rng: &mut Rng) -> Option<u64> {
-        let first = *self.lines.keys().next()?;
-        let (ls, le) = self.lines.iter().next_back()?;
-        let last = ls + le.n - 1;
+        let first = self.lines.first_start()?;
+        let last = self.lines.last_end()? - 1;
         let pick = first + rng.below(last - first + 1);
         match self.containing(pick) {
             Some(_) => Some(pick),
-            None => Some(self.next_start(pick)),
+            None => Some(self.lines.next_start(pick, u64::MAX)),
         }
     }
 
