@@ -784,6 +784,15 @@ impl Disk {
         let wanted = (blocks as usize).saturating_mul(bs);
         let data = &data[..data.len().min(wanted)];
         let through = fua || !self.mode.current.wce;
+        if data.len() == bs {
+            // One whole block (a replayer's 4 KiB write) is no run.
+            let d = classify(&mut self.recent, data);
+            self.store_block(ctx, lba, d, through, done);
+            if !through {
+                self.cache.destage(&mut self.medium, ctx.rng);
+            }
+            return;
+        }
         let mut chunks = data.chunks_exact(bs);
         let mut l = lba;
         // Blocks that continue one another (one stream's consecutive
