@@ -17,7 +17,7 @@ use crate::recent::RecentBlocks;
 use crate::rng::Rng;
 use crate::runs::{DataOut, DataRuns, Part};
 use crate::vpd::{self, BlockLimits, Identity};
-use std::collections::HashMap;
+use trace::hash::FastMap;
 use trace::cdb::{Cdb, CdbSize, Rw};
 use trace::ScsiStatus;
 
@@ -89,11 +89,11 @@ pub struct Disk {
     /// Bumped by every power loss and reset; an initiator whose last seen
     /// value is lower has a unit attention pending.
     ua_epoch: u64,
-    ua_seen: HashMap<InitiatorId, u64>,
+    ua_seen: FastMap<InitiatorId, u64>,
     reservation: Option<InitiatorId>,
     pr: PersistentReservations,
     /// Unit attentions raised for one nexus (reservations preempted, ...).
-    pending_ua: HashMap<InitiatorId, Vec<CheckCondition>>,
+    pending_ua: FastMap<InitiatorId, Vec<CheckCondition>>,
     stopped: bool,
     scratch: Vec<u8>,
     /// A block rendered from runs, to classify.
@@ -153,10 +153,10 @@ impl Disk {
             cfg,
             pending_flush: None,
             ua_epoch: 0,
-            ua_seen: HashMap::new(),
+            ua_seen: FastMap::default(),
             reservation: None,
             pr: PersistentReservations::default(),
-            pending_ua: HashMap::new(),
+            pending_ua: FastMap::default(),
             stopped: false,
             scratch: Vec::new(),
             block: Vec::new(),
