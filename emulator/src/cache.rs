@@ -12,6 +12,7 @@ use crate::medium::{continued, continues_run, Medium};
 use crate::rng::Rng;
 use extent_map::ExtentMap;
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 mod extent_map;
 
@@ -101,12 +102,17 @@ struct Extent {
     n: u64,
     /// Always [`Content::Run`] while dirty.
     content: Content,
-    dirty: bool,
     /// Last touch of the first line.
     stamp: u64,
-    /// Dirtying write of the first line (meaningless while clean).
-    dirtied: u64,
+    /// While dirty, the dirtying write of the first line (stamps start
+    /// at 1). No flag beside it: at 56 bytes rather than 64, a full
+    /// cache's 16k one-line extents make a hash table that fits the
+    /// caches a random workload misses in (measured: padding to 96 bytes
+    /// cost 10% of the random reads' rate).
+    dirtied: Option<NonZeroU64>,
 }
+
+const _: () = assert!(std::mem::size_of::<Extent>() <= 56);
 
 impl Extent {
     /// The lines from `k` on.
@@ -117,19 +123,26 @@ impl Extent {
                 Content::Run(first) => Content::Run(continued(first, k)),
                 Content::Medium => Content::Medium,
             },
-            dirty: self.dirty,
             stamp: self.stamp + k,
-            dirtied: self.dirtied + k,
+            dirtied: self.dirtied_from(k),
         }
+    }
+
+    fn dirty(&self) -> bool {
+        self.dirtied.is_some()
+    }
+
+    /// What `dirtied` is for the lines from `k` on.
+    fn dirtied_from(&self, k: u64) -> Option<NonZeroU64> {
+        self.dirtied.map(|d| d.saturating_add(k))
     }
 
     /// Whether `next`, starting where this extent ends, describes lines
     /// this extent could hold itself: same state, content, stamps and
     /// dirtying writes continuing line by line.
     fn joins(&self, next: &Extent) -> bool {
-        self.dirty == next.dirty
+        next.dirtied == self.dirtied_from(self.n)
             && next.stamp == self.stamp + self.n
-            && (!self.dirty || next.dirtied == self.dirtied + self.n)
             && match (&self.content, &next.content) {
                 (Content::Run(a), Content::Run(b)) => continues_run(a, self.n, b),
                 (Content::Medium, Content::Medium) => true,
@@ -460,7 +473,7 @@ impl Cache {
         let mut line = self.cut(s, lba, lba + 1);
         let stamp = self.tick();
         line.stamp = stamp;
-        let kind = if line.dirty {
+        let kind = if line.dirty() {
             Lookup::DirtyHit
         } else {
             Lookup::CleanHit
@@ -474,10 +487,10 @@ impl Cache {
         if self.dirty == 0 || lba >= end {
             return None;
         }
-        if self.containing(lba).is_some_and(|(_, e)| e.dirty) {
+        if self.containing(lba).is_some_and(|(_, e)| e.dirty()) {
             return Some(lba);
         }
-        self.lines.first_in(lba + 1, end, |e| e.dirty)
+        self.lines.first_in(lba + 1, end, |e| e.dirty())
     }
 
     /// How many dirty lines follow one another from `lba` (up to
@@ -487,7 +500,7 @@ impl Cache {
         let mut pos = lba;
         while pos < end {
             match self.containing(pos) {
-                Some((s, e)) if e.dirty => pos = s + e.n,
+                Some((s, e)) if e.dirty() => pos = s + e.n,
                 _ => break,
             }
         }
@@ -496,7 +509,7 @@ impl Cache {
 
     /// Is there a dirty line for `lba`? (Without touching it.)
     pub fn is_dirty(&self, lba: u64) -> bool {
-        self.containing(lba).is_some_and(|(_, e)| e.dirty)
+        self.containing(lba).is_some_and(|(_, e)| e.dirty())
     }
 
     /// Store a write in the cache (dirty), evicting a line if full.
@@ -527,11 +540,11 @@ impl Cache {
         rng: &mut Rng,
     ) -> bool {
         let stamp = self.tick();
-        let found = self.containing(lba).map(|(s, e)| (s, e.dirty));
+        let found = self.containing(lba).map(|(s, e)| (s, e.dirty()));
         let evicted = self.is_full() && !found.is_some_and(|(_, dirty)| dirty);
         if let Some((s, _)) = found {
             let mut line = self.cut(s, lba, lba + 1);
-            if !line.dirty {
+            if !line.dirty() {
                 self.dirty += 1;
             }
             match (owned, &mut line.content) {
@@ -539,9 +552,8 @@ impl Cache {
                 (None, Content::Run(first)) => d.store_into(first),
                 (None, c) => *c = Content::Run(d.to_data()),
             }
-            line.dirty = true;
             line.stamp = stamp;
-            line.dirtied = stamp;
+            line.dirtied = NonZeroU64::new(stamp);
             self.put_touched(lba, line);
         } else {
             let first = owned.unwrap_or_else(|| d.to_data());
@@ -551,9 +563,8 @@ impl Cache {
                 Extent {
                     n: 1,
                     content: Content::Run(first),
-                    dirty: true,
                     stamp,
-                    dirtied: stamp,
+                    dirtied: NonZeroU64::new(stamp),
                 },
             );
             self.held += 1;
@@ -585,7 +596,7 @@ impl Cache {
         let mut pos = lba;
         while pos < end {
             let data = continued(first, pos - lba);
-            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty()));
             if self.queue.is_some() || (cached.is_none() && self.room() == 0) {
                 // A new line in a full cache evicts one, which may be a
                 // line further on in this run: one line at a time.
@@ -597,7 +608,7 @@ impl Cache {
                 Some((s, e_end, dirty)) => {
                     evicted |= self.is_full() && !dirty;
                     let seg_end = e_end.min(end);
-                    if !self.cut(s, pos, seg_end).dirty {
+                    if !self.cut(s, pos, seg_end).dirty() {
                         self.dirty += seg_end - pos;
                     }
                     seg_end
@@ -616,9 +627,8 @@ impl Cache {
                 Extent {
                     n: seg_end - pos,
                     content: Content::Run(data),
-                    dirty: true,
                     stamp,
-                    dirtied: stamp,
+                    dirtied: NonZeroU64::new(stamp),
                 },
             );
             pos = seg_end;
@@ -682,11 +692,11 @@ impl Cache {
                 }
             };
             let mut part = self.cut(s, pos, seg_end);
-            if part.dirty {
+            if part.dirty() {
                 self.dirty -= part.n;
             }
             part.content = Content::Run(continued(first, pos - lba));
-            part.dirty = false;
+            part.dirtied = None;
             self.put(pos, part);
             pos = seg_end;
         }
@@ -720,7 +730,7 @@ impl Cache {
                         n: run,
                         content: Content::Run(first.clone()),
                         stamp: part.stamp + k,
-                        dirtied: part.dirtied + k,
+                        dirtied: part.dirtied_from(k),
                         ..part
                     },
                 );
@@ -747,9 +757,8 @@ impl Cache {
             Extent {
                 n: 1,
                 content: Content::Run(data),
-                dirty: false,
                 stamp,
-                dirtied: 0,
+                dirtied: None,
             },
         );
         self.held += 1;
@@ -775,7 +784,7 @@ impl Cache {
         let mut used = ReadUse::default();
         let mut pos = lba;
         while pos < end {
-            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty));
+            let cached = self.containing(pos).map(|(s, e)| (s, s + e.n, e.dirty()));
             if let Some((s, e_end, dirty)) = cached {
                 let seg_end = e_end.min(end);
                 if rcd && !dirty {
@@ -820,9 +829,8 @@ impl Cache {
                 Extent {
                     n,
                     content: Content::Medium,
-                    dirty: false,
                     stamp,
-                    dirtied: 0,
+                    dirtied: None,
                 },
             );
             pos = fill_end;
@@ -846,7 +854,7 @@ impl Cache {
         for s in self.lines.starts_in(lba, end, |_| true) {
             if let Some(e) = self.take(s) {
                 self.held -= e.n;
-                if e.dirty {
+                if e.dirty() {
                     self.dirty -= e.n;
                 }
             }
@@ -861,7 +869,7 @@ impl Cache {
         }
         // The dirty extents overlapping the range, found in one walk.
         let from = self.containing(lba).map_or(lba, |(s, _)| s);
-        let dirty = self.lines.starts_in(from, end, |e| e.dirty);
+        let dirty = self.lines.starts_in(from, end, |e| e.dirty());
         let mut back = WriteBack::default();
         let mut written = 0;
         for s in dirty {
@@ -875,7 +883,7 @@ impl Cache {
                 back.push(pos, part.n, first);
             }
             written += part.n;
-            part.dirty = false;
+            part.dirtied = None;
             self.put(pos, part);
         }
         back.finish(medium);
@@ -895,7 +903,7 @@ impl Cache {
                 let mut n = 0;
                 while self.dirty > self.cfg.capacity_blocks / 2 {
                     let Some((s, e)) = (self.lines.iter())
-                        .filter(|(_, e)| e.dirty)
+                        .filter(|(_, e)| e.dirty())
                         .min_by_key(|(_, e)| e.dirtied)
                     else {
                         break;
@@ -905,7 +913,7 @@ impl Cache {
                     if let Some(first) = part.first() {
                         medium.write_run(s, m, first);
                     }
-                    part.dirty = false;
+                    part.dirtied = None;
                     self.put(s, part);
                     self.dirty -= m;
                     n += m;
@@ -925,7 +933,7 @@ impl Cache {
                         if let Some(first) = line.first() {
                             medium.write_block(lba, first);
                         }
-                        line.dirty = false;
+                        line.dirtied = None;
                         self.put(lba, line);
                         self.dirty -= 1;
                         1
@@ -939,8 +947,8 @@ impl Cache {
     /// When `lba` holds a dirty line: the stamp of the write that dirtied it.
     fn dirtied_at(&self, lba: u64) -> Option<u64> {
         self.containing(lba)
-            .filter(|(_, e)| e.dirty)
-            .map(|(s, e)| e.dirtied + (lba - s))
+            .and_then(|(s, e)| e.dirtied_from(lba - s))
+            .map(NonZeroU64::get)
     }
 
     /// Power failure: each dirty line independently reaches the medium or is
@@ -955,7 +963,7 @@ impl Cache {
         self.lines.for_each_in(
             0,
             u64::MAX,
-            |e| e.dirty,
+            |e| e.dirty(),
             |s, e| {
                 let Some(first) = e.first() else { return };
                 for k in 0..e.n {
@@ -989,7 +997,7 @@ impl Cache {
             };
             let Some((lba, line)) = victim else { return };
             self.held -= 1;
-            if line.dirty {
+            if line.dirty() {
                 if let Some(first) = line.first() {
                     medium.write_block(lba, first);
                 }
