@@ -216,14 +216,18 @@ pub struct Cache {
     cfg: CacheConfig,
     /// First LBA -> extent; extents never overlap.
     lines: ExtentMap,
-    /// (first LBA, stamp, lines) per touch of consecutive lines, in stamp
-    /// order: line `lba + k` was touched at `stamp + k`. A line touched
-    /// again or dropped leaves its old entry stale (stamps are unique, so
-    /// a line is live in exactly the entry holding its stamp); eviction
+    /// (first LBA, stamp) per touch of consecutive lines, in stamp order:
+    /// line `lba + k` was touched at `stamp + k`, for every stamp up to
+    /// the next entry's (or the clock). Every tick is some line's touch,
+    /// so an entry's stamps are its touch's, plus after a rebuild stamps
+    /// no line holds (no line can match them: stamps are never reused).
+    /// A line touched again or dropped leaves its old entry stale (a
+    /// line is live in exactly the entry holding its stamp); eviction
     /// skips stale heads, an extent at a time, so the first live line is
     /// the least recently used. A queue push per touch instead of an
-    /// ordered index kept up to date on every extent change.
-    lru: VecDeque<(u64, u64, u64)>,
+    /// ordered index kept up to date on every extent change, and 16
+    /// bytes an entry: random single-block traffic pushes one a command.
+    lru: VecDeque<(u64, u64)>,
     /// The line after the one touched last, and the stamp it would have
     /// had had the same touch gone on: where a new touch continues it.
     last_touch: (u64, u64),
@@ -349,41 +353,53 @@ impl Cache {
             self.insert(start, ext);
         }
         self.last_touch = (start + n, stamp + n);
-        self.touched(start, stamp, n);
+        self.touched(start, stamp);
     }
 
-    /// Lines `[lba, lba + n)` were just touched at stamps from `stamp`
-    /// (and are stored).
-    fn touched(&mut self, lba: u64, stamp: u64, n: u64) {
+    /// Lines from `lba` were just touched at stamps from `stamp` (and are
+    /// stored).
+    fn touched(&mut self, lba: u64, stamp: u64) {
         if self.cfg.destage == Destage::Random {
             // Its victims are chosen by LBA, never by age.
             return;
         }
-        match self.lru.back_mut() {
-            Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
-            _ => self.lru.push_back((lba, stamp, n)),
-        }
+        self.queue_touch(lba, stamp);
         if self.lru.len() > LRU_SLACK.0 * self.lines.len() + LRU_SLACK.1 {
             // Stale entries dominate: rebuild from the extents, whose
             // stamp ranges never overlap.
-            let mut live: Vec<(u64, u64, u64)> = (self.lines.iter())
-                .map(|(s, e)| (e.stamp, s, e.n))
-                .collect();
+            let mut live: Vec<(u64, u64)> =
+                (self.lines.iter()).map(|(s, e)| (e.stamp, s)).collect();
             live.sort_unstable();
             self.lru.clear();
-            for (stamp, lba, n) in live {
-                match self.lru.back_mut() {
-                    Some((l, s, m)) if *l + *m == lba && *s + *m == stamp => *m += n,
-                    _ => self.lru.push_back((lba, stamp, n)),
-                }
+            for (stamp, lba) in live {
+                self.queue_touch(lba, stamp);
             }
+        }
+    }
+
+    /// Queue a touch from `lba` at `stamp`, newer than any queued, unless
+    /// the last entry's lines run on to it.
+    fn queue_touch(&mut self, lba: u64, stamp: u64) {
+        match self.lru.back() {
+            Some(&(l, s)) if l.checked_add(stamp - s) == Some(lba) => {}
+            _ => self.lru.push_back((lba, stamp)),
+        }
+    }
+
+    /// Lines the LRU queue's head entry covers: up to the next entry's
+    /// stamp, or through the clock.
+    fn head_lines(&self) -> u64 {
+        match (self.lru.front(), self.lru.get(1)) {
+            (Some(&(_, s)), Some(&(_, next))) => next - s,
+            (Some(&(_, s)), None) => self.clock + 1 - s,
+            _ => 0,
         }
     }
 
     /// Take the least recently used line out of the map (its LBA and
     /// itself), and off the queue: the first live line of the first entry.
     fn take_lru(&mut self) -> Option<(u64, Extent)> {
-        while let Some(&(lba, stamp, m)) = self.lru.front() {
+        while let Some(&(lba, stamp)) = self.lru.front() {
             // Lines of the head entry that are stale: through the end of
             // the extent holding `lba` (its stamps differ from the entry's
             // by the same amount on every line), or up to the next extent.
@@ -408,7 +424,11 @@ impl Cache {
                         return Some((lba, self.cut(s, lba, lba + 1)));
                     }
                     Some((s, e)) => s + e.n - lba,
-                    None => self.lines.next_start(lba, lba + m) - lba,
+                    None => {
+                        self.lines
+                            .next_start(lba, lba.saturating_add(self.head_lines()))
+                            - lba
+                    }
                 },
             };
             self.pop_lru(stale);
@@ -421,11 +441,12 @@ impl Cache {
 
     /// Drop the first `k` lines of the LRU queue's head entry.
     fn pop_lru(&mut self, k: u64) {
+        let m = self.head_lines();
         if let Some(h) = self.lru.front_mut() {
-            if k >= h.2 {
+            if k >= m {
                 self.lru.pop_front();
             } else {
-                *h = (h.0 + k, h.1 + k, h.2 - k);
+                *h = (h.0 + k, h.1 + k);
             }
         }
     }
