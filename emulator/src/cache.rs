@@ -752,7 +752,6 @@ impl Cache {
                         content: Content::Run(first.clone()),
                         stamp: part.stamp + k,
                         dirtied: part.dirtied_from(k),
-                        ..part
                     },
                 );
                 at += run;
