@@ -27,6 +27,7 @@
 
 use crate::content::{is_zero, Tag};
 use crate::runs::{render_part_append, DataRuns, Part, TagPiece};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 /// Bytes per host page. Matches the 4 KiB page of x86-64 and the granule
@@ -98,6 +99,12 @@ pub struct HostMemory {
     /// Runs of self-describing blocks: never empty, never overlapping each
     /// other or a page of bytes.
     runs: RunMap,
+    /// Pages `[lo, hi]` hold every page of bytes (a bound kept through
+    /// releases, meaningless while there are none). A fuzzer's memory
+    /// holds one page of bytes, its scratch page, away from its buffers, so
+    /// most asks for the pages of bytes in a range are answered here, not
+    /// by a descent of `pages`.
+    bytes_within: (u64, u64),
 }
 
 impl std::fmt::Debug for HostMemory {
@@ -184,6 +191,12 @@ struct RunMap {
     /// Never empty chunks, each sorted, in address order.
     chunks: Vec<Vec<Run>>,
     len: usize,
+    /// Where the last walk or edit ended: the place after the last run it
+    /// read or wrote. A transfer's SG entries are placed, cut and read in
+    /// ascending address order, each after the one before, so the next
+    /// lookup is usually answered here without a search
+    /// ([`RunMap::locate`] checks the place before trusting it).
+    cursor: Cell<Pos>,
 }
 
 /// Runs a chunk holds before it is split in two.
@@ -197,9 +210,9 @@ fn new_chunk(runs: &[Run]) -> Vec<Run> {
     ch
 }
 
-/// A place among the runs: run `i` of chunk `c`, or the end when `c` is
-/// past the last chunk.
-#[derive(Debug, Clone, Copy)]
+/// A place among the runs: run `i` of chunk `c` (`i` below the chunk's
+/// length), or the end when `c` is the number of chunks (and `i` is 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Pos {
     c: usize,
     i: usize,
@@ -212,8 +225,13 @@ impl RunMap {
 
     /// Where the first run ending after `a` is: the runs before it lie
     /// wholly below `a` (runs are sorted and disjoint, so their ends are
-    /// sorted too).
+    /// sorted too). Where the last walk or edit ended when that is the
+    /// place, found by two binary searches otherwise.
     fn locate(&self, a: u64) -> Pos {
+        let h = self.cursor.get();
+        if self.answers(h, a) {
+            return h;
+        }
         let c = self
             .chunks
             .partition_point(|ch| ch.last().is_none_or(|r| run_last(r) < a));
@@ -222,6 +240,31 @@ impl RunMap {
             .get(c)
             .map_or(0, |ch| ch.partition_point(|r| run_last(r) < a));
         Pos { c, i }
+    }
+
+    /// Whether `p` is the place [`RunMap::locate`] finds for `a`: a run
+    /// ending at or after `a`, or the end, with the run before it (if any)
+    /// ending below `a`. Ends are sorted, so only one place passes.
+    fn answers(&self, p: Pos, a: u64) -> bool {
+        let here = match self.chunks.get(p.c) {
+            Some(ch) => ch.get(p.i).is_some_and(|r| run_last(r) >= a),
+            None => p.c == self.chunks.len() && p.i == 0,
+        };
+        here && self.prev(p).is_none_or(|r| run_last(r) < a)
+    }
+
+    /// Remember `p` as where a walk or an edit ended.
+    fn leave(&self, p: Pos) {
+        self.cursor.set(p);
+    }
+
+    /// The place `i` runs into chunk `c`, named as [`Pos`] names places
+    /// (`i` at most the chunk's length; its end is the next chunk's start).
+    fn pos(&self, c: usize, i: usize) -> Pos {
+        match self.chunks.get(c) {
+            Some(ch) if i >= ch.len() => Pos { c: c + 1, i: 0 },
+            _ => Pos { c, i },
+        }
     }
 
     /// The runs from `p` on, in order.
@@ -267,22 +310,22 @@ impl RunMap {
     }
 
     /// Replace the `n` runs from `p` by `new` (sorted, and fitting between
-    /// the runs around them).
-    fn splice(&mut self, p: Pos, n: usize, new: &[Run]) {
+    /// the runs around them). Returns the place after the new runs.
+    fn splice(&mut self, p: Pos, n: usize, new: &[Run]) -> Pos {
         if n == 0 && new.is_empty() {
-            return;
+            return p;
         }
         // The usual edits: one run overwritten, or one inserted into a
         // chunk with room (a chunk at `p.c` holds a run at `p.i`).
         if let ([r], Some(ch)) = (new, self.chunks.get_mut(p.c)) {
             if n == 1 {
                 ch[p.i] = *r;
-                return;
+                return self.pos(p.c, p.i + 1);
             }
             if n == 0 && ch.len() < CHUNK_MAX {
                 ch.insert(p.i, *r);
                 self.len += 1;
-                return;
+                return self.pos(p.c, p.i + 1);
             }
         }
         self.len = self.len - n + new.len();
@@ -292,8 +335,8 @@ impl RunMap {
                 Some(ch) => ch.extend_from_slice(new),
                 None => self.chunks.push(new_chunk(new)),
             }
-            self.settle(self.chunks.len() - 1);
-            return;
+            let c = self.chunks.len() - 1;
+            return self.settle(c, self.chunks[c].len());
         }
         let ch = &mut self.chunks[p.c];
         if p.i + n <= ch.len() {
@@ -327,11 +370,12 @@ impl RunMap {
                 self.chunks[p.c + 1].drain(..left);
             }
         }
-        self.settle(p.c);
+        self.settle(p.c, p.i + new.len())
     }
 
-    /// Drop chunk `c` if it is empty, split it if it is too long.
-    fn settle(&mut self, c: usize) {
+    /// Drop chunk `c` if it is empty, split it if it is too long. Returns
+    /// where run `i` of the chunk (or its end) is then.
+    fn settle(&mut self, c: usize, i: usize) -> Pos {
         let n = self.chunks[c].len();
         if n == 0 {
             self.chunks.remove(c);
@@ -339,7 +383,11 @@ impl RunMap {
             let right = new_chunk(&self.chunks[c][n / 2..]);
             self.chunks[c].truncate(n / 2);
             self.chunks.insert(c + 1, right);
+            if i >= n / 2 {
+                return self.pos(c + 1, i - n / 2);
+            }
         }
+        self.pos(c, i)
     }
 }
 
@@ -349,13 +397,30 @@ impl HostMemory {
         Self::default()
     }
 
+    /// Whether pages `[from, last]` may hold a page of bytes.
+    fn may_hold_bytes(&self, from: u64, last: u64) -> bool {
+        let (lo, hi) = self.bytes_within;
+        !self.pages.is_empty() && from <= hi && last >= lo
+    }
+
     /// The first page of bytes among pages `[from, last]` (a fuzzer's
-    /// memory usually has none, and asking an empty tree costs a descent).
+    /// memory has none there, and asking the tree costs a descent).
     fn pages_in(&mut self, from: u64, last: u64) -> Option<(&u64, &mut Bytes)> {
-        if self.pages.is_empty() {
+        if !self.may_hold_bytes(from, last) {
             return None;
         }
         self.pages.range_mut(from..=last).next()
+    }
+
+    /// Make page `p` a page of bytes `b` (it holds no run).
+    fn insert_page(&mut self, p: u64, b: Bytes) {
+        let (lo, hi) = self.bytes_within;
+        self.bytes_within = if self.pages.is_empty() {
+            (p, p)
+        } else {
+            (lo.min(p), hi.max(p))
+        };
+        self.pages.insert(p, b);
     }
 
     /// The runs overlapping `[lo, hi)`, in address order.
@@ -378,7 +443,7 @@ impl HostMemory {
         let first = match self.runs.get(p) {
             Some(&r) if u128::from(r.0) < hi => r,
             // Nothing there (the usual case for a buffer freed twice).
-            _ if with.is_none() => return,
+            _ if with.is_none() => return self.runs.leave(p),
             _ => (0, UNUSED),
         };
         let (mut n, mut last, mut q) = (0usize, None, p);
@@ -411,7 +476,8 @@ impl HostMemory {
                 k += 1;
             }
         }
-        self.runs.splice(p, n, &new[..k]);
+        let after = self.runs.splice(p, n, &new[..k]);
+        self.runs.leave(after);
     }
 
     /// Remove bytes `[lo, hi)` from the runs.
@@ -439,7 +505,7 @@ impl HostMemory {
         let mut b = new_page(0, &[]);
         self.render_runs(lo, &mut b[..]);
         self.cut_runs(lo, hi);
-        self.pages.insert(p, b);
+        self.insert_page(p, b);
     }
 
     /// Copy `data` into memory at `addr`. Bytes that would lie past 2^64
@@ -470,7 +536,7 @@ impl HostMemory {
                     b
                 };
                 self.cut_runs(lo, hi);
-                self.pages.insert(page, b);
+                self.insert_page(page, b);
             }
             done += n;
         }
@@ -626,7 +692,8 @@ impl HostMemory {
             new[k] = (h, r.sub((h - s) as u32, (run_end(&(s, r)) - re) as u32));
             k += 1;
         }
-        self.runs.splice(at, gone, &new[..k]);
+        let after = self.runs.splice(at, gone, &new[..k]);
+        self.runs.leave(after);
         if c1 > MAX_PIECES {
             self.render_page(p1);
         }
@@ -694,58 +761,13 @@ impl HostMemory {
         let lo = u128::from(addr);
         let hi = end_of(addr, have);
         let mut at = lo;
-        if have > 0 && self.pages.is_empty() {
-            // Runs alone (a fuzzer's memory): walk them by position.
-            let mut q = self.runs.locate(addr);
-            while let Some(&(k, p)) = self.runs.get(q) {
-                let r = u128::from(k);
-                if r >= hi {
-                    break;
-                }
-                let s = r.max(lo);
-                let e = (r + u128::from(p.len)).min(hi);
-                if s > at {
-                    f(Part::Zero((s - at) as usize));
-                }
-                f(Part::Piece(clip(p, (s - r) as u32, (e - s) as u32)));
-                at = e;
-                q = self.runs.next_pos(q);
-            }
-        } else if have > 0 {
-            let mut runs = self.runs_over(addr, hi).peekable();
+        if have > 0 {
             let (first, last) = pages_of(addr, hi);
-            let mut pages = (!self.pages.is_empty())
-                .then(|| self.pages.range(first..=last))
-                .into_iter()
-                .flatten()
-                .peekable();
-            loop {
-                let run_at = runs.peek().map(|(k, _)| u128::from(*k));
-                let page_at = pages.peek().map(|(p, _)| u128::from(**p * PAGE_SIZE));
-                let (s, e, part) = match (run_at, page_at) {
-                    (None, None) => break,
-                    (Some(r), pg) if pg.is_none_or(|pg| r < pg) => {
-                        let (_, p) = runs.next().expect("peeked");
-                        let s = r.max(lo);
-                        let e = (r + u128::from(p.len)).min(hi);
-                        let piece = clip(p, (s - r) as u32, (e - s) as u32);
-                        (s, e, Part::Piece(piece))
-                    }
-                    (_, pg) => {
-                        let pg = pg.expect("a page when no run comes first");
-                        let (_, b) = pages.next().expect("peeked");
-                        let s = pg.max(lo);
-                        let e = (pg + u128::from(PAGE_SIZE)).min(hi);
-                        let bytes = &b[(s - pg) as usize..(e - pg) as usize];
-                        (s, e, Part::Bytes(bytes))
-                    }
-                };
-                if s > at {
-                    f(Part::Zero((s - at) as usize));
-                }
-                f(part);
-                at = e;
-            }
+            at = if self.may_hold_bytes(first, last) {
+                self.mixed_parts(lo, hi, (first, last), &mut f)
+            } else {
+                self.run_parts(lo, hi, &mut f)
+            };
         }
         if hi > at {
             f(Part::Zero((hi - at) as usize));
@@ -753,6 +775,74 @@ impl HostMemory {
         if len as u64 > have {
             f(Part::Zero(len - have as usize));
         }
+    }
+
+    /// [`HostMemory::for_each_part`] over `[lo, hi)` where no page of bytes
+    /// lies (a fuzzer's buffers): the runs, walked by position, and the
+    /// zeros before each. Returns where the last run read ended.
+    fn run_parts<'s>(&'s self, lo: u128, hi: u128, f: &mut impl FnMut(Part<'s>)) -> u128 {
+        let mut at = lo;
+        let mut q = self.runs.locate(lo as u64);
+        while let Some(&(k, p)) = self.runs.get(q) {
+            let r = u128::from(k);
+            if r >= hi {
+                break;
+            }
+            let s = r.max(lo);
+            let e = (r + u128::from(p.len)).min(hi);
+            if s > at {
+                f(Part::Zero((s - at) as usize));
+            }
+            f(Part::Piece(clip(p, (s - r) as u32, (e - s) as u32)));
+            at = e;
+            q = self.runs.next_pos(q);
+        }
+        self.runs.leave(q);
+        at
+    }
+
+    /// [`HostMemory::for_each_part`] over `[lo, hi)`, which pages
+    /// `[first, last]` cover and may hold pages of bytes: runs and pages
+    /// in address order, and the zeros before each. Returns where the last
+    /// of them read ended.
+    fn mixed_parts<'s>(
+        &'s self,
+        lo: u128,
+        hi: u128,
+        (first, last): (u64, u64),
+        f: &mut impl FnMut(Part<'s>),
+    ) -> u128 {
+        let mut at = lo;
+        let mut runs = self.runs_over(lo as u64, hi).peekable();
+        let mut pages = self.pages.range(first..=last).peekable();
+        loop {
+            let run_at = runs.peek().map(|(k, _)| u128::from(*k));
+            let page_at = pages.peek().map(|(p, _)| u128::from(**p * PAGE_SIZE));
+            let (s, e, part) = match (run_at, page_at) {
+                (None, None) => break,
+                (Some(r), pg) if pg.is_none_or(|pg| r < pg) => {
+                    let (_, p) = runs.next().expect("peeked");
+                    let s = r.max(lo);
+                    let e = (r + u128::from(p.len)).min(hi);
+                    let piece = clip(p, (s - r) as u32, (e - s) as u32);
+                    (s, e, Part::Piece(piece))
+                }
+                (_, pg) => {
+                    let pg = pg.expect("a page when no run comes first");
+                    let (_, b) = pages.next().expect("peeked");
+                    let s = pg.max(lo);
+                    let e = (pg + u128::from(PAGE_SIZE)).min(hi);
+                    let bytes = &b[(s - pg) as usize..(e - pg) as usize];
+                    (s, e, Part::Bytes(bytes))
+                }
+            };
+            if s > at {
+                f(Part::Zero((s - at) as usize));
+            }
+            f(part);
+            at = e;
+        }
+        at
     }
 
     /// Append the `len` bytes at `addr` to `out` as runs: bytes, zeros
@@ -1512,7 +1602,25 @@ mod tests {
         Runs(u64, Vec<(u8, u32)>),
         Free(u64, u64),
         Scatter(u64, usize, u64, u32, u64),
+        Sg(Sg),
         Read(u64, usize),
+    }
+
+    /// A transfer through an SG list of `k` entries of `len` bytes, one
+    /// every `stride`, from `addr`, in ascending order as the harness and
+    /// the controller walk it (each lookup starting where the last one
+    /// ended): its pattern placed entry by entry (a write's buffer), or
+    /// the entries freed and Data-In scattered into them (a read), then
+    /// gathered back entry by entry.
+    #[derive(Debug, Clone)]
+    struct Sg {
+        addr: u64,
+        k: usize,
+        len: usize,
+        stride: u64,
+        lba: u64,
+        generation: u32,
+        read: bool,
     }
 
     /// Where the model check's steps land: three windows of a few pages,
@@ -1564,6 +1672,28 @@ mod tests {
             // than it may hold, or fewer.
             (addr.clone(), 1usize..40, 1u64..200, 1u32..60, 0u64..4)
                 .prop_map(|(a, k, stride, n, lba)| Step::Scatter(a, k, stride, n, lba)),
+            // Entries that abut (stride = len), and with gaps, over more
+            // runs than one chunk of the run map holds.
+            (
+                addr.clone(),
+                1usize..48,
+                1usize..400,
+                0u64..400,
+                0u64..6,
+                4u32..6,
+                any::<bool>()
+            )
+                .prop_map(|(addr, k, len, gap, lba, generation, read)| {
+                    Step::Sg(Sg {
+                        addr,
+                        k,
+                        len,
+                        stride: len as u64 + gap,
+                        lba,
+                        generation,
+                        read,
+                    })
+                }),
             (addr, 0usize..9000).prop_map(|(a, n)| Step::Read(a, n)),
         ]
     }
@@ -1714,6 +1844,51 @@ mod tests {
                             pg.write_piece(at, p);
                             model_write(&mut model, at, &bytes_of(p));
                         }
+                    }
+                    Step::Sg(sg) => {
+                        let entries: Vec<(u64, usize)> = (0..sg.k as u64)
+                            .map_while(|i| Some((sg.addr.checked_add(i * sg.stride)?, sg.len)))
+                            .collect();
+                        let total = entries.len() * sg.len;
+                        let g = sg.generation;
+                        if sg.read {
+                            // Data-In as a device returns it: whole tags of
+                            // the stream, and a zero block every third.
+                            let mut data = DataRuns::new();
+                            for b in 0..total.div_ceil(512) as u64 {
+                                if (sg.lba + b) % 3 == 0 {
+                                    data.push_zero(512);
+                                } else {
+                                    let first = Tag { lba: sg.lba, seed: 0x5eed, generation: g };
+                                    data.push_piece(TagPiece::of_run(first, 512, b * 512, 512));
+                                }
+                            }
+                            let bytes = data.to_bytes();
+                            for &(a, n) in &entries {
+                                m.free(a, n as u64);
+                                pg.free(a, n as u64);
+                                model_write(&mut model, a, &vec![0u8; n]);
+                            }
+                            for (i, &(a, n)) in entries.iter().enumerate() {
+                                m.write_runs(a, &data, i * n, n);
+                                pg.write_runs(a, &data, i * n, n);
+                                model_write(&mut model, a, &bytes[i * n..(i + 1) * n]);
+                            }
+                        } else {
+                            for (i, &(a, n)) in entries.iter().enumerate() {
+                                m.write_pattern(a, i * n, n, 0x5eed, g, sg.lba, 512);
+                                pg.write_piece(a, pattern_piece(i * n, n, sg.lba, g));
+                                model_pattern(&mut model, a, i * n, n, sg.lba, g);
+                            }
+                        }
+                        let (mut runs, mut old, mut want) = (DataRuns::new(), DataRuns::new(), Vec::new());
+                        for &(a, n) in &entries {
+                            m.read_runs(a, n, &mut runs);
+                            pg.read_runs(a, n, &mut old);
+                            want.extend(model_read(&model, a, n));
+                        }
+                        prop_assert_eq!(first_diff(&runs.to_bytes(), &want), None);
+                        prop_assert_eq!(parts_of(&runs), parts_of(&old));
                     }
                     Step::Read(a, n) => {
                         let want = model_read(&model, a, n);
