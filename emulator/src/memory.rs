@@ -225,12 +225,23 @@ impl RunMap {
 
     /// Where the first run ending after `a` is: the runs before it lie
     /// wholly below `a` (runs are sorted and disjoint, so their ends are
-    /// sorted too). Where the last walk or edit ended when that is the
-    /// place, found by two binary searches otherwise.
+    /// sorted too). Where the last walk or edit ended, or the run just
+    /// before that (the run just placed, read back), when that is the
+    /// place; found by two binary searches otherwise.
     fn locate(&self, a: u64) -> Pos {
         let h = self.cursor.get();
-        if self.answers(h, a) {
-            return h;
+        let reaches = match self.chunks.get(h.c) {
+            Some(ch) => ch.get(h.i).is_some_and(|r| run_last(r) >= a),
+            None => h.c == self.chunks.len() && h.i == 0,
+        };
+        if reaches {
+            // `h` is a place (checked above), so the one before it is too.
+            match self.prev_pos(h) {
+                None => return h,
+                Some(q) if run_last(&self.chunks[q.c][q.i]) < a => return h,
+                Some(q) if self.prev(q).is_none_or(|r| run_last(r) < a) => return q,
+                Some(_) => {}
+            }
         }
         let c = self
             .chunks
@@ -240,17 +251,6 @@ impl RunMap {
             .get(c)
             .map_or(0, |ch| ch.partition_point(|r| run_last(r) < a));
         Pos { c, i }
-    }
-
-    /// Whether `p` is the place [`RunMap::locate`] finds for `a`: a run
-    /// ending at or after `a`, or the end, with the run before it (if any)
-    /// ending below `a`. Ends are sorted, so only one place passes.
-    fn answers(&self, p: Pos, a: u64) -> bool {
-        let here = match self.chunks.get(p.c) {
-            Some(ch) => ch.get(p.i).is_some_and(|r| run_last(r) >= a),
-            None => p.c == self.chunks.len() && p.i == 0,
-        };
-        here && self.prev(p).is_none_or(|r| run_last(r) < a)
     }
 
     /// Remember `p` as where a walk or an edit ended.
@@ -327,6 +327,20 @@ impl RunMap {
                 self.len += 1;
                 return self.pos(p.c, p.i + 1);
             }
+        }
+        if let ([r], 0, true) = (new, n, p.c == self.chunks.len()) {
+            // One run after all others (a buffer placed in address order):
+            // onto the last chunk, or a new one when that is full, rather
+            // than a full chunk split in half every few runs.
+            self.len += 1;
+            match self.chunks.last_mut().filter(|ch| ch.len() < CHUNK_MAX) {
+                Some(ch) => ch.push(*r),
+                None => self.chunks.push(new_chunk(new)),
+            }
+            return Pos {
+                c: self.chunks.len(),
+                i: 0,
+            };
         }
         self.len = self.len - n + new.len();
         if p.c == self.chunks.len() {
