@@ -116,6 +116,13 @@ pub struct Emulator {
     window: u64,
 }
 
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.runs_out).give_back();
+        std::mem::take(&mut self.runs_in).give_back();
+    }
+}
+
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emulator")
@@ -181,8 +188,8 @@ impl Emulator {
             bounce: BounceBuffer::default(),
             scratch: Vec::new(),
             data_in: Vec::new(),
-            runs_out: DataRuns::new(),
-            runs_in: DataRuns::new(),
+            runs_out: DataRuns::reused(),
+            runs_in: DataRuns::reused(),
             tagged_reads: false,
             deferred: Vec::new(),
             cache_use: CacheUse::default(),

@@ -163,7 +163,16 @@ fn render_block_part(tag: Tag, bl: usize, s: usize, out: &mut [u8]) {
 thread_local! {
     /// A block to render a partial piece in.
     static BLOCK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Runs given back for reuse ([`DataRuns::give_back`]).
+    static SPARE: RefCell<Vec<DataRuns>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Runs kept per thread for [`DataRuns::reused`]: an emulator's two.
+const SPARE_RUNS: usize = 2;
+
+/// The byte store a kept [`DataRuns`] may hold on to (a read of bytes
+/// may have grown it to a whole transfer).
+const SPARE_BYTES: usize = 1 << 20;
 
 /// One stretch of a [`DataRuns`], as [`DataRuns::for_each`] hands it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +238,34 @@ impl DataRuns {
     /// No data.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No data, in the allocations of runs given back on this thread
+    /// ([`DataRuns::give_back`]) if there are any: a fuzzer builds an
+    /// emulator per execution, and its runs grew to the same sizes, a
+    /// copy of a thousand runs at a time, in every one.
+    pub fn reused() -> Self {
+        SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keep these runs' allocations for [`DataRuns::reused`] (dropped
+    /// instead when enough are kept).
+    pub fn give_back(mut self) {
+        self.clear();
+        if self.bytes.capacity() > SPARE_BYTES {
+            self.bytes = Vec::new();
+        }
+        // `try_with`: during thread teardown the store may be gone.
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_RUNS {
+                s.push(self);
+            }
+        });
     }
 
     /// Forget all runs, keeping the allocations.
@@ -629,6 +666,31 @@ mod tests {
                 && end_by_division(&a) == (b.tag.lba, b.start);
             proptest::prop_assert_eq!(a.continued_by(&b), want);
         }
+    }
+
+    #[test]
+    fn runs_given_back_come_back_empty_with_their_room() {
+        let mut r = DataRuns::new();
+        for k in 0..100 {
+            r.push_piece(TagPiece::whole(tag(2 * k), 512));
+            r.push_bytes(&[1, 2, 3]);
+        }
+        let room = (r.runs.capacity(), r.starts.capacity(), r.bytes.capacity());
+        r.give_back();
+        let again = DataRuns::reused();
+        assert_eq!((again.len(), again.parts().count()), (0, 0));
+        assert_eq!(again.to_bytes(), Vec::<u8>::new());
+        let kept = (
+            again.runs.capacity(),
+            again.starts.capacity(),
+            again.bytes.capacity(),
+        );
+        assert_eq!(kept, room);
+        // A byte store grown past the bound is not kept.
+        let mut big = DataRuns::new();
+        big.push_bytes(&vec![7u8; SPARE_BYTES + 1]);
+        big.give_back();
+        assert_eq!(DataRuns::reused().bytes.capacity(), 0);
     }
 
     #[test]
