@@ -343,7 +343,9 @@ impl DataRuns {
         false
     }
 
-    /// Append a part.
+    /// Append a part (inlined, so a caller that knows the kind calls
+    /// the push for it directly).
+    #[inline]
     pub fn push_part(&mut self, part: Part<'_>) {
         match part {
             Part::Bytes(b) => self.push_bytes(b),
