@@ -3,7 +3,7 @@
 //! corpus entries, and both must still stop on time.
 
 use fuzzer::harness::{Harness, Target};
-use fuzzer::program::ScsiProgram;
+use fuzzer::program::{Op, ScsiProgram};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,9 +52,13 @@ fn wait_or_kill(child: &mut Child, limit: Duration, what: &str, log: &Path) -> i
 
 /// Machine A (the hub) fuzzes without seeds; machine B starts from the
 /// recorded workloads in corpus/seeds and links its broker to A's. A
-/// program imported from a seed trace cannot come out of A's random
-/// generator or mutators, so finding one in A's queue shows that B's corpus
-/// entries crossed the link and were kept by A's client.
+/// transfer of a seed trace (its LBA, length and SG list, from the
+/// recording) cannot come out of A's random generator or mutators, so a
+/// program in A's queue holding one (a seed, or a program B grew from a
+/// seed) shows that B's corpus entries crossed the link and were kept by
+/// A's client. Only what A finds new is kept, and A, fuzzing faster than
+/// B imports, may already cover what the plain seeds do: B's mutants of
+/// them count too.
 #[test]
 fn a_linked_machine_receives_the_other_machines_corpus_entries_and_both_stop() {
     let dir = tempdir("two");
@@ -117,11 +121,17 @@ fn a_linked_machine_receives_the_other_machines_corpus_entries_and_both_stop() {
         b_queue.iter().any(|p| seeded.contains(p)),
         "B's own queue holds none of its seed programs: the check below would prove nothing"
     );
-    let received = a_queue.iter().filter(|p| seeded.contains(p)).count();
+    let recorded: Vec<&Op> = (seeded.iter())
+        .flat_map(|p| &p.ops)
+        .filter(|op| matches!(op, Op::Write(t) | Op::Read(t) if !t.sg.is_empty()))
+        .collect();
+    let received = (a_queue.iter())
+        .filter(|p| p.ops.iter().any(|op| recorded.contains(&op)))
+        .count();
     assert!(
         received > 0,
-        "A's queue ({} entries) holds none of the {} programs B imported from corpus/seeds: \
-         nothing crossed the broker link\nA: {a_text}\nB: {b_log}",
+        "A's queue ({} entries) holds no program with a transfer of the {} programs B \
+         imported from corpus/seeds: nothing crossed the broker link\nA: {a_text}\nB: {b_log}",
         a_queue.len(),
         seeded.len()
     );

@@ -716,6 +716,10 @@ pub struct ClientReport {
     pub corpus: usize,
 }
 
+/// How long a client linked to a remote broker waits before its first
+/// entries (see [`fuzz_client`]).
+const FLEET_SETTLE: Duration = Duration::from_secs(1);
+
 /// The initial programs: seeds, then (on resume) the previous queue.
 fn initial_programs(
     cfg: &CampaignConfig,
@@ -789,6 +793,13 @@ where
     );
 
     if state.must_load_initial_inputs() {
+        if cfg.remote_broker.is_some() {
+            // The link to the remote broker forwards what this machine's
+            // broker receives once its thread is reading; entries sent in
+            // the first moments (the seeds, imported in milliseconds) were
+            // sometimes never forwarded.
+            std::thread::sleep(FLEET_SETTLE);
+        }
         let programs = initial_programs(cfg, &limits, &layout)?;
         for p in &programs {
             fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p)?;
@@ -901,20 +912,19 @@ pub fn run_in_process(cfg: &CampaignConfig) -> Result<ClientReport, CampaignErro
     fuzz_client(None, mgr, 0, cfg, StopRule::for_config(cfg))
 }
 
-/// The LLMP configuration name: clients with the same name trust each
-/// other's observers instead of re-running an imported testcase, so it names
-/// everything that decides a run's coverage and verdict (a fleet may mix
-/// machines fuzzing different bugs or device seeds).
-fn event_config(t: &Target) -> EventConfig {
-    let bugs: Vec<&str> = t.bugs.iter().map(|b| b.name()).collect();
-    EventConfig::from_name(&format!(
-        "scuzz hba={} bugs={} bs={} blocks={} device-seed={}",
-        t.preset.name,
-        bugs.join(","),
-        t.block_size,
-        t.capacity_blocks,
-        t.device_seed
-    ))
+/// The LLMP configuration: unique, so a client always runs a testcase
+/// another client sent before judging it. Clients of one configuration
+/// would judge it by the sender's observers instead, and those cannot be
+/// compared: each client numbers its coverage entries in the order it
+/// first hit them ([`crate::coverage::DenseCoverage`]), so the sender's
+/// entry 7 is another transition than the receiver's. Judged that way, an
+/// imported entry's novelty was a coin (and the receiver's record of what
+/// it had seen took the sender's counts), and a linked machine kept none
+/// of the other's seed programs about half the time. Running it costs the
+/// receiver one execution per imported entry; it also means a fleet may
+/// mix machines fuzzing other bugs or device seeds without trusting them.
+fn event_config() -> EventConfig {
+    EventConfig::AlwaysUnique
 }
 
 /// Runs a campaign on `cfg.cores` through LibAFL's [`Launcher`]: one
@@ -981,7 +991,7 @@ pub fn launch(cfg: &CampaignConfig) -> Result<(), CampaignError> {
     let monitor = CampaignMonitor::new(Some(layout), cfg.live, offset);
     let stop = StopRule::for_config(cfg);
     let broker_stop = stop.clone();
-    let configuration = event_config(&cfg.target);
+    let configuration = event_config();
     let me = std::process::id();
     let run_client =
         |state: Option<ScsiState>, mgr, desc: libafl::events::ClientDescription| match fuzz_client(
