@@ -332,10 +332,11 @@ impl PackedCorpus {
 
     /// `id`'s program is in memory now: queue it for eviction, dropping
     /// the oldest programs beyond the cache (skipping any borrowed now,
-    /// such as the entry being loaded).
+    /// such as the entry being loaded). `id` is not queued already: a new
+    /// entry never was, a loaded one was evicted (which unqueues it), and
+    /// [`Corpus::replace`] unqueues the entry it replaces.
     fn cache(&self, id: CorpusId) {
         let mut cached = self.cached.borrow_mut();
-        cached.retain(|c| *c != id);
         let mut busy = 0;
         while cached.len() >= self.cache_max && busy < cached.len() {
             let Some(old) = cached.pop_front() else { break };
@@ -408,6 +409,7 @@ impl Corpus<ScsiProgram> for PackedCorpus {
         testcase: Testcase<ScsiProgram>,
     ) -> Result<Testcase<ScsiProgram>, Error> {
         let old = self.inner.replace(id, testcase)?;
+        self.cached.borrow_mut().retain(|c| *c != id);
         self.save(id)?;
         Ok(old)
     }
