@@ -14,10 +14,13 @@
 //! - `throughput`: executions per second of 32-op programs on a 64 MiB
 //!   disk, harness alone and inside LibAFL's loop.
 //! - `scaling`: `--cores 0` against `--cores 0-1` through the Launcher.
+//! - `seeds DIR` (not part of the default run): writes the 32-op programs
+//!   to DIR as seeds (`scuzz fuzz --seeds DIR`).
 //! - `harness [N]` (not part of the default run): the harness alone on N
 //!   programs, for profiling.
-//! - `loop [SECS]` (not part of the default run): LibAFL's loop alone for
-//!   SECS seconds from a random start, for profiling.
+//! - `loop [SECS [32-op]]` (not part of the default run): LibAFL's loop
+//!   alone for SECS seconds from a random start (or from the 32-op
+//!   programs as seeds), for profiling.
 //! - `harness-dir DIR [N [HBA [BUG]]]` (not part of the default run): the
 //!   harness over the programs of a campaign's queue, on preset HBA with
 //!   catalogued bug BUG switched on (default `lsi3108`, no bug).
@@ -25,6 +28,8 @@
 //! With `HARNESS_DIGEST=1`, the `harness` and `harness-dir` modes fold the
 //! `Debug` text of every verdict into one FNV-1a digest and print it, so two
 //! builds can be shown to judge every program identically.
+//! `HARNESS_DUMP=1` beside it also prints each verdict to stderr, one line
+//! a program, to find the programs two builds judge differently.
 
 /// The allocator the `scuzz` binary runs campaigns with.
 #[global_allocator]
@@ -250,6 +255,9 @@ impl VerdictDigest {
 
     fn fold(&mut self, v: &fuzzer::verdict::Verdict) {
         if let Some(h) = &mut self.0 {
+            if std::env::var_os("HARNESS_DUMP").is_some() {
+                eprintln!("{v:?}");
+            }
             for b in format!("{v:?}").bytes() {
                 *h = (*h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
@@ -301,17 +309,27 @@ fn run_harness(
     rate
 }
 
-fn throughput() {
-    harness_alone(40_000);
-    // The same 32-op programs as seeds, so the loop's rate is comparable
-    // with the harness alone: mutation, feedback and corpus on top.
+/// The bench's 32-op programs as a seed directory.
+fn write_32_op_seeds() -> PathBuf {
     let seeds = out_dir("tp-seeds");
-    std::fs::create_dir_all(&seeds).unwrap();
+    write_32_op_seeds_to(&seeds);
+    seeds
+}
+
+fn write_32_op_seeds_to(seeds: &std::path::Path) {
+    std::fs::create_dir_all(seeds).unwrap();
     let limits = Harness::new(target(None, 0)).limits();
     for (i, p) in programs(&limits).iter().enumerate() {
         let path = seeds.join(format!("p{i:02}.json"));
         std::fs::write(path, serde_json::to_vec(p).unwrap()).unwrap();
     }
+}
+
+fn throughput() {
+    harness_alone(40_000);
+    // The same 32-op programs as seeds, so the loop's rate is comparable
+    // with the harness alone: mutation, feedback and corpus on top.
+    let seeds = write_32_op_seeds();
     // Queues are removed only at the end: on a file system without a
     // journal, ext4 skips recently deleted inodes one by one when it
     // creates a file, so deleting one run's queue would slow the next
@@ -412,17 +430,30 @@ fn main() {
         // LibAFL's loop alone, from a random start (for profiling:
         // `loop [SECS]`).
         let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
+        let from_32 = args.get(2).map(String::as_str) == Some("32-op");
         let out = out_dir("loop");
         let mut cfg = config(target(None, 0), out.clone(), secs, 1);
-        cfg.seeds = None;
+        cfg.seeds = from_32.then(write_32_op_seeds);
         let r = run_in_process(&cfg).unwrap();
+        if let Some(d) = &cfg.seeds {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let start = if from_32 {
+            "32-op seeds"
+        } else {
+            "random start"
+        };
         println!(
-            "| LibAFL loop, 1 core, random start, {secs} s | {:.0} execs/s ({} execs, corpus {}) |",
+            "| LibAFL loop, 1 core, {start}, {secs} s | {:.0} execs/s ({} execs, corpus {}) |",
             r.execs as f64 / r.elapsed.as_secs_f64(),
             r.execs,
             r.corpus
         );
         let _ = std::fs::remove_dir_all(&out);
+        return;
+    }
+    if let (Some("seeds"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) {
+        write_32_op_seeds_to(std::path::Path::new(dir));
         return;
     }
     if args.first().map(String::as_str) == Some("harness") {
