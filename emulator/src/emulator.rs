@@ -223,6 +223,15 @@ impl Emulator {
         self.disks.get(usize::try_from(lun).ok()?)
     }
 
+    /// What a READ of `blocks` blocks from `lba` of `lun` would return
+    /// now, pushed onto `out` as runs, without issuing it ([`Disk::peek`]).
+    /// `false` when the LUN or the blocks do not exist, or while the driver
+    /// still holds writes back (a delayed DMA lands around the next
+    /// command, so what a READ returns would depend on the READ).
+    pub fn peek(&self, lun: u64, lba: u64, blocks: u32, out: &mut DataRuns) -> bool {
+        self.deferred.is_empty() && self.disk(lun).is_some_and(|d| d.peek(lba, blocks, out))
+    }
+
     /// Turn on the coverage map (64 KiB), cleared.
     pub fn enable_coverage(&mut self) {
         self.cov = Some(Box::default());

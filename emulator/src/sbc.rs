@@ -17,8 +17,8 @@ use crate::recent::RecentBlocks;
 use crate::rng::Rng;
 use crate::runs::{DataOut, DataRuns, Part};
 use crate::vpd::{self, BlockLimits, Identity};
-use trace::hash::FastMap;
 use trace::cdb::{Cdb, CdbSize, Rw};
+use trace::hash::FastMap;
 use trace::ScsiStatus;
 
 /// An initiator's identity, for unit attentions and reservations (the I_T
@@ -182,6 +182,31 @@ impl Disk {
     /// The medium, for inspection.
     pub fn medium(&self) -> &Medium {
         &self.medium
+    }
+
+    /// What a READ of `blocks` blocks from `lba` would return now (with
+    /// RCD as the caching page has it), pushed onto `out` as runs, without
+    /// the command: no cache fill or touch, no DMA, no coverage. `false`
+    /// (and nothing pushed) when the blocks are not all on the medium, or
+    /// the READ's own cache fills could change what it returns
+    /// ([`Cache::peek_run`]).
+    ///
+    /// A fuzzer checking what every block holds after a power loss needs
+    /// the truth, not another trip through the path under test: moving it
+    /// through READ, the HBA model and host memory cost as much as the
+    /// program being judged.
+    pub fn peek(&self, lba: u64, blocks: u32, out: &mut DataRuns) -> bool {
+        if self.check_range(lba, u64::from(blocks)).is_err() {
+            return false;
+        }
+        let bs = self.bs();
+        self.cache.peek_run(
+            lba,
+            u64::from(blocks),
+            self.mode.current.rcd,
+            &self.medium,
+            |first, n| out.push_blocks(first, n, bs),
+        )
     }
 
     /// Complete any background work (a pending IMMED flush) now.

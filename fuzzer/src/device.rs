@@ -28,6 +28,7 @@
 //! hypervisor's reset) followed by a new login.
 
 use emulator::memory::HostMemory;
+use emulator::runs::DataRuns;
 use emulator::{BugSet, Emulator, EmulatorConfig, Outcome, Task};
 use iscsi::initiator::{redact_url, CommandRequest, IscsiUrl, LoginOptions, Session};
 use iscsi::pdu::TaskAttribute;
@@ -113,6 +114,12 @@ pub(crate) trait Device: Send {
     fn initial_content(&self) -> InitialContent;
     /// The pattern seed for this run's writes, given the campaign's.
     fn data_seed(&self, base: u64) -> u64;
+    /// What a READ of `blocks` blocks from `lba` would return now, pushed
+    /// onto `out`, without issuing it; `false` when the device cannot say
+    /// (a real target can only be read).
+    fn peek(&mut self, _lba: u64, _blocks: u32, _out: &mut DataRuns) -> bool {
+        false
+    }
 }
 
 /// Every non-zero entry of a whole coverage map.
@@ -173,6 +180,9 @@ impl Device for EmulatorDevice {
     fn reset(&mut self) -> Result<(), DeviceError> {
         self.emu.reset();
         Ok(())
+    }
+    fn peek(&mut self, lba: u64, blocks: u32, out: &mut DataRuns) -> bool {
+        self.emu.peek(0, lba, blocks, out)
     }
     fn for_each_hit(&mut self, hit: &mut dyn FnMut(u32, u8)) {
         let Some(cov) = self.emu.coverage_mut() else {

@@ -167,3 +167,45 @@ fn a_split_write_past_the_end_lands_its_in_range_pieces_without_a_violation() {
     let v = Harness::new(t).run(&prog);
     assert!(v.passed(), "{:#?}", v.violations);
 }
+
+/// A fuzzing run judges the final read-back from what the emulator holds
+/// (`Device::peek`); a recorded run, whose reproducer must hold the READs,
+/// issues them. Both must give the same verdict, violations and details
+/// included, with every catalogued bug and with none, on the scenarios and
+/// on random programs (power losses, flushes, large and scattered
+/// transfers).
+#[test]
+fn a_read_back_judged_from_the_device_gives_the_verdict_its_reads_give() {
+    let mut cases: Vec<(Option<Bug>, &str)> = vec![(None, "lsi3108")];
+    cases.extend(scenarios().into_iter().map(|(b, p, _)| (Some(b), p)));
+    let mut violated = 0;
+    for (bug, preset) in cases {
+        let t = target(preset, bug.as_slice());
+        let mut h = Harness::new(t);
+        let limits = h.limits();
+        let mut progs: Vec<ScsiProgram> = (0..40)
+            .map(|i| fuzzer::generator::random_program(0x5eed ^ i, &limits))
+            .collect();
+        progs.extend(
+            scenarios()
+                .into_iter()
+                .filter(|(b, _, _)| Some(*b) == bug)
+                .map(|(_, _, p)| p),
+        );
+        for (i, p) in progs.iter().enumerate() {
+            let fuzzed = h.run(p);
+            let (recorded, events) = h.record(p);
+            assert!(!events.is_empty());
+            assert_eq!(
+                format!("{fuzzed:?}"),
+                format!("{recorded:?}"),
+                "{bug:?} on {preset}, program {i}"
+            );
+            violated += usize::from(!fuzzed.passed());
+        }
+    }
+    assert!(
+        violated >= 10,
+        "only {violated} programs violated: the comparison saw too little"
+    );
+}
