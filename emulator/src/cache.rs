@@ -241,6 +241,10 @@ pub struct Cache {
     /// (stale entries, compaction points) is kept line by line exactly,
     /// and writes and fills under it go line by line.
     queue: Option<VecDeque<(u64, u64)>>,
+    /// What a flush or power loss writes back, kept empty between them
+    /// for its allocation (a power loss after a large write pushes a
+    /// run every few lines).
+    back: WriteBack,
 }
 
 impl Cache {
@@ -257,6 +261,7 @@ impl Cache {
             dirty: 0,
             clock: 0,
             queue: (cfg.destage == Destage::Random).then(VecDeque::new),
+            back: WriteBack::default(),
         }
     }
 
@@ -927,7 +932,7 @@ impl Cache {
         // The dirty extents overlapping the range, found in one walk.
         let from = self.containing(lba).map_or(lba, |(s, _)| s);
         let dirty = self.lines.starts_in(from, end, |e| e.dirty());
-        let mut back = WriteBack::default();
+        let mut back = std::mem::take(&mut self.back);
         let mut written = 0;
         for s in dirty {
             let Some((s, e)) = self.containing(s.max(lba)) else {
@@ -944,6 +949,7 @@ impl Cache {
             self.put(pos, part);
         }
         back.finish(medium);
+        self.back = back;
         self.dirty -= written;
         written
     }
@@ -1013,7 +1019,7 @@ impl Cache {
     /// many dirty lines were lost.
     pub fn power_loss(&mut self, medium: &mut Medium, rng: &mut Rng) -> u64 {
         let mut lost = 0;
-        let mut back = WriteBack::default();
+        let mut back = std::mem::take(&mut self.back);
         // In LBA order, one coin per dirty line, so the seed's coins fall
         // on the same lines however the lines are grouped; survivors go
         // back in runs.
@@ -1033,6 +1039,7 @@ impl Cache {
             },
         );
         back.finish(medium);
+        self.back = back;
         self.lines.clear();
         self.lru.clear();
         if let Some(q) = &mut self.queue {
@@ -1099,7 +1106,7 @@ fn read_medium(medium: &Medium, lba: u64, end: u64, emit: &mut impl FnMut(&Block
 /// tags, or zeros) goes as one run, however many extents it spans, and
 /// the runs go together ([`Medium::write_runs`]). The medium ends up
 /// holding exactly what writing the lines one by one would leave.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct WriteBack {
     /// (first LBA, lines, content of the first) of each stretch.
     runs: Vec<(u64, u64, BlockData)>,

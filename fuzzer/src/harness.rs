@@ -120,6 +120,9 @@ pub struct Harness {
     /// A read's blocks in stretches of one shape: (first block, blocks,
     /// shape).
     shapes: Vec<(usize, usize, Shape)>,
+    /// A read's spans for the oracle, kept empty between reads for its
+    /// allocation: a read-back after a power loss judges a thousand.
+    spans: Vec<ReadSpan<'static>>,
     param: Vec<u8>,
 }
 
@@ -193,6 +196,13 @@ fn sense_of(out: &Outcome) -> Option<(u8, u8, u8)> {
     out.sense_code()
 }
 
+/// `spans` emptied, with its allocation, for spans that borrow something
+/// else: the in-place collect of an empty vector keeps its buffer.
+fn recycle<'a, 'b>(mut spans: Vec<ReadSpan<'a>>) -> Vec<ReadSpan<'b>> {
+    spans.clear();
+    spans.into_iter().map(|_| unreachable!("empty")).collect()
+}
+
 fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
     let size = if lba <= u64::from(u32::MAX) && blocks <= 0xffff {
         CdbSize::Ten
@@ -239,6 +249,7 @@ impl Harness {
             data: Vec::new(),
             runs: DataRuns::new(),
             shapes: Vec::new(),
+            spans: Vec::new(),
             param: Vec::new(),
         }
     }
@@ -795,7 +806,7 @@ impl Harness {
             shapes.push((i, n, shape));
             i += n;
         }
-        let mut spans: Vec<ReadSpan<'_>> = Vec::new();
+        let mut spans = recycle(std::mem::take(&mut self.spans));
         for (a, b) in Self::untainted(run, lba, blocks) {
             spans.clear();
             for &(first, n, shape) in &shapes {
@@ -838,7 +849,7 @@ impl Harness {
                 });
             }
         }
-        drop(spans);
+        self.spans = recycle(spans);
         self.shapes = shapes;
     }
 
