@@ -483,10 +483,30 @@ impl DataRuns {
     /// The part from byte `start` to the end of the run holding it (a
     /// reader walking whole runs of blocks rather than block by block).
     pub fn run_from(&self, start: usize) -> Option<Part<'_>> {
+        self.run_from_near(start, &mut 0)
+    }
+
+    /// [`DataRuns::run_from`] for a reader walking forward: `cursor` is the
+    /// run the last call found (0 to start), tried first with the run after
+    /// it before any search, and left at the run this call finds. A read
+    /// back after a power loss is a thousand short runs walked in order.
+    pub fn run_from_near(&self, start: usize, cursor: &mut usize) -> Option<Part<'_>> {
         if start >= self.len {
             return None;
         }
-        let i = self.starts.partition_point(|s| *s <= start) - 1;
+        let holds = |i: usize| {
+            i < self.runs.len()
+                && self.starts[i] <= start
+                && start < self.starts[i] + self.runs[i].len()
+        };
+        let i = if holds(*cursor) {
+            *cursor
+        } else if holds(*cursor + 1) {
+            *cursor + 1
+        } else {
+            self.starts.partition_point(|s| *s <= start) - 1
+        };
+        *cursor = i;
         let off = start - self.starts[i];
         self.part_of(i, off, self.runs[i].len() - off)
     }
@@ -693,6 +713,30 @@ mod tests {
         big.push_bytes(&vec![7u8; SPARE_BYTES + 1]);
         big.give_back();
         assert_eq!(DataRuns::reused().bytes.capacity(), 0);
+    }
+
+    #[test]
+    fn a_cursor_finds_what_a_search_finds_whichever_way_the_reader_goes() {
+        let mut r = DataRuns::new();
+        for k in 0..40 {
+            r.push_piece(TagPiece::whole(tag(3 * k), 512));
+            r.push_zero(100 + k as usize);
+            if k % 3 == 0 {
+                r.push_bytes(&[k as u8; 7]);
+            }
+        }
+        let mut cursor = 0;
+        // Forward in steps of every size, then backward, then past the end.
+        let starts = (0..r.len())
+            .step_by(37)
+            .chain((0..r.len()).rev().step_by(501));
+        for start in starts.chain([r.len(), r.len() + 9]) {
+            assert_eq!(
+                r.run_from_near(start, &mut cursor),
+                r.run_from(start),
+                "{start}"
+            );
+        }
     }
 
     #[test]

@@ -777,8 +777,9 @@ impl Harness {
         let mut shapes = std::mem::take(&mut self.shapes);
         shapes.clear();
         let mut i = 0usize;
+        let mut cursor = 0usize;
         while i < blocks {
-            let (n, shape) = match self.runs.run_from(i * bs) {
+            let (n, shape) = match self.runs.run_from_near(i * bs, &mut cursor) {
                 Some(Part::Piece(p)) => match p.whole_blocks(bs as u32) {
                     Some((tag, n)) => ((n as usize).min(blocks - i), Some(Shape::Tags(tag))),
                     None => (1, None),
