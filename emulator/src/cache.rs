@@ -1029,12 +1029,26 @@ impl Cache {
             |e| e.dirty(),
             |s, e| {
                 let Some(first) = e.first() else { return };
+                // Survivors in runs: one push per run of surviving lines
+                // than per line (a raw line stands alone, and extents of
+                // raw lines are one line long).
+                let mut run: Option<u64> = None;
                 for k in 0..e.n {
                     if rng.coin() {
-                        back.push(s + k, 1, &continued(first, k));
+                        if matches!(first, BlockData::Raw(_)) {
+                            back.push(s + k, 1, &continued(first, k));
+                        } else {
+                            run.get_or_insert(k);
+                        }
                     } else {
                         lost += 1;
+                        if let Some(a) = run.take() {
+                            back.push(s + a, k - a, &continued(first, a));
+                        }
                     }
+                }
+                if let Some(a) = run {
+                    back.push(s + a, e.n - a, &continued(first, a));
                 }
             },
         );
