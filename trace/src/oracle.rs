@@ -386,7 +386,23 @@ impl Oracle {
             },
         );
         if blocks > 0 {
-            for_range(&mut self.runs, lba, end, |h| h.versions.push(seq));
+            // Blocks no write has touched yet (most of a fuzz program's
+            // writes) take one new run; no neighbour can share a history
+            // naming a write just submitted, so nothing merges.
+            let untouched = self
+                .runs
+                .range(..end)
+                .next_back()
+                .is_none_or(|(k, (len, _))| k.saturating_add(*len) <= lba);
+            if untouched {
+                let h = Hist {
+                    versions: vec![seq],
+                    ..Hist::default()
+                };
+                self.runs.insert(lba, (end - lba, h));
+            } else {
+                for_range(&mut self.runs, lba, end, |h| h.versions.push(seq));
+            }
         }
         self.maybe_gc();
     }
