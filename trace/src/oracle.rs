@@ -468,25 +468,20 @@ impl Oracle {
             // after the last power loss (what a power loss dropped, a later
             // flush cannot write back).
             let p = self.last_power_loss;
-            let done: Vec<u64> = h
-                .versions
-                .iter()
-                .copied()
-                .filter(|s| {
-                    self.recs
-                        .get(s)
+            let recs = &self.recs;
+            let done = || {
+                h.versions.iter().copied().filter(|s| {
+                    recs.get(s)
                         .is_some_and(|r| r.ok && r.complete.is_some_and(|c| c < fl.submit && c > p))
                 })
-                .collect();
-            let Some(&newest) = done.iter().max_by_key(|s| self.recs[s].submit) else {
+            };
+            let Some(newest) = done().max_by_key(|s| recs[s].submit) else {
                 continue;
             };
             // Durable only if it certainly landed after the others: each
             // other one completed before it was submitted.
-            let ns = self.recs[&newest].submit;
-            let ordered = done
-                .iter()
-                .all(|s| *s == newest || self.recs[s].complete.is_some_and(|c| c < ns));
+            let ns = recs[&newest].submit;
+            let ordered = done().all(|s| s == newest || recs[&s].complete.is_some_and(|c| c < ns));
             if ordered {
                 let len = self.runs[&k].0;
                 // No merging until every run is settled: a merge would
