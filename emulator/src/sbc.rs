@@ -276,6 +276,15 @@ impl Disk {
         }
     }
 
+    /// SYNCHRONIZE CACHE and PRE-FETCH, whose block count zero means "from
+    /// `lba` through the last block" (SBC-4 5.26, 5.11): the range starts
+    /// with the block at `lba`, so that block must exist. An LBA one past
+    /// the last is out of range even with a count of zero (libiscsi's
+    /// PREFETCH 0blocks test asks the same of PRE-FETCH).
+    fn check_through_end(&self, lba: u64, blocks: u32) -> Result<(), CommandError> {
+        self.check_range(lba, u64::from(blocks.max(1)))
+    }
+
     /// What a disk driver checks before splitting a READ or WRITE into
     /// several controller commands (it knows the capacity from READ
     /// CAPACITY): the whole range exists. Without this a command past the
@@ -675,7 +684,7 @@ impl Disk {
                 lba, blocks, immed, ..
             } => {
                 self.not_ready()?;
-                self.check_range(*lba, u64::from(*blocks))?;
+                self.check_through_end(*lba, *blocks)?;
                 // SBC-3 5.22: NUMBER OF LOGICAL BLOCKS zero means through
                 // the last block.
                 let end = if *blocks == 0 {
@@ -698,7 +707,7 @@ impl Disk {
             }
             Cdb::PreFetch { lba, blocks, .. } => {
                 self.not_ready()?;
-                self.check_range(*lba, u64::from(*blocks))?;
+                self.check_through_end(*lba, *blocks)?;
             }
             Cdb::WriteSame {
                 size,

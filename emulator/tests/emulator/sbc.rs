@@ -283,6 +283,30 @@ fn sync_cache_immed_completes_later_and_power_loss_before_that_may_lose_data() {
     );
 }
 
+/// SYNCHRONIZE CACHE and PRE-FETCH with a block count of zero run from the
+/// LBA through the last block: at the last LBA that is one block, one past
+/// it is LBA OUT OF RANGE (a no-bug fuzz campaign caught the emulator
+/// accepting it).
+#[test]
+fn a_count_of_zero_through_the_end_starts_at_an_existing_block() {
+    let mut e = emu();
+    for op in [0x35u8, 0x34] {
+        let at = |lba: u32| {
+            let b = lba.to_be_bytes();
+            [op, 0, b[0], b[1], b[2], b[3], 0, 0, 0, 0]
+        };
+        assert!(
+            run(&mut e, &at(999), &[], 0).0.is_good(),
+            "{op:#x} at the last LBA"
+        );
+        assert_eq!(
+            sense(&run(&mut e, &at(1000), &[], 0).0),
+            Some((5, 0x21, 0)),
+            "{op:#x} one past the last LBA"
+        );
+    }
+}
+
 #[test]
 fn hostile_cdbs_never_panic() {
     for preset in [trace::HbaPreset::generic(), trace::HbaPreset::lsi3108()] {
