@@ -30,6 +30,15 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Whether a campaign's exit code says it stopped on its own: 0, or 2 when
+/// it made findings. What the fuzzer finds is not this test's business
+/// (every campaign here runs with all bugs off, so a finding is a
+/// disagreement of the device model and the oracle, which the campaign
+/// reports in its log and `findings/`).
+fn stopped(code: Option<i32>) -> bool {
+    matches!(code, Some(0 | 2))
+}
+
 /// Waits for `child` to end; a campaign that outlives `limit` is killed
 /// and the test fails (a broker waiting for ever on its fleet link).
 fn wait_or_kill(child: &mut Child, limit: Duration, what: &str, log: &Path) -> i32 {
@@ -59,6 +68,13 @@ fn wait_or_kill(child: &mut Child, limit: Duration, what: &str, log: &Path) -> i
 /// A's client. Only what A finds new is kept, and A, fuzzing faster than
 /// B imports, may already cover what the plain seeds do: B's mutants of
 /// them count too.
+///
+/// More than one of them must cross. LibAFL's own connecting end
+/// (`connect_b2b`) deadlocked with the hub's: both proxy threads blocked
+/// writing megabytes to each other, and only the one message A's thread
+/// read before its own write ever crossed (see `fuzzer::fleet::link`). A
+/// program of B's lineage held by both queues came over a link that kept
+/// working: it is B's (A kept it) or grown by A from B's (B kept it).
 #[test]
 fn a_linked_machine_receives_the_other_machines_corpus_entries_and_both_stop() {
     let dir = tempdir("two");
@@ -105,11 +121,11 @@ fn a_linked_machine_receives_the_other_machines_corpus_entries_and_both_stop() {
         .output()
         .expect("scuzz fuzz (B) runs");
     let b_log = String::from_utf8_lossy(&b.stderr);
-    assert_eq!(b.status.code(), Some(0), "B: {b_log}");
+    assert!(stopped(b.status.code()), "B ({}): {b_log}", b.status);
 
     let a_code = wait_or_kill(&mut a, Duration::from_secs(120), "A", &a_log);
     let a_text = std::fs::read_to_string(&a_log).unwrap_or_default();
-    assert_eq!(a_code, 0, "A: {a_text}");
+    assert!(stopped(Some(a_code)), "A ({a_code}): {a_text}");
 
     let limits = Harness::new(Target::new(HbaPreset::lsi3108())).limits();
     let seeded: Vec<ScsiProgram> =
@@ -125,15 +141,23 @@ fn a_linked_machine_receives_the_other_machines_corpus_entries_and_both_stop() {
         .flat_map(|p| &p.ops)
         .filter(|op| matches!(op, Op::Write(t) | Op::Read(t) if !t.sg.is_empty()))
         .collect();
-    let received = (a_queue.iter())
-        .filter(|p| p.ops.iter().any(|op| recorded.contains(&op)))
-        .count();
+    let lineage = |p: &&ScsiProgram| p.ops.iter().any(|op| recorded.contains(&op));
+    let received = a_queue.iter().filter(lineage).count();
     assert!(
         received > 0,
         "A's queue ({} entries) holds no program with a transfer of the {} programs B \
          imported from corpus/seeds: nothing crossed the broker link\nA: {a_text}\nB: {b_log}",
         a_queue.len(),
         seeded.len()
+    );
+    let shared = (a_queue.iter())
+        .filter(lineage)
+        .filter(|p| b_queue.contains(p))
+        .count();
+    assert!(
+        shared >= 2,
+        "A's queue holds {shared} of B's programs grown from its seeds ({received} of that \
+         lineage in all): the link stopped after its first message\nA: {a_text}\nB: {b_log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

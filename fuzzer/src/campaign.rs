@@ -716,10 +716,6 @@ pub struct ClientReport {
     pub corpus: usize,
 }
 
-/// How long a client linked to a remote broker waits before its first
-/// entries (see [`fuzz_client`]).
-const FLEET_SETTLE: Duration = Duration::from_secs(1);
-
 /// The initial programs: seeds, then (on resume) the previous queue.
 fn initial_programs(
     cfg: &CampaignConfig,
@@ -793,13 +789,6 @@ where
     );
 
     if state.must_load_initial_inputs() {
-        if cfg.remote_broker.is_some() {
-            // The link to the remote broker forwards what this machine's
-            // broker receives once its thread is reading; entries sent in
-            // the first moments (the seeds, imported in milliseconds) were
-            // sometimes never forwarded.
-            std::thread::sleep(FLEET_SETTLE);
-        }
         let programs = initial_programs(cfg, &limits, &layout)?;
         for p in &programs {
             fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p)?;

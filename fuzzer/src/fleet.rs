@@ -4,24 +4,29 @@
 //! Each machine runs its own `scuzz fuzz` (its own clients, broker, `OUT`
 //! directory and monitor). One machine's broker listens for other brokers
 //! (`--broker-listen 0.0.0.0 --broker-port PORT`); the others connect to it
-//! with LibAFL's broker-to-broker link (`LlmpBroker::connect_b2b`, LLMP over
-//! TCP, `--remote-broker HOST:PORT`). Whatever one broker forwards to its
-//! own clients (new corpus entries) then also travels over the link and is
-//! forwarded to the other machine's clients, which evaluate it as any
-//! imported testcase.
+//! (`--remote-broker HOST:PORT`) with LLMP's broker-to-broker protocol over
+//! TCP. Whatever one broker forwards to its own clients (new corpus
+//! entries) then also travels over the link and is forwarded to the other
+//! machine's clients, which evaluate it as any imported testcase.
 //!
 //! LibAFL 0.16's `Launcher` keeps its remote broker address to itself
 //! (`launch_with_hooks` never hands it to the broker it starts), so this
 //! module runs the broker role itself: [`serve`] is what the campaign's
 //! `Launcher::launch_with_manager` calls for the broker. It differs from
-//! LibAFL's own broker loop in two ways a fleet needs:
+//! LibAFL's own broker loop in three ways a fleet needs:
 //!
-//! - **Stopping.** A broker-to-broker link is registered as one more client
-//!   that never says goodbye, so LibAFL's "every client has left" test
-//!   never holds on either end of a link and the campaign would never end.
-//!   [`serve`] keeps that test and adds the campaign's own stop rule: once
-//!   the deadline or the findings goal is reached and this machine's clients
-//!   have been silent for [`LOCAL_QUIET`], the broker stops.
+//! - **The connecting end of a link** is ours ([`link`]), not LibAFL's
+//!   `connect_b2b`, whose proxy thread blocks writing while the other end's
+//!   blocks writing too: the link deadlocked whenever both machines had
+//!   entries to send at once (see [`link`]). The listening end stays
+//!   LibAFL's; one end that never blocks is enough.
+//! - **Stopping.** A link that connects to this broker is registered as
+//!   one more client that never says goodbye, so LibAFL's "every client
+//!   has left" test never holds on a machine others link to, and the
+//!   campaign would never end. [`serve`] keeps that test and adds the
+//!   campaign's own stop rule: once the deadline or the findings goal is
+//!   reached and this machine's clients have been silent for
+//!   [`LOCAL_QUIET`], the broker stops.
 //! - **Statistics.** Events that arrive over a link ([`LLMP_FLAG_FROM_B2B`])
 //!   are forwarded to the local clients without reaching the monitor, so
 //!   `OUT/stats.jsonl` describes this machine's clients only (the remote
@@ -43,6 +48,10 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod link;
+
+use link::{Link, Outbox};
 
 /// How long this machine's clients must have said nothing, once the
 /// campaign's stop rule holds, before a broker with fleet links stops.
@@ -193,7 +202,16 @@ impl<F: FnMut() -> bool> StopCheck for F {
 pub struct FleetTally {
     /// Events received over fleet links and passed on to local clients.
     pub received: u64,
+    /// Events queued for the link this broker made (`--remote-broker`).
+    pub queued: u64,
+    /// Events that link dropped because the other broker read too slowly
+    /// ([`link::MAX_BACKLOG`]) or the link was lost.
+    pub dropped: u64,
 }
+
+/// How long a broker that is stopping keeps writing what its link still
+/// holds (the entries its clients found last).
+const LINK_FLUSH: Duration = Duration::from_secs(2);
 
 /// Milliseconds on the broker's clock (since it started), shared between
 /// the hook and the loop.
@@ -235,9 +253,12 @@ impl Clock {
 /// The broker's hook: local clients' events go to LibAFL's
 /// [`StdLlmpEventHook`] (statistics, the monitor, forwarding of new
 /// testcases); events from a fleet link go straight to the local clients.
+/// Whatever it forwards to the local clients also goes to the `outbox` of
+/// the link this broker made, if any.
 pub struct FleetHook<H> {
     inner: H,
     clock: Clock,
+    outbox: Option<Outbox>,
 }
 
 impl<H, SHM, SP> LlmpHook<SHM, SP> for FleetHook<H>
@@ -256,13 +277,27 @@ where
         if *msg_flags & LLMP_FLAG_FROM_B2B == LLMP_FLAG_FROM_B2B {
             // The other broker only sends what it forwarded to its own
             // clients: new testcases (statistics and objectives stay on
-            // their machine).
+            // their machine). They go on over this broker's own link too,
+            // so entries travel along a chain of machines.
             self.clock.received.fetch_add(1, Ordering::Relaxed);
+            if let Some(outbox) = &self.outbox {
+                outbox.push(client_id, *msg_tag, *msg_flags, msg);
+            }
             return Ok(LlmpMsgHookResult::ForwardToClients);
         }
         self.clock.local_message();
-        self.inner
-            .on_new_message(broker_inner, client_id, msg_tag, msg_flags, msg, new_msgs)
+        let result = self.inner.on_new_message(
+            broker_inner,
+            client_id,
+            msg_tag,
+            msg_flags,
+            msg,
+            new_msgs,
+        )?;
+        if let (LlmpMsgHookResult::ForwardToClients, Some(outbox)) = (&result, &self.outbox) {
+            outbox.push(client_id, *msg_tag, *msg_flags, msg);
+        }
+        Ok(result)
     }
 
     fn on_timeout(&mut self) -> Result<(), libafl::Error> {
@@ -291,24 +326,30 @@ where
     SP: ShMemProvider,
 {
     let clock = Clock::new();
+    // The link before the broker's hook, which feeds it, and before the
+    // listener lets local clients in: their first entries (the seeds,
+    // imported in milliseconds) are queued for it from the start. It
+    // registers no client with the broker: messages from the other machine
+    // go straight onto the broker's page for the local clients.
+    let mut link = remote.and_then(|remote| {
+        // The remote answered the probe a moment ago; if it has gone since,
+        // this machine's campaign still runs, alone.
+        match Link::connect(remote, Outbox::default()) {
+            Ok(link) => Some((remote, link)),
+            Err(e) => {
+                eprintln!("scuzz fuzz: --remote-broker {remote}: {e}; fuzzing without the link");
+                None
+            }
+        }
+    });
+    let outbox = link.as_ref().map(|(_, l)| l.outbox().clone());
     let hook = FleetHook {
         inner: StdLlmpEventHook::<I, MT>::new(monitor)?,
         clock: clock.clone(),
+        outbox: outbox.clone(),
     };
     let mut broker = LlmpBroker::new(shmem, tuple_list!(hook))?;
-    // The link first, the listener second. A link registers as a client
-    // under the broker's next id, while the listener hands ids to the
-    // clients it accepts from its own counter, starting after its own id;
-    // linked after the listener, the link would share its id with the first
-    // local client, and its proxy would take that client's messages for
-    // echoes of its own and never send them on (LibAFL 0.16 `connect_b2b`).
-    if let Some(remote) = remote {
-        // The remote answered the probe a moment ago; if it has gone since,
-        // this machine's campaign still runs, alone.
-        if let Err(e) = broker.inner_mut().connect_b2b(remote) {
-            eprintln!("scuzz fuzz: --remote-broker {remote}: {e}; fuzzing without the link");
-        }
-    }
+    let mut link_received = 0;
     broker
         .inner_mut()
         .launch_listener(Listener::Tcp(listener))?;
@@ -326,8 +367,26 @@ where
         if broker.broker_once()? {
             heartbeat_due = Instant::now() + HEARTBEAT;
         }
+        let lost = match &mut link {
+            Some((remote, l)) => match l.pump(broker.inner_mut()) {
+                Ok(_) => false,
+                Err(e) => {
+                    eprintln!(
+                        "scuzz fuzz: --remote-broker {remote}: {e}; fuzzing on without the link"
+                    );
+                    true
+                }
+            },
+            None => false,
+        };
+        if lost {
+            if let Some((_, l)) = link.take() {
+                link_received += l.received();
+                l.outbox().close();
+            }
+        }
         // LibAFL's own rule: every client this machine started has come
-        // and gone (never true while a fleet link is registered).
+        // and gone (never true while another machine's link is registered).
         if !broker.has_clients()
             && broker
                 .num_clients_seen()
@@ -346,11 +405,32 @@ where
         }
         std::thread::sleep(POLL);
     }
+    if let Some((remote, mut l)) = link {
+        match l.flush(broker.inner_mut(), LINK_FLUSH) {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "scuzz fuzz: --remote-broker {remote}: the other broker did not read this one's \
+                 last entries within {LINK_FLUSH:?}"
+            ),
+            Err(e) => eprintln!("scuzz fuzz: --remote-broker {remote}: {e}"),
+        }
+        link_received += l.received();
+    }
+    let (queued, dropped) = outbox.map_or((0, 0), |o| o.counts());
+    if dropped > 0 {
+        eprintln!(
+            "scuzz fuzz: --remote-broker: {dropped} of {} entries were not sent (the other broker \
+             read too slowly, or the link was lost)",
+            queued + dropped
+        );
+    }
     // LibAFL's loop ends with an "exiting" message on the broker's page; its
     // tag is private to `ll_mp` 0.16, and by now no local client is left to
     // read it (fleet links close when this process ends).
     Ok(FleetTally {
-        received: clock.received.load(Ordering::Relaxed),
+        received: clock.received.load(Ordering::Relaxed) + link_received,
+        queued,
+        dropped,
     })
 }
 
