@@ -10,9 +10,9 @@
 //! have a few megabytes to send at once (a machine starting from seeds
 //! meets a hub with thousands of entries), both threads block in `write`
 //! with full socket buffers, each waiting for the other to read, and the
-//! link is dead for the rest of the campaign: at most one message crosses
-//! from the connecting side, the one read before the hub's thread started
-//! its own long write.
+//! link is dead for the rest of the campaign. In the fleet test's runs
+//! (`tests/cli_fleet.rs`) one of the spoke's ~12,000 messages crossed: the
+//! one the hub's thread read before starting its own long write.
 //!
 //! A deadlock needs both ends stuck in a write. This end never blocks: the
 //! broker's own loop calls [`Link::pump`], which writes what the socket
@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// How many bytes of messages may wait for the other broker to read them
-/// before newer ones are dropped (and counted).
+/// (beside the batch being written) before newer ones are dropped and
+/// counted.
 pub const MAX_BACKLOG: usize = 256 * 1024 * 1024;
 
 /// LLMP's own control tags (private to `ll_mp` 0.16.1, values copied):
@@ -64,6 +65,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How much one [`Link::pump`] reads at most, so a peer that sends without
+/// pause cannot hold the broker's loop.
+const READ_BUDGET: usize = 64 * READ_CHUNK;
 
 /// Why a link could not be made or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +153,7 @@ fn encode(client_id: ClientId, tag: Tag, flags: Flags, payload: &[u8], out: &mut
         payload,
     })
     .expect("postcard encodes plain integers and bytes into a Vec");
-    // Callers keep payloads far below 4 GiB (`MAX_MESSAGE`).
+    // `Outbox::push` refuses payloads over `MAX_MESSAGE`, far below 4 GiB.
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&body);
@@ -211,10 +216,13 @@ impl Outbox {
         })))
     }
 
-    /// Queues one message (dropped, and counted, past the backlog).
+    /// Queues one message (dropped, and counted, past the backlog or
+    /// [`MAX_MESSAGE`]).
     pub fn push(&self, client_id: ClientId, tag: Tag, flags: Flags, payload: &[u8]) {
         let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.bytes.len().saturating_add(payload.len()) > inner.cap {
+        if payload.len() > MAX_MESSAGE
+            || inner.bytes.len().saturating_add(payload.len()) > inner.cap
+        {
             inner.dropped += 1;
             return;
         }
@@ -222,14 +230,17 @@ impl Outbox {
         inner.queued += 1;
     }
 
-    /// Moves what is queued to the end of `out`.
-    fn drain_into(&self, out: &mut Vec<u8>) {
+    /// Exchanges what is queued for `batch` (an empty buffer, handed back
+    /// for its allocation).
+    fn take(&self, batch: &mut Vec<u8>) {
         let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if out.is_empty() {
-            std::mem::swap(out, &mut inner.bytes);
-        } else {
-            out.append(&mut inner.bytes);
-        }
+        batch.clear();
+        std::mem::swap(batch, &mut inner.bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        let inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.bytes.is_empty()
     }
 
     /// Stops queueing: the link is gone. What is queued is let go, and
@@ -252,7 +263,9 @@ impl Outbox {
 pub struct Link {
     stream: TcpStream,
     outbox: Outbox,
-    /// Bytes taken from the outbox, not yet written; `written` of them are.
+    /// The batch taken from the outbox; `written` of its bytes are. The
+    /// next is taken once this one is written, so while the other broker
+    /// reads slowly the outbox fills and its backlog limit holds.
     sending: Vec<u8>,
     written: usize,
     /// Bytes read, not yet a whole message.
@@ -307,7 +320,7 @@ impl Link {
 
     /// Whether everything queued has been written.
     pub fn is_flushed(&self) -> bool {
-        self.written == self.sending.len()
+        self.written == self.sending.len() && self.outbox.is_empty()
     }
 
     /// Writes what the socket takes now, then hands every message that has
@@ -322,22 +335,26 @@ impl Link {
     }
 
     fn send(&mut self) -> Result<bool, LinkError> {
-        if self.is_flushed() {
-            self.sending.clear();
-            self.written = 0;
-        }
-        self.outbox.drain_into(&mut self.sending);
-        let before = self.written;
-        while self.written < self.sending.len() {
+        let mut moved = false;
+        loop {
+            if self.written == self.sending.len() {
+                self.written = 0;
+                self.outbox.take(&mut self.sending);
+                if self.sending.is_empty() {
+                    return Ok(moved);
+                }
+            }
             match self.stream.write(&self.sending[self.written..]) {
                 Ok(0) => return Err(LinkError::Closed),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    self.written += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(moved),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(self.written > before)
     }
 
     fn receive<SHM: ShMem, SP: ShMemProvider<ShMem = SHM>>(
@@ -346,11 +363,13 @@ impl Link {
     ) -> Result<bool, LinkError> {
         let mut moved = false;
         let mut chunk = [0u8; READ_CHUNK];
-        loop {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(LinkError::Closed),
                 Ok(n) => {
                     self.receiving.extend_from_slice(&chunk[..n]);
+                    budget = budget.saturating_sub(n);
                     moved = true;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -548,6 +567,58 @@ mod tests {
         assert_eq!((spoke_got, hub_got), (N as u64, N));
     }
 
+    /// What the link is for: a peer that stops reading makes it queue and
+    /// then drop, never wait.
+    #[test]
+    fn a_pump_never_waits_for_a_peer_that_stops_reading() {
+        use libafl_bolts::llmp::{BrokerId, LlmpBroker};
+        use libafl_bolts::shmem::StdShMemProvider;
+        use std::net::TcpListener;
+        use std::sync::mpsc;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let page = StdShMemProvider::new().unwrap().new_shmem(4096).unwrap();
+        let broker_shmem_description = page.description();
+        // A broker that greets, accepts the link, and never reads again.
+        let silent = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let hello = TcpResponse::BrokerConnectHello {
+                broker_shmem_description,
+                hostname: "silent".into(),
+            };
+            send_tcp_msg(&mut s, &hello).unwrap();
+            recv_tcp_msg(&mut s).unwrap();
+            let accepted = TcpResponse::RemoteBrokerAccepted {
+                broker_id: BrokerId(1),
+            };
+            send_tcp_msg(&mut s, &accepted).unwrap();
+            s
+        });
+        let outbox = Outbox::with_backlog(4 << 20);
+        let link = Link::connect(addr, outbox.clone()).unwrap();
+        let _kept_open = silent.join().unwrap();
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut link = link;
+            let mut broker = LlmpBroker::new(StdShMemProvider::new().unwrap(), ()).unwrap();
+            let payload = vec![0u8; 64 * 1024];
+            // 64 MiB: far more than the socket buffers and the backlog.
+            for _ in 0..1024 {
+                outbox.push(ClientId(1), Tag(1), Flags(0), &payload);
+                link.pump(broker.inner_mut()).unwrap();
+            }
+            done.send((outbox.counts(), link.is_flushed())).unwrap();
+        });
+        let ((queued, dropped), flushed) = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a pump waited for the silent peer");
+        assert!(
+            queued > 0 && dropped > 0 && !flushed,
+            "{queued} {dropped} {flushed}"
+        );
+    }
+
     #[test]
     fn an_outbox_drops_and_counts_past_its_backlog() {
         let outbox = Outbox::with_backlog(100);
@@ -555,8 +626,11 @@ mod tests {
         outbox.push(ClientId(1), Tag(1), Flags(0), &[0u8; 100]);
         assert_eq!(outbox.counts(), (1, 1));
         let mut out = Vec::new();
-        outbox.drain_into(&mut out);
+        outbox.take(&mut out);
         assert_eq!(decode(&out, 0).unwrap().unwrap().0.payload, b"x");
-        assert_eq!(outbox.counts(), (1, 1));
+        assert!(outbox.is_empty());
+        outbox.close();
+        outbox.push(ClientId(1), Tag(1), Flags(0), b"y");
+        assert_eq!(outbox.counts(), (1, 2));
     }
 }
