@@ -30,13 +30,14 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Whether a campaign's exit code says it stopped on its own: 0, or 2 when
-/// it made findings. What the fuzzer finds is not this test's business
-/// (every campaign here runs with all bugs off, so a finding is a
-/// disagreement of the device model and the oracle, which the campaign
-/// reports in its log and `findings/`).
+/// Whether a campaign's exit code says it stopped on its own with nothing
+/// found. Every campaign here runs with all bugs off, so a finding (exit
+/// code 2) is a disagreement of the device model and the oracle: a false
+/// positive, which fails the test like any other (one such, SYNCHRONIZE
+/// CACHE of zero blocks one past the last LBA, was found here and fixed in
+/// the emulator).
 fn stopped(code: Option<i32>) -> bool {
-    matches!(code, Some(0 | 2))
+    code == Some(0)
 }
 
 /// Waits for `child` to end; a campaign that outlives `limit` is killed
