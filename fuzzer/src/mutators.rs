@@ -83,8 +83,7 @@ fn aimed_transfer_cap(limits: &Limits, preset: &HbaPreset) -> u32 {
         .max();
     let bs = limits.block_size.max(1);
     match largest {
-        Some(b) => (b.saturating_mul(2) / bs * bs)
-            .clamp(bs, limits.max_transfer_bytes.max(bs)),
+        Some(b) => (b.saturating_mul(2) / bs * bs).clamp(bs, limits.max_transfer_bytes.max(bs)),
         None => limits.max_transfer_bytes,
     }
 }
@@ -183,6 +182,10 @@ impl<S: HasRand> Mutator<ScsiProgram, S> for ProgramMutator {
     }
 }
 
+/// How many random corpus entries a splice tries before it takes one that
+/// must be read back from the queue's packs.
+const SPLICE_PICKS: usize = 4;
+
 /// Splices two corpus entries: a prefix of this program, then a suffix of
 /// another. Recorded workloads differ mostly in where they flush; splicing
 /// gives one the other's tail.
@@ -215,14 +218,21 @@ impl<S: HasRand + HasCorpus<ScsiProgram>> Mutator<ScsiProgram, S> for SpliceMuta
             return Ok(MutationResult::Skipped);
         }
         let mut dice = Dice::new(state.rand_mut().next());
-        let id = state.corpus().nth(dice.index(count));
+        // A partner the corpus holds in memory if one of a few random
+        // picks is: reading an evicted entry back from its pack and
+        // decoding it cost more than the execution it was for.
+        let mut id = state.corpus().nth(dice.index(count));
+        for _ in 0..SPLICE_PICKS {
+            if state.corpus().get(id)?.borrow().input().is_some() {
+                break;
+            }
+            id = state.corpus().nth(dice.index(count));
+        }
         if state.corpus().current().as_ref() == Some(&id) {
             return Ok(MutationResult::Skipped);
         }
-        let other = {
-            let mut tc = state.corpus().get(id)?.borrow_mut();
-            tc.load_input(state.corpus())?.clone()
-        };
+        let mut tc = state.corpus().get(id)?.borrow_mut();
+        let other = tc.load_input(state.corpus())?;
         if other.ops.is_empty() {
             return Ok(MutationResult::Skipped);
         }
@@ -230,6 +240,7 @@ impl<S: HasRand + HasCorpus<ScsiProgram>> Mutator<ScsiProgram, S> for SpliceMuta
         let from = dice.index(other.ops.len());
         input.ops.truncate(cut);
         input.ops.extend_from_slice(&other.ops[from..]);
+        drop(tc);
         input.fit(&self.hints.limits);
         Ok(MutationResult::Mutated)
     }
@@ -772,11 +783,22 @@ mod tests {
     #[test]
     fn transfers_are_aimed_at_twice_the_largest_limit() {
         let l = Limits::new(512, 1 << 17);
-        assert_eq!(hints().limits.max_transfer_bytes, 1 << 20, "lsi3108: 2 x 512 KiB");
+        assert_eq!(
+            hints().limits.max_transfer_bytes,
+            1 << 20,
+            "lsi3108: 2 x 512 KiB"
+        );
         let unsplit = Hints::new(l, &HbaPreset::lsi3108_unsplit());
-        assert_eq!(unsplit.limits.max_transfer_bytes, 2 << 20, "2 x the 1 MiB splitter");
+        assert_eq!(
+            unsplit.limits.max_transfer_bytes,
+            2 << 20,
+            "2 x the 1 MiB splitter"
+        );
         let generic = Hints::new(l, &HbaPreset::generic());
-        assert_eq!(generic.limits.max_transfer_bytes, Limits::MAX_TRANSFER_BYTES);
+        assert_eq!(
+            generic.limits.max_transfer_bytes,
+            Limits::MAX_TRANSFER_BYTES
+        );
         // Every byte limit stays reachable from above.
         for b in unsplit.byte_limits {
             assert!(b < unsplit.limits.max_transfer_bytes);
