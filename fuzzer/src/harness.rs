@@ -30,7 +30,8 @@
 //!   check itself cannot take a faulty path: the oracle sees the truth.
 //!   On the emulator that truth is read straight from the device
 //!   ([`Harness::peek`]) unless a reproducer is being recorded, which
-//!   issues the READs; both are judged alike.
+//!   issues the READs (as a real target always does); both are judged
+//!   alike.
 //!
 //! Blocks touched by WRITE SAME or UNMAP hold data the self-describing
 //! format cannot tag (replicated blocks, zeros); they are left out of the
@@ -197,7 +198,9 @@ fn sense_of(out: &Outcome) -> Option<(u8, u8, u8)> {
 }
 
 /// `spans` emptied, with its allocation, for spans that borrow something
-/// else: the in-place collect of an empty vector keeps its buffer.
+/// else: std collects a vector's `into_iter().map()` into the same buffer
+/// when the element layouts match (were it not to, this would only
+/// allocate, as a new vector does).
 fn recycle<'a, 'b>(mut spans: Vec<ReadSpan<'a>>) -> Vec<ReadSpan<'b>> {
     spans.clear();
     spans.into_iter().map(|_| unreachable!("empty")).collect()
