@@ -29,9 +29,9 @@
 //!   wrote, through one low, aligned buffer within every HBA limit so the
 //!   check itself cannot take a faulty path: the oracle sees the truth.
 //!   On the emulator that truth is read straight from the device
-//!   ([`Harness::peek`]) unless a reproducer is being recorded, which
-//!   issues the READs (as a real target always does); both are judged
-//!   alike.
+//!   ([`emulator::Emulator::peek`]) unless a reproducer is being
+//!   recorded, which issues the READs (as a real target always does);
+//!   both are judged alike.
 //!
 //! Blocks touched by WRITE SAME or UNMAP hold data the self-describing
 //! format cannot tag (replicated blocks, zeros); they are left out of the
