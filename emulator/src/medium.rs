@@ -224,10 +224,11 @@ impl Medium {
         while let Some((k, (len, e))) = held.next_if(|(k, _)| *k < hi) {
             old.push((k, len, e));
         }
-        let mut out = Vec::with_capacity(old.len() + 2 * runs.len());
-        lay(&old, runs, lo, hi, self.block_size, &mut out);
-        for (s, n, e) in out.into_iter().chain(held.map(|(k, (n, e))| (k, n, e))) {
-            push_merged(&mut all, s, n, e);
+        // Laid straight after the extents before them: `lay` joins its
+        // first piece to the last of those where it continues it.
+        lay(&old, runs, lo, hi, self.block_size, &mut all);
+        for (k, (n, e)) in held {
+            push_merged(&mut all, k, n, e);
         }
         self.extents = all.into_iter().map(|(k, n, e)| (k, (n, e))).collect();
     }
@@ -557,8 +558,9 @@ fn old_pieces(
 
 /// Lay `runs` (ascending, within `[lo, hi)`) over `old`, the extents
 /// overlapping `[lo, hi)` (ascending, out of the map), appending to `out`
-/// what `[min(lo, first old), end)` then holds; returns `end`, where the
-/// last old extent or `hi` ends.
+/// what `[min(lo, first old), end)` then holds, joined to `out`'s last
+/// extent where it continues it ([`push_merged`]); returns `end`, where
+/// the last old extent or `hi` ends.
 fn lay(
     old: &[(u64, u64, Extent)],
     runs: &[(u64, u64, BlockData)],
