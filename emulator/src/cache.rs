@@ -1030,12 +1030,14 @@ impl Cache {
             |s, e| {
                 let Some(first) = e.first() else { return };
                 // Survivors in runs: one push per run of surviving lines
-                // than per line (a raw line stands alone, and extents of
-                // raw lines are one line long).
+                // rather than per line. A raw line stands alone (extents
+                // of raw lines are one line long), so it is pushed as it
+                // comes.
+                let alone = matches!(first, BlockData::Raw(_));
                 let mut run: Option<u64> = None;
                 for k in 0..e.n {
                     if rng.coin() {
-                        if matches!(first, BlockData::Raw(_)) {
+                        if alone {
                             back.push(s + k, 1, &continued(first, k));
                         } else {
                             run.get_or_insert(k);
