@@ -246,26 +246,34 @@ fn programs(limits: &fuzzer::program::Limits) -> Vec<ScsiProgram> {
 }
 
 /// An FNV-1a digest of verdicts, when `HARNESS_DIGEST` is set.
-struct VerdictDigest(Option<u64>);
+struct VerdictDigest {
+    hash: Option<u64>,
+    /// `HARNESS_DUMP`: each verdict to stderr as well.
+    dump: bool,
+}
 
 impl VerdictDigest {
     fn from_env() -> Self {
-        VerdictDigest(std::env::var_os("HARNESS_DIGEST").map(|_| 0xcbf2_9ce4_8422_2325))
+        VerdictDigest {
+            hash: std::env::var_os("HARNESS_DIGEST").map(|_| 0xcbf2_9ce4_8422_2325),
+            dump: std::env::var_os("HARNESS_DUMP").is_some(),
+        }
     }
 
     fn fold(&mut self, v: &fuzzer::verdict::Verdict) {
-        if let Some(h) = &mut self.0 {
-            if std::env::var_os("HARNESS_DUMP").is_some() {
-                eprintln!("{v:?}");
+        if let Some(h) = &mut self.hash {
+            let text = format!("{v:?}");
+            if self.dump {
+                eprintln!("{text}");
             }
-            for b in format!("{v:?}").bytes() {
+            for b in text.bytes() {
                 *h = (*h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
         }
     }
 
     fn print(&self) {
-        if let Some(h) = self.0 {
+        if let Some(h) = self.hash {
             println!("verdict digest {h:016x}");
         }
     }
@@ -427,8 +435,8 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("loop") {
-        // LibAFL's loop alone, from a random start (for profiling:
-        // `loop [SECS]`).
+        // LibAFL's loop alone, from a random start or from the 32-op
+        // programs (for profiling: `loop [SECS [32-op]]`).
         let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
         let from_32 = args.get(2).map(String::as_str) == Some("32-op");
         let out = out_dir("loop");
