@@ -6,7 +6,7 @@ use crate::command::Command;
 use crate::config::EmulatorConfig;
 use crate::coverage::{self, CacheState, ConstraintPath, Coverage, OpClass, SgShape};
 use crate::error::{CheckCondition, CommandError, EmulatorError};
-use crate::hba::{self, BounceBuffer, ControllerCommand, Geometry, Task};
+use crate::hba::{self, BounceBuffer, ControllerCommand, Geometry, Plan, Task};
 use crate::memory::HostMemory;
 use crate::rng::Rng;
 use crate::runs::{DataOut, DataRuns, Part};
@@ -101,6 +101,8 @@ pub struct Emulator {
     rng: Rng,
     cov: Option<Box<Coverage>>,
     bounce: BounceBuffer,
+    /// The current task's plan (kept between tasks for its memory).
+    plan: Plan,
     scratch: Vec<u8>,
     data_in: Vec<u8>,
     /// A controller command's Data-Out, and a READ's Data-In, as runs.
@@ -186,6 +188,7 @@ impl Emulator {
             mem: HostMemory::new(),
             cov: None,
             bounce: BounceBuffer::default(),
+            plan: Plan::default(),
             scratch: Vec::new(),
             data_in: Vec::new(),
             runs_out: DataRuns::reused(),
@@ -527,7 +530,8 @@ impl Emulator {
         };
         let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
         let cmd_for_check = cmd.clone();
-        let plan = match hba::plan(
+        let mut plan = std::mem::take(&mut self.plan);
+        let planned = hba::plan_into(
             task,
             cmd,
             &self.cfg.hba,
@@ -535,28 +539,42 @@ impl Emulator {
             geo,
             &self.mem,
             &mut self.bounce,
-        ) {
-            Ok(p) => p,
-            Err(cc) => {
-                return (
-                    Outcome::failed(cc.into(), task.xfer_len),
-                    op,
-                    ConstraintPath::Rejected,
-                    shape,
-                    cache,
-                );
-            }
+            &mut plan,
+        );
+        let (out, path) = match planned {
+            Ok(()) => self.run_plan(
+                task,
+                &mut plan,
+                &cmd_for_check,
+                task_spdtl,
+                is_write,
+                &mut shape,
+            ),
+            Err(cc) => (
+                Outcome::failed(cc.into(), task.xfer_len),
+                ConstraintPath::Rejected,
+            ),
         };
+        self.plan = plan;
+        (out, op, path, shape, cache)
+    }
+
+    /// Runs a planned task's controller commands (or queues them, for the
+    /// bugs that complete a write before its DMA).
+    fn run_plan(
+        &mut self,
+        task: &Task<'_>,
+        plan: &mut Plan,
+        cmd_for_check: &Command,
+        task_spdtl: Option<u64>,
+        is_write: bool,
+        shape: &mut SgShape,
+    ) -> (Outcome, ConstraintPath) {
+        let bugs = self.cfg.bugs;
         if plan.commands.len() > 1 {
-            if let (Some(d), Some(rw)) = (self.disk(task.lun), hba::rw_of(&cmd_for_check)) {
+            if let (Some(d), Some(rw)) = (self.disk(task.lun), hba::rw_of(cmd_for_check)) {
                 if let Err(e) = d.check_split_range(rw.lba, rw.blocks) {
-                    return (
-                        Outcome::failed(e, task.xfer_len),
-                        op,
-                        ConstraintPath::Rejected,
-                        shape,
-                        cache,
-                    );
+                    return (Outcome::failed(e, task.xfer_len), ConstraintPath::Rejected);
                 }
             }
         }
@@ -594,11 +612,11 @@ impl Emulator {
             self.deferred.push(Deferred {
                 lun: task.lun,
                 initiator: task.initiator,
-                commands: plan.commands,
+                commands: std::mem::take(&mut plan.commands),
                 bounce: std::mem::take(&mut self.bounce),
                 after_next,
             });
-            return (out, op, path, shape, cache);
+            return (out, path);
         }
 
         let mut spdtl_sum = 0u64;
@@ -615,13 +633,13 @@ impl Emulator {
                     last_status = done.status;
                 }
                 Err(e) => {
-                    result = Err(self.rebase_miscompare(e, &cmd_for_check, &c.cmd));
+                    result = Err(self.rebase_miscompare(e, cmd_for_check, &c.cmd));
                     break;
                 }
             }
         }
         if task.dir == Direction::FromDevice && plan.bounced > 0 {
-            hba::copy_back(&plan, &mut self.mem, &mut bounce);
+            hba::copy_back(plan, &mut self.mem, &mut bounce);
         }
         self.bounce = bounce;
         match result {
@@ -641,7 +659,7 @@ impl Emulator {
                 self.finish(&mut out, task.xfer_len, spdtl);
             }
         }
-        (out, op, path, shape, cache)
+        (out, path)
     }
 
     /// A miscompare in one piece of a split VERIFY reports its offset from

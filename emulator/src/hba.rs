@@ -215,6 +215,42 @@ pub struct Plan {
     /// Bounce regions that stand for several task pieces: (offset in the
     /// bounce buffer, the pieces in order), for the copy back after a read.
     pub coalesced: Vec<(usize, Vec<Entry>)>,
+    /// SG lists of earlier tasks, emptied, for the next task's commands:
+    /// an emulator plans every task into one `Plan`, so a command costs
+    /// no allocation once the lists have grown.
+    spare: Vec<Vec<Entry>>,
+}
+
+impl Plan {
+    /// Empty the plan for the next task, keeping its SG lists' memory.
+    fn recycle(&mut self) {
+        for c in self.commands.drain(..) {
+            let mut e = c.entries;
+            e.clear();
+            self.spare.push(e);
+        }
+        for (_, mut e) in self.coalesced.drain(..) {
+            e.clear();
+            self.spare.push(e);
+        }
+        self.bounced = 0;
+        self.split = false;
+        self.above_limit = false;
+        self.misaligned = false;
+        self.fired = BugSet::default();
+        self.claims_full = false;
+    }
+
+    /// An empty SG list.
+    fn list(&mut self) -> Vec<Entry> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Keep `list`'s memory for a later [`Plan::list`].
+    fn give_back(&mut self, mut list: Vec<Entry>) {
+        list.clear();
+        self.spare.push(list);
+    }
 }
 
 /// Block geometry the driver needs to split READ/WRITE.
@@ -238,16 +274,35 @@ pub fn plan(
     mem: &HostMemory,
     bounce: &mut BounceBuffer,
 ) -> Result<Plan, CheckCondition> {
+    let mut p = Plan::default();
+    plan_into(task, cmd, preset, bugs, geo, mem, bounce, &mut p)?;
+    Ok(p)
+}
+
+/// [`plan`] into `p`, whatever it held before (its SG lists' memory is
+/// reused). On an error what `p` holds is unspecified.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_into(
+    task: &Task<'_>,
+    cmd: Command,
+    preset: &HbaPreset,
+    bugs: BugSet,
+    geo: Geometry,
+    mem: &HostMemory,
+    bounce: &mut BounceBuffer,
+    p: &mut Plan,
+) -> Result<(), CheckCondition> {
     let ctl = &preset.controller;
     let write = task.dir == Direction::ToDevice;
-    let mut p = Plan::default();
+    p.recycle();
     bounce.clear();
     if task.xfer_len > MAX_TASK_BYTES {
         return Err(CheckCondition::invalid_field_in_cdb(0, None));
     }
 
     // The driver honours the requested length even if the SG list is longer.
-    let mut entries = Vec::with_capacity(task.sg.len());
+    let mut entries = p.list();
+    entries.reserve(task.sg.len());
     let mut remaining = if task.dir == Direction::None {
         0
     } else {
@@ -318,7 +373,7 @@ pub fn plan(
         }
         _ => None,
     };
-    let cmd = strip_fua(cmd, bugs, &mut p);
+    let cmd = strip_fua(cmd, bugs, p);
     let Some((rw, kind)) = rw.filter(|_| !fits) else {
         if !fits {
             // A correct driver cannot split a command it does not
@@ -328,7 +383,7 @@ pub fn plan(
             return Err(CheckCondition::invalid_field_in_cdb(0, None));
         }
         p.commands.push(ControllerCommand { cmd, entries });
-        return Ok(p);
+        return Ok(());
     };
     // Checked arithmetic on the LBA range: a range that wraps past 2^64 is
     // refused before anything is split (SBC-3 4.5: LBA OUT OF RANGE).
@@ -371,11 +426,12 @@ pub fn plan(
     if total > max_bytes && bugs.has(Bug::OversizeTruncate) {
         // The mistake: cut the SG list at the controller's byte limit,
         // send one command for what is left, report the whole task done.
-        let (taken, got) = take(&entries, 0, max_chunk, max_segs, bs);
+        let (taken, got) = take(&entries, 0, max_chunk, max_segs, bs, p.list());
         p.commands.push(piece(rw.lba, got / bs, taken));
         p.fired = p.fired.with(Bug::OversizeTruncate);
         p.claims_full = true;
-        return Ok(p);
+        p.give_back(entries);
+        return Ok(());
     }
     if total > max_bytes && bugs.has(Bug::OversizeClip) {
         // The mistake: write the byte count into a register sized for the
@@ -389,12 +445,13 @@ pub fn plan(
         };
         let programmed = (split_bytes & mask).min(max_chunk) / bs * bs;
         if programmed > 0 {
-            let (taken, got) = take(&entries, 0, programmed, max_segs, bs);
+            let (taken, got) = take(&entries, 0, programmed, max_segs, bs, p.list());
             p.commands.push(piece(rw.lba, got / bs, taken));
         }
         p.fired = p.fired.with(Bug::OversizeClip);
         p.claims_full = true;
-        return Ok(p);
+        p.give_back(entries);
+        return Ok(());
     }
 
     // Correct split: consecutive pieces, each within both limits and a
@@ -411,6 +468,7 @@ pub fn plan(
             (split_bytes - pos).min(max_chunk),
             max_segs,
             bs,
+            p.list(),
         );
         if got == 0 {
             // max_segs entries cannot hold even one block: copy the next
@@ -422,7 +480,8 @@ pub fn plan(
                 // Not even one block fits one entry: no correct way exists.
                 return Err(CheckCondition::invalid_field_in_cdb(0, None));
             }
-            let (pieces, _) = take(&entries, pos, want, usize::MAX, 1);
+            p.give_back(taken);
+            let (pieces, _) = take(&entries, pos, want, usize::MAX, 1, p.list());
             let offset = bounce.reserve(want as usize);
             if write {
                 let mut tmp = DataRuns::new();
@@ -436,7 +495,9 @@ pub fn plan(
                 mem: Mem::Coalesced { offset, index },
                 len: want as u32,
             };
-            p.commands.push(piece(lba, want / bs, vec![entry]));
+            let mut one = p.list();
+            one.push(entry);
+            p.commands.push(piece(lba, want / bs, one));
             pos += want;
             lba += want / bs;
             continue;
@@ -462,7 +523,8 @@ pub fn plan(
         p.fired = p.fired.with(Bug::SplitOffByOne);
         p.claims_full = true;
     }
-    Ok(p)
+    p.give_back(entries);
+    Ok(())
 }
 
 /// Which block-addressed command a split piece repeats.
@@ -527,9 +589,18 @@ fn strip_fua(cmd: Command, bugs: BugSet, p: &mut Plan) -> Command {
 
 /// Entries covering bytes `[pos, pos + want)` of `entries`, at most
 /// `max_segs` of them, trimmed to a whole number of `bs`-byte blocks.
-fn take(entries: &[Entry], pos: u64, want: u64, max_segs: usize, bs: u64) -> (Vec<Entry>, u64) {
+/// Up to `want` bytes of `entries` from byte `pos`, in at most `max_segs`
+/// entries and a whole number of `bs`-byte blocks, appended to `out`;
+/// returns them and their length.
+fn take(
+    entries: &[Entry],
+    pos: u64,
+    want: u64,
+    max_segs: usize,
+    bs: u64,
+    mut out: Vec<Entry>,
+) -> (Vec<Entry>, u64) {
     // Pass 1: how far max_segs entries reach.
-    let mut out = Vec::new();
     let mut skip = pos;
     let mut got = 0u64;
     for e in entries {
@@ -567,7 +638,15 @@ fn take(entries: &[Entry], pos: u64, want: u64, max_segs: usize, bs: u64) -> (Ve
 /// `entries` without their first `n` bytes.
 fn skip_bytes(entries: &[Entry], n: u64) -> Vec<Entry> {
     let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
-    take(entries, n, total.saturating_sub(n), usize::MAX, 1).0
+    take(
+        entries,
+        n,
+        total.saturating_sub(n),
+        usize::MAX,
+        1,
+        Vec::new(),
+    )
+    .0
 }
 
 /// The controller's own check of a command it is given: more entries or
