@@ -3,8 +3,8 @@
 //! cache), against the simplest possible peer in the same run: a hash map
 //! of 4 KiB boxes (a RAM disk with no cache, no DMA and no checks).
 //!
-//! `cargo bench -p scuzz-emulator --bench emulator`; figures are recorded in
-//! docs/performance.md, section "emulator".
+//! `cargo bench -p scuzz-emulator --features criterion --bench emulator`;
+//! figures are recorded in docs/performance.md, section "emulator".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use emulator::{CacheConfig, Destage, Emulator, EmulatorConfig, Task};

@@ -2,7 +2,7 @@
 //! beside the floor they cannot beat in the same run (a 4 KiB copy and a
 //! CRC32C of 4 KiB, which `fill_block` and `classify` each contain).
 //!
-//! `cargo bench -p scuzz-trace --bench pattern`; figures go to
+//! `cargo bench -p scuzz-trace --features criterion --bench pattern`; figures go to
 //! docs/performance.md, "trace: block patterns".
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -1,4 +1,5 @@
-//! Trace file throughput and size: `cargo bench -p scuzz-trace --bench trace_io`.
+//! Trace file throughput and size:
+//! `cargo bench -p scuzz-trace --features criterion --bench trace_io`.
 //!
 //! Workload: a sequential 4 KiB write stream as a recorder in digest mode
 //! writes it (block size 4096): per command one `Submit` carrying a WRITE(10)
