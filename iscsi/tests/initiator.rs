@@ -602,6 +602,11 @@ async fn task_management_functions(t: Peer) {
 struct Relay {
     addr: SocketAddr,
     hold: Arc<AtomicBool>,
+    /// Cuts so far: a connection forwards held answers only if none came
+    /// since it was accepted. Aborting its tasks is not enough, as a task
+    /// already running on another worker thread finishes its step: it
+    /// would see `hold` cleared and forward what it held.
+    cuts: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     forwarded_up: Arc<AtomicUsize>,
 }
@@ -613,9 +618,17 @@ impl Relay {
         let hold = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let forwarded_up = Arc::new(AtomicUsize::new(0));
-        let (h, c, f) = (hold.clone(), conns.clone(), forwarded_up.clone());
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (h, c, f, k) = (
+            hold.clone(),
+            conns.clone(),
+            forwarded_up.clone(),
+            cuts.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
+                let born = k.load(Ordering::SeqCst);
+                let k = k.clone();
                 let up = TcpStream::connect(upstream).await.unwrap();
                 let (mut dr, mut dw) = down.into_split();
                 let (mut ur, mut uw) = up.into_split();
@@ -638,6 +651,11 @@ impl Relay {
                         while h.load(Ordering::SeqCst) {
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }
+                        // `cut` counts before it clears `hold`: seeing
+                        // `hold` clear, this sees the count too.
+                        if k.load(Ordering::SeqCst) != born {
+                            break;
+                        }
                         if n == 0 || dw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -651,12 +669,14 @@ impl Relay {
         Relay {
             addr,
             hold,
+            cuts,
             conns,
             forwarded_up,
         }
     }
 
     fn cut(&self) {
+        self.cuts.fetch_add(1, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
             c.abort();
         }
