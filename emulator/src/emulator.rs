@@ -531,7 +531,7 @@ impl Emulator {
         let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
         let cmd_for_check = cmd.clone();
         let mut plan = std::mem::take(&mut self.plan);
-        let planned = hba::plan_into(
+        let planned = hba::plan(
             task,
             cmd,
             &self.cfg.hba,

@@ -215,9 +215,8 @@ pub struct Plan {
     /// Bounce regions that stand for several task pieces: (offset in the
     /// bounce buffer, the pieces in order), for the copy back after a read.
     pub coalesced: Vec<(usize, Vec<Entry>)>,
-    /// SG lists of earlier tasks, emptied, for the next task's commands:
-    /// an emulator plans every task into one `Plan`, so a command costs
-    /// no allocation once the lists have grown.
+    /// SG lists of earlier tasks, emptied, for the next task's commands
+    /// ([`plan`]): a command costs no allocation once the lists have grown.
     spare: Vec<Vec<Entry>>,
 }
 
@@ -260,29 +259,16 @@ pub struct Geometry {
     pub block_size: u32,
 }
 
-/// Build the controller SG list and controller commands for a task.
+/// Build the controller SG list and controller commands for a task into
+/// `p`, whatever it held before: the emulator plans every task into one
+/// `Plan`, so its SG lists' memory is reused. On an error what `p` holds is
+/// unspecified.
 ///
 /// `cmd` is the task's decoded CDB (an undecodable CDB is sent as-is, as a
 /// real driver would, and the device answers it). For writes, bounced
 /// pieces are copied from host memory into `bounce` here.
-pub fn plan(
-    task: &Task<'_>,
-    cmd: Command,
-    preset: &HbaPreset,
-    bugs: BugSet,
-    geo: Geometry,
-    mem: &HostMemory,
-    bounce: &mut BounceBuffer,
-) -> Result<Plan, CheckCondition> {
-    let mut p = Plan::default();
-    plan_into(task, cmd, preset, bugs, geo, mem, bounce, &mut p)?;
-    Ok(p)
-}
-
-/// [`plan`] into `p`, whatever it held before (its SG lists' memory is
-/// reused). On an error what `p` holds is unspecified.
 #[allow(clippy::too_many_arguments)]
-pub fn plan_into(
+pub fn plan(
     task: &Task<'_>,
     cmd: Command,
     preset: &HbaPreset,
@@ -762,6 +748,7 @@ mod tests {
             attr: TaskAttr::Simple,
         };
         let cmd = Command::parse(&cdb).unwrap();
+        let mut p = Plan::default();
         plan(
             &task,
             cmd,
@@ -770,7 +757,9 @@ mod tests {
             Geometry { block_size: 512 },
             &HostMemory::new(),
             &mut BounceBuffer::default(),
+            &mut p,
         )
+        .map(|()| p)
     }
 
     fn pages(n: u64, base: u64) -> Vec<Segment> {
