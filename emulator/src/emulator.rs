@@ -519,16 +519,6 @@ impl Emulator {
         let geo = Geometry {
             block_size: self.cfg.block_size,
         };
-        let task_spdtl = match &cmd {
-            Command::Cdb(
-                Cdb::Read(rw)
-                | Cdb::Write(rw)
-                | Cdb::Verify { rw, bytchk: 1 }
-                | Cdb::WriteAndVerify { rw, .. },
-            ) => Some(u64::from(rw.blocks) * u64::from(self.cfg.block_size)),
-            _ => None,
-        };
-        let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
         let cmd_for_check = cmd.clone();
         let mut plan = std::mem::take(&mut self.plan);
         let planned = hba::plan(
@@ -542,14 +532,7 @@ impl Emulator {
             &mut plan,
         );
         let (out, path) = match planned {
-            Ok(()) => self.run_plan(
-                task,
-                &mut plan,
-                &cmd_for_check,
-                task_spdtl,
-                is_write,
-                &mut shape,
-            ),
+            Ok(()) => self.run_plan(task, &mut plan, &cmd_for_check, &mut shape),
             Err(cc) => (
                 Outcome::failed(cc.into(), task.xfer_len),
                 ConstraintPath::Rejected,
@@ -560,19 +543,28 @@ impl Emulator {
     }
 
     /// Runs a planned task's controller commands (or queues them, for the
-    /// bugs that complete a write before its DMA).
+    /// bugs that complete a write before its DMA); `cmd` is the task's own
+    /// command, before the driver split it.
     fn run_plan(
         &mut self,
         task: &Task<'_>,
         plan: &mut Plan,
-        cmd_for_check: &Command,
-        task_spdtl: Option<u64>,
-        is_write: bool,
+        cmd: &Command,
         shape: &mut SgShape,
     ) -> (Outcome, ConstraintPath) {
         let bugs = self.cfg.bugs;
+        let task_spdtl = match cmd {
+            Command::Cdb(
+                Cdb::Read(rw)
+                | Cdb::Write(rw)
+                | Cdb::Verify { rw, bytchk: 1 }
+                | Cdb::WriteAndVerify { rw, .. },
+            ) => Some(u64::from(rw.blocks) * u64::from(self.cfg.block_size)),
+            _ => None,
+        };
+        let is_write = matches!(cmd, Command::Cdb(Cdb::Write(_)));
         if plan.commands.len() > 1 {
-            if let (Some(d), Some(rw)) = (self.disk(task.lun), hba::rw_of(cmd_for_check)) {
+            if let (Some(d), Some(rw)) = (self.disk(task.lun), hba::rw_of(cmd)) {
                 if let Err(e) = d.check_split_range(rw.lba, rw.blocks) {
                     return (Outcome::failed(e, task.xfer_len), ConstraintPath::Rejected);
                 }
@@ -633,7 +625,7 @@ impl Emulator {
                     last_status = done.status;
                 }
                 Err(e) => {
-                    result = Err(self.rebase_miscompare(e, cmd_for_check, &c.cmd));
+                    result = Err(self.rebase_miscompare(e, cmd, &c.cmd));
                     break;
                 }
             }
