@@ -10,7 +10,6 @@
 mod cmd;
 mod demo;
 
-
 /// mimalloc instead of the system allocator: a fuzzing campaign allocates
 /// hundreds of small B-tree nodes and vectors per program it runs, and
 /// glibc's malloc and free were a sixth of the harness's instructions.
