@@ -24,6 +24,9 @@
 //! - `harness-dir DIR [N [HBA [BUG]]]` (not part of the default run): the
 //!   harness over the programs of a campaign's queue, on preset HBA with
 //!   catalogued bug BUG switched on (default `lsi3108`, no bug).
+//! - `cost DIR [N]` (not part of the default run): each of the first N
+//!   programs of a queue (default 400), its shape and what one run of it
+//!   costs, a line each, to see how costs spread over a queue.
 //!
 //! With `HARNESS_DIGEST=1`, the `harness` and `harness-dir` modes fold the
 //! `Debug` text of every verdict into one FNV-1a digest and print it, so two
@@ -432,6 +435,47 @@ fn main() {
             dir.display(),
             progs.len(),
         );
+        return;
+    }
+    if args.first().map(String::as_str) == Some("cost") {
+        // What each program of a queue costs, beside its shape, to see how
+        // costs spread (`cost DIR [N]`; docs/performance.md, ninth pass).
+        let dir = PathBuf::from(args.get(1).expect("cost DIR [N]"));
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(400);
+        let mut h = Harness::new(target(None, 0));
+        let progs = fuzzer::findings::load_programs(&dir);
+        let mut hits = Vec::new();
+        println!("ops transfers blocks sg_entries power_losses_and_resets flushes ns");
+        for p in progs.iter().take(n) {
+            // The best of three rounds of five runs.
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                for _ in 0..5 {
+                    hits.clear();
+                    h.run_hits(p, &mut |i, c| hits.push((i, c)));
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 5.0);
+            }
+            let (mut transfers, mut blocks, mut sg, mut cuts, mut flushes) = (0, 0u64, 0, 0, 0);
+            for o in &p.ops {
+                if let Some(t) = o.transfer() {
+                    transfers += 1;
+                    blocks += u64::from(t.blocks);
+                    sg += t.sg.len();
+                }
+                match o {
+                    Op::PowerLoss | Op::Reset => cuts += 1,
+                    Op::SyncCache { .. } => flushes += 1,
+                    _ => {}
+                }
+            }
+            println!(
+                "{} {transfers} {blocks} {sg} {cuts} {flushes} {:.0}",
+                p.ops.len(),
+                best * 1e9
+            );
+        }
         return;
     }
     if args.first().map(String::as_str) == Some("loop") {
