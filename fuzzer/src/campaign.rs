@@ -5,11 +5,13 @@
 //! (`OUT/queue`, so a killed campaign resumes) and on-disk solutions
 //! (`OUT/solutions`); a [`StdFuzzer`] with a minimiser-over-queue scheduler;
 //! [`MaxMapFeedback`] over a [`HitcountsMapObserver`] of the emulator's
-//! state-transition map (densely renumbered, [`crate::coverage`]); a [`StdMutationalStage`] driving
+//! state-transition map (densely renumbered, [`crate::coverage`]);
 //! [`HavocScheduledMutator`] over the domain mutators; and, for several
 //! cores, the [`Launcher`] with an LLMP broker. Scuzz adds what is specific
 //! to it: an executor that runs a program against a fresh emulator beside the
-//! oracle ([`ScsiExecutor`]), an observer carrying the run's
+//! oracle ([`ScsiExecutor`]), a mutational stage that gives each entry a
+//! share of time rather than a count of mutants
+//! ([`crate::energy::TimedMutationalStage`]), an observer carrying the run's
 //! [`Verdict`] ([`OracleObserver`]), an objective that keeps one solution per
 //! new signature ([`ViolationFeedback`]), a stage that minimises each new
 //! solution and writes it as a finding ([`FindingsStage`]), and a monitor
@@ -40,7 +42,7 @@ use libafl::observers::{
     CanTrack, HitcountsMapObserver, Observer, VarLenMapObserver, VariableMapObserver,
 };
 use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
-use libafl::stages::{Restartable, Stage, StdMutationalStage};
+use libafl::stages::{Restartable, Stage};
 use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
 use libafl::HasMetadata;
 use libafl_bolts::core_affinity::Cores;
@@ -784,7 +786,7 @@ where
     let mutator = HavocScheduledMutator::with_max_stack_pow(domain_mutations(hints), 3);
     let findings_dir = FindingsDir::new(layout.findings(), cfg.target.clone());
     let mut stages = tuple_list!(
-        StdMutationalStage::new(mutator),
+        crate::energy::TimedMutationalStage::new(mutator),
         FindingsStage::new(cfg.target.clone(), findings_dir, cfg.live)
     );
 

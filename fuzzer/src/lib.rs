@@ -47,6 +47,7 @@
 pub mod campaign;
 pub mod coverage;
 pub mod device;
+pub mod energy;
 pub mod findings;
 pub mod fleet;
 pub mod generator;
