@@ -23,7 +23,7 @@ use crate::harness::{Harness, Target};
 use crate::mutators::{domain_mutations, Hints};
 use crate::program::{Limits, ScsiProgram};
 use crate::queue::PackedCorpus;
-use crate::scheduler::{CullOnChange, RememberLen};
+use crate::scheduler::{CostMetadata, CullOnChange, MeasuredCost};
 use crate::stats::StatsLine;
 use crate::verdict::Verdict;
 use libafl::corpus::{Corpus, CorpusId, OnDiskCorpus, Testcase};
@@ -33,6 +33,7 @@ use libafl::events::{
 };
 use libafl::executors::{Executor, ExitKind, HasObservers};
 use libafl::feedback_or;
+use libafl::feedbacks::MapIndexesMetadata;
 use libafl::feedbacks::{Feedback, MaxMapFeedback, StateInitializer};
 use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::stats::ClientStatsManager;
@@ -41,7 +42,7 @@ use libafl::mutators::HavocScheduledMutator;
 use libafl::observers::{
     CanTrack, HitcountsMapObserver, Observer, VarLenMapObserver, VariableMapObserver,
 };
-use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
+use libafl::schedulers::{MinimizerScheduler, QueueScheduler};
 use libafl::stages::{Restartable, Stage};
 use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
 use libafl::HasMetadata;
@@ -50,7 +51,7 @@ use libafl_bolts::ownedref::OwnedMutSlice;
 use libafl_bolts::rands::StdRand;
 use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
 use libafl_bolts::tuples::{tuple_list, Handle, Handled, MatchNameRef, RefIndexable};
-use libafl_bolts::{ClientId, HasLen, Named};
+use libafl_bolts::{ClientId, Named};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -232,22 +233,6 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A program's cost for the minimiser scheduler: its ops plus the KiB it
-/// moves, so among programs reaching the same transition the cheapest to run
-/// is favoured (executions are dominated by data volume).
-impl HasLen for ScsiProgram {
-    fn len(&self) -> usize {
-        let kib: u64 = self
-            .ops
-            .iter()
-            .filter_map(|o| o.transfer())
-            .map(|t| u64::from(t.blocks))
-            .sum::<u64>()
-            / 2;
-        self.ops.len() + kib as usize
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Observer, executor, objective
 
@@ -256,6 +241,8 @@ impl HasLen for ScsiProgram {
 pub struct OracleObserver {
     name: Cow<'static, str>,
     verdict: Verdict,
+    /// What the run cost, in nanoseconds of the host clock.
+    ns: u64,
 }
 
 impl OracleObserver {
@@ -264,12 +251,18 @@ impl OracleObserver {
         OracleObserver {
             name: Cow::Borrowed("oracle"),
             verdict: Verdict::default(),
+            ns: 0,
         }
     }
 
     /// The last run's verdict.
     pub fn verdict(&self) -> &Verdict {
         &self.verdict
+    }
+
+    /// What the last run cost, in nanoseconds.
+    pub fn ns(&self) -> u64 {
+        self.ns
     }
 }
 
@@ -368,7 +361,9 @@ impl<EM, S: HasExecutions + HasMetadata, Z> Executor<EM, ScsiProgram, S, Z> for 
         *state.executions_mut() += 1;
         let mut hits = std::mem::take(&mut self.hits);
         hits.clear();
+        let started = Instant::now();
         let verdict = self.harness.run_hits(input, &mut |i, c| hits.push((i, c)));
+        let ns = started.elapsed().as_nanos() as u64;
         // The map came reset over its usable prefix; entries numbered now
         // lie past it and were never written.
         let dense = state.metadata_or_insert_with(|| DenseCoverage::new(crate::harness::MAP_SIZE));
@@ -384,6 +379,7 @@ impl<EM, S: HasExecutions + HasMetadata, Z> Executor<EM, ScsiProgram, S, Z> for 
             )));
         }
         self.observers.1 .0.verdict = verdict;
+        self.observers.1 .0.ns = ns;
         Ok(ExitKind::Ok)
     }
 }
@@ -406,6 +402,46 @@ pub struct ViolationMetadata {
 }
 
 libafl_bolts::impl_serdeany!(ViolationMetadata);
+
+/// Records what a new entry's run cost ([`CostMetadata`]) for the
+/// minimiser's penalty ([`MeasuredCost`]); never interesting itself.
+pub struct RememberCost {
+    oracle: Handle<OracleObserver>,
+}
+
+impl RememberCost {
+    /// The feedback over `observer`.
+    pub fn new(observer: &OracleObserver) -> RememberCost {
+        RememberCost {
+            oracle: observer.handle(),
+        }
+    }
+}
+
+impl Named for RememberCost {
+    fn name(&self) -> &Cow<'static, str> {
+        static NAME: Cow<'static, str> = Cow::Borrowed("remember-cost");
+        &NAME
+    }
+}
+
+impl<S> StateInitializer<S> for RememberCost {}
+
+impl<EM, OT: MatchNameRef, S> Feedback<EM, ScsiProgram, OT, S> for RememberCost {
+    fn append_metadata(
+        &mut self,
+        _state: &mut S,
+        _manager: &mut EM,
+        observers: &OT,
+        testcase: &mut Testcase<ScsiProgram>,
+    ) -> Result<(), libafl::Error> {
+        let Some(obs) = observers.get(&self.oracle) else {
+            return Err(libafl::Error::illegal_state("oracle observer missing"));
+        };
+        testcase.add_metadata(CostMetadata { ns: obs.ns() });
+        Ok(())
+    }
+}
 
 /// Objective: a run with an oracle or protocol violation whose key (class
 /// × bug path) no earlier solution had, here or on disk (other clients,
@@ -762,7 +798,7 @@ where
     let hints = Hints::new(limits, &cfg.target.preset);
     let mut executor = ScsiExecutor::new(harness);
     let map_feedback = MaxMapFeedback::new(&executor.observers.0);
-    let mut feedback = feedback_or!(map_feedback, RememberLen);
+    let mut feedback = feedback_or!(map_feedback, RememberCost::new(&executor.observers.1 .0));
     let mut objective = ViolationFeedback::new(&executor.observers.1 .0, layout.findings());
 
     let mut state = match state {
@@ -777,10 +813,13 @@ where
             &mut objective,
         )?,
     };
-    let scheduler = CullOnChange::new(IndexesLenTimeMinimizerScheduler::new(
-        &executor.observers.0,
-        QueueScheduler::new(),
-    ));
+    let scheduler = CullOnChange::new(MinimizerScheduler::<
+        _,
+        MeasuredCost,
+        _,
+        MapIndexesMetadata,
+        _,
+    >::new(&executor.observers.0, QueueScheduler::new()));
     let mut fuzzer = StdFuzzer::new(scheduler, feedback, objective);
 
     let mutator = HavocScheduledMutator::with_max_stack_pow(domain_mutations(hints), 3);

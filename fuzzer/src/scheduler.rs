@@ -1,7 +1,7 @@
 //! Corpus scheduling: LibAFL's minimizer (for every coverage index, favour
-//! the smallest, fastest entry that reaches it; mostly fuzz the favoured),
-//! with a cheaper cull that runs only when the favoured set can have
-//! changed.
+//! the entry that reaches it at the least measured cost, [`MeasuredCost`];
+//! mostly fuzz the favoured), with a cheaper cull that runs only when the
+//! favoured set can have changed.
 //!
 //! `MinimizerScheduler::next` culls on every call: it walks the whole
 //! top-rated table, gathers every favoured entry's coverage indexes into a
@@ -19,7 +19,6 @@
 //! later than that anyway.
 
 use libafl::corpus::{Corpus, CorpusId, HasTestcase, Testcase};
-use libafl::feedbacks::{Feedback, StateInitializer};
 use libafl::observers::CanTrack;
 use libafl::schedulers::minimizer::{
     IsFavoredMetadata, TopRatedsMetadata, DEFAULT_SKIP_NON_FAVORED_PROB,
@@ -31,8 +30,6 @@ use libafl_bolts::rands::Rand;
 use libafl_bolts::serdeany::SerdeAny;
 use libafl_bolts::tuples::MatchName;
 use libafl_bolts::{AsIter, HasRefCnt};
-use libafl_bolts::{HasLen, Named};
-use std::borrow::Cow;
 
 /// Picks between two culls of a changed table.
 pub const CULL_EVERY: u32 = 16;
@@ -209,43 +206,27 @@ where
     }
 }
 
-/// Feeds the minimiser a new entry's length while the entry still holds
-/// its input.
-///
-/// The minimiser scores a new entry by length times execution time, but
-/// LibAFL's on-disk corpus drops an entry's input as soon as it has saved
-/// it, before the scheduler hears of the entry: scoring then read the file
-/// back and parsed it, a second decode of every new entry (the first is
-/// when the entry is fuzzed), about a twentieth of an early campaign.
-/// Feedbacks see the entry before it is saved; this one, never
-/// interesting itself, asks the testcase for its length there, which the
-/// testcase keeps.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RememberLen;
-
-impl Named for RememberLen {
-    fn name(&self) -> &Cow<'static, str> {
-        static NAME: Cow<'static, str> = Cow::Borrowed("remember-len");
-        &NAME
-    }
+/// What one run of an entry cost when it was added, in nanoseconds of the
+/// host clock.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct CostMetadata {
+    /// Nanoseconds.
+    pub ns: u64,
 }
 
-impl<S> StateInitializer<S> for RememberLen {}
+libafl_bolts::impl_serdeany!(CostMetadata);
 
-impl<EM, I, OT, S> Feedback<EM, I, OT, S> for RememberLen
-where
-    I: HasLen,
-    S: HasCorpus<I>,
-{
-    fn append_metadata(
-        &mut self,
-        state: &mut S,
-        _manager: &mut EM,
-        _observers: &OT,
-        testcase: &mut Testcase<I>,
-    ) -> Result<(), Error> {
-        testcase.load_len(state.corpus())?;
-        Ok(())
+/// The minimiser's penalty: an entry's measured cost ([`CostMetadata`]).
+/// An entry without one (never run here) is favoured only where no
+/// measured entry reaches the same transition.
+#[derive(Debug, Clone, Copy)]
+pub struct MeasuredCost;
+
+impl<I, S> TestcasePenalty<I, S> for MeasuredCost {
+    fn compute(_state: &S, entry: &mut Testcase<I>) -> Result<f64, Error> {
+        Ok(entry
+            .metadata::<CostMetadata>()
+            .map_or(f64::MAX, |m| m.ns as f64))
     }
 }
 
@@ -256,7 +237,9 @@ mod tests {
     use libafl::feedbacks::MapIndexesMetadata;
     use libafl::inputs::BytesInput;
     use libafl::observers::StdMapObserver;
-    use libafl::schedulers::{IndexesLenTimeMinimizerScheduler, QueueScheduler};
+    use libafl::schedulers::{
+        IndexesLenTimeMinimizerScheduler, MinimizerScheduler, QueueScheduler,
+    };
     use libafl::state::StdState;
     use libafl_bolts::rands::StdRand;
     use std::collections::BTreeSet;
@@ -288,42 +271,47 @@ mod tests {
         }
     }
 
-    /// The on-disk corpus drops a new entry's input once saved; with its
-    /// length remembered, scoring it needs no file at all.
+    /// For each transition the cheapest measured entry is favoured; an
+    /// entry never measured only where nothing measured reaches.
     #[test]
-    fn a_remembered_length_needs_no_reload() {
-        use libafl::corpus::InMemoryOnDiskCorpus;
-        let dir = std::env::temp_dir().join(format!("scuzz-remember-len-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        type DiskState = StdState<
-            InMemoryOnDiskCorpus<BytesInput>,
-            BytesInput,
-            StdRand,
-            InMemoryCorpus<BytesInput>,
-        >;
-        let mut s: DiskState = StdState::new(
+    fn the_cheapest_measured_entry_is_favoured() {
+        let observer = StdMapObserver::owned("cov", vec![0u8; 16]).track_indices();
+        let mut sched =
+            MinimizerScheduler::<_, MeasuredCost, BytesInput, MapIndexesMetadata, _>::new(
+                &observer,
+                QueueScheduler::new(),
+            );
+        let mut s: State = StdState::new(
             StdRand::with_seed(5),
-            InMemoryOnDiskCorpus::no_meta(&dir).unwrap(),
+            InMemoryCorpus::new(),
             InMemoryCorpus::new(),
             &mut (),
             &mut (),
         )
         .unwrap();
-        let mut t = Testcase::new(BytesInput::new(vec![0; 37]));
-        Feedback::<(), BytesInput, (), DiskState>::append_metadata(
-            &mut RememberLen,
-            &mut s,
-            &mut (),
-            &(),
-            &mut t,
-        )
-        .unwrap();
-        let id = s.corpus_mut().add(t).unwrap();
-        // Gone from disk: a reload would fail.
-        std::fs::remove_dir_all(&dir).unwrap();
-        let mut t = s.corpus().get(id).unwrap().borrow_mut();
-        assert!(t.input().is_none(), "the corpus dropped the input");
-        assert_eq!(t.load_len(s.corpus()).unwrap(), 37);
+        // (cost, transitions): the long input is the cheap one, so
+        // length plays no part.
+        let entries: [(Option<u64>, &[usize], usize); 4] = [
+            (Some(9_000), &[1, 2], 4),
+            (Some(2_000), &[1], 400),
+            (None, &[2, 3], 4),
+            (Some(5_000), &[2], 4),
+        ];
+        let mut ids = Vec::new();
+        for (ns, indexes, len) in entries {
+            let mut t = Testcase::new(BytesInput::new(vec![0; len]));
+            t.add_metadata(MapIndexesMetadata::new(indexes.to_vec()));
+            if let Some(ns) = ns {
+                t.add_metadata(CostMetadata { ns });
+            }
+            let id = s.corpus_mut().add(t).unwrap();
+            sched.on_add(&mut s, id).unwrap();
+            ids.push(id);
+        }
+        sched.cull(&mut s).unwrap();
+        // 1: the 2,000 ns entry; 2: the 5,000 ns one; 3: only the
+        // unmeasured one reaches it.
+        assert_eq!(favoured(&s), BTreeSet::from([ids[1], ids[2], ids[3]]));
     }
 
     /// Adds and picks as a campaign makes them; [`CULL_EVERY`] picks after
