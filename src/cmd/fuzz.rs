@@ -40,7 +40,9 @@ pub struct Args {
     /// corpus and findings.
     #[arg(long)]
     pub resume: bool,
-    /// Seed of the fuzzer's and the emulator's random choices.
+    /// Seed of the fuzzer's and the emulator's random choices. How long
+    /// programs take also steers a campaign, so two campaigns from one seed
+    /// can differ; a finding replays from its seed alone.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Emulated capacity (`64M`, `1G`).
