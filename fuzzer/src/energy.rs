@@ -25,11 +25,13 @@
 //! limits, and a finding's reproducer does not depend on it.
 
 use crate::program::ScsiProgram;
+use libafl::corpus::HasCurrentCorpusId;
 use libafl::fuzzer::Evaluator;
 use libafl::mutators::{MutationResult, Mutator};
-use libafl::stages::{Restartable, Stage};
+use libafl::stages::{Restartable, RetryCountRestartHelper, Stage};
 use libafl::state::{HasCurrentTestcase, HasRand};
 use libafl::Error;
+use libafl::HasNamedMetadata;
 use libafl_bolts::rands::Rand;
 use libafl_bolts::Named;
 use std::borrow::Cow;
@@ -121,16 +123,25 @@ impl<M> Named for TimedMutationalStage<M> {
     }
 }
 
-/// Nothing to resume: a stage cut short by a restart simply runs again on
-/// the next entry.
-impl<M, S> Restartable<S> for TimedMutationalStage<M> {
-    fn should_restart(&mut self, _state: &mut S) -> Result<bool, Error> {
-        Ok(true)
+/// As LibAFL's own mutational stage, so the stage keeps LibAFL's restart
+/// protocol: a client that restarts with its state saved in the middle of
+/// this stage runs it again on the same entry, up to [`RETRIES`] runs in
+/// all, then skips that entry for good. (Scuzz's executor saves nothing
+/// on a panic, which is a Scuzz bug to see: [`crate::campaign::ScsiExecutor`].)
+impl<M, S> Restartable<S> for TimedMutationalStage<M>
+where
+    S: HasNamedMetadata + HasCurrentCorpusId,
+{
+    fn should_restart(&mut self, state: &mut S) -> Result<bool, Error> {
+        RetryCountRestartHelper::should_restart(state, self.name(), RETRIES)
     }
-    fn clear_progress(&mut self, _state: &mut S) -> Result<(), Error> {
-        Ok(())
+    fn clear_progress(&mut self, state: &mut S) -> Result<(), Error> {
+        RetryCountRestartHelper::clear_progress(state, self.name())
     }
 }
+
+/// Runs of the stage on one entry, restarts included, before it is skipped.
+pub const RETRIES: usize = 3;
 
 impl<E, EM, M, S, Z> Stage<E, EM, S, Z> for TimedMutationalStage<M>
 where
@@ -180,6 +191,52 @@ mod tests {
 
     fn runs(e: &mut Energy, shares: usize, cost: u64) -> usize {
         e.spend(shares, || Ok(Some(cost))).unwrap()
+    }
+
+    #[test]
+    fn an_entry_that_keeps_bringing_the_client_down_is_skipped() {
+        use libafl::corpus::{Corpus, InMemoryCorpus, Testcase};
+        use libafl::state::{HasCorpus, StdState};
+        use libafl_bolts::rands::StdRand;
+        let mut s: StdState<
+            InMemoryCorpus<ScsiProgram>,
+            ScsiProgram,
+            StdRand,
+            InMemoryCorpus<ScsiProgram>,
+        > = StdState::new(
+            StdRand::with_seed(1),
+            InMemoryCorpus::new(),
+            InMemoryCorpus::new(),
+            &mut (),
+            &mut (),
+        )
+        .unwrap();
+        let a = s
+            .corpus_mut()
+            .add(Testcase::new(ScsiProgram::new(vec![])))
+            .unwrap();
+        let b = s
+            .corpus_mut()
+            .add(Testcase::new(ScsiProgram::new(vec![])))
+            .unwrap();
+        let mut stage = TimedMutationalStage::new(());
+        s.set_corpus_id(a).unwrap();
+        // A stage that completes clears its count.
+        for _ in 0..10 {
+            assert!(stage.should_restart(&mut s).unwrap());
+            stage.clear_progress(&mut s).unwrap();
+        }
+        // Restarted in the middle of the stage (no clear) each time:
+        // RETRIES runs in all, then the entry is skipped.
+        for _ in 0..RETRIES {
+            assert!(stage.should_restart(&mut s).unwrap());
+        }
+        assert!(!stage.should_restart(&mut s).unwrap());
+        stage.clear_progress(&mut s).unwrap();
+        assert!(!stage.should_restart(&mut s).unwrap(), "skipped for good");
+        stage.clear_progress(&mut s).unwrap();
+        s.set_corpus_id(b).unwrap();
+        assert!(stage.should_restart(&mut s).unwrap(), "other entries run");
     }
 
     #[test]
