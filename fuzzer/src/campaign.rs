@@ -33,8 +33,7 @@ use libafl::events::{
 };
 use libafl::executors::{Executor, ExitKind, HasObservers};
 use libafl::feedback_or;
-use libafl::feedbacks::MapIndexesMetadata;
-use libafl::feedbacks::{Feedback, MaxMapFeedback, StateInitializer};
+use libafl::feedbacks::{Feedback, MapIndexesMetadata, MaxMapFeedback, StateInitializer};
 use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::stats::ClientStatsManager;
 use libafl::monitors::Monitor;
