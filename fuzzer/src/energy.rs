@@ -15,7 +15,7 @@
 //! mutants cost ten times the mean gets a tenth as many. AFL's performance
 //! score weighs entries by execution time for the same reason. LibAFL's own
 //! power stage counts iterations from a score of the entry's calibrated
-//! time, and its calibration stage runs every new entry three to seven more
+//! time, and its calibration stage runs every new entry four to eight more
 //! times; a campaign here adds an entry every twenty or so executions, so
 //! the time is measured on the mutants the stage runs anyway.
 //!
