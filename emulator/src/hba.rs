@@ -574,10 +574,9 @@ fn strip_fua(cmd: Command, bugs: BugSet, p: &mut Plan) -> Command {
 }
 
 /// Entries covering bytes `[pos, pos + want)` of `entries`, at most
-/// `max_segs` of them, trimmed to a whole number of `bs`-byte blocks.
-/// Up to `want` bytes of `entries` from byte `pos`, in at most `max_segs`
-/// entries and a whole number of `bs`-byte blocks, appended to `out`;
-/// returns them and their length.
+/// `max_segs` of them, trimmed to a whole number of `bs`-byte blocks,
+/// appended to `out` (an empty list whose memory is reused); returns them
+/// and the bytes they cover.
 fn take(
     entries: &[Entry],
     pos: u64,
