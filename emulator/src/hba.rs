@@ -223,21 +223,34 @@ pub struct Plan {
 impl Plan {
     /// Empty the plan for the next task, keeping its SG lists' memory.
     fn recycle(&mut self) {
-        for c in self.commands.drain(..) {
+        // Named field by field, so a field added to `Plan` fails to compile
+        // here until it is reset too.
+        let Plan {
+            commands,
+            bounced,
+            split,
+            above_limit,
+            misaligned,
+            fired,
+            claims_full,
+            coalesced,
+            spare,
+        } = self;
+        for c in commands.drain(..) {
             let mut e = c.entries;
             e.clear();
-            self.spare.push(e);
+            spare.push(e);
         }
-        for (_, mut e) in self.coalesced.drain(..) {
+        for (_, mut e) in coalesced.drain(..) {
             e.clear();
-            self.spare.push(e);
+            spare.push(e);
         }
-        self.bounced = 0;
-        self.split = false;
-        self.above_limit = false;
-        self.misaligned = false;
-        self.fired = BugSet::default();
-        self.claims_full = false;
+        *bounced = 0;
+        *split = false;
+        *above_limit = false;
+        *misaligned = false;
+        *fired = BugSet::default();
+        *claims_full = false;
     }
 
     /// An empty SG list.
