@@ -402,6 +402,17 @@ pub struct ViolationMetadata {
 
 libafl_bolts::impl_serdeany!(ViolationMetadata);
 
+/// The [`OracleObserver`] among a run's observers: what the objective and
+/// the cost feedback read the run's verdict and cost from.
+fn oracle_of<'a, OT: MatchNameRef>(
+    observers: &'a OT,
+    oracle: &Handle<OracleObserver>,
+) -> Result<&'a OracleObserver, libafl::Error> {
+    observers
+        .get(oracle)
+        .ok_or_else(|| libafl::Error::illegal_state("oracle observer missing"))
+}
+
 /// Records what a new entry's run cost ([`CostMetadata`]) for the
 /// minimiser's penalty ([`MeasuredCost`]); never interesting itself.
 pub struct RememberCost {
@@ -434,9 +445,7 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ScsiProgram, OT, S> for RememberCost 
         observers: &OT,
         testcase: &mut Testcase<ScsiProgram>,
     ) -> Result<(), libafl::Error> {
-        let Some(obs) = observers.get(&self.oracle) else {
-            return Err(libafl::Error::illegal_state("oracle observer missing"));
-        };
+        let obs = oracle_of(observers, &self.oracle)?;
         testcase.add_metadata(CostMetadata { ns: obs.ns() });
         Ok(())
     }
@@ -492,9 +501,7 @@ where
         _exit_kind: &ExitKind,
     ) -> Result<bool, libafl::Error> {
         self.last_key = None;
-        let Some(obs) = observers.get(&self.oracle) else {
-            return Err(libafl::Error::illegal_state("oracle observer missing"));
-        };
+        let obs = oracle_of(observers, &self.oracle)?;
         let Some(key) = obs.verdict().key() else {
             return Ok(false);
         };
