@@ -44,7 +44,7 @@ use fuzzer::coverage::DenseCoverage;
 use fuzzer::generator::random_program;
 use fuzzer::harness::{Harness, Target};
 use fuzzer::mutators::Dice;
-use fuzzer::program::{Op, ScsiProgram, Transfer};
+use fuzzer::program::{Op, OpKind, ScsiProgram, Transfer};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use trace::{HbaPreset, Lba, Segment};
@@ -457,19 +457,14 @@ fn main() {
                 }
                 best = best.min(t.elapsed().as_secs_f64() / 5.0);
             }
-            let (mut transfers, mut blocks, mut sg, mut cuts, mut flushes) = (0, 0u64, 0, 0, 0);
-            for o in &p.ops {
-                if let Some(t) = o.transfer() {
-                    transfers += 1;
-                    blocks += u64::from(t.blocks);
-                    sg += t.sg.len();
-                }
-                match o {
-                    Op::PowerLoss | Op::Reset => cuts += 1,
-                    Op::SyncCache { .. } => flushes += 1,
-                    _ => {}
-                }
+            let (mut transfers, mut blocks, mut sg) = (0, 0u64, 0);
+            for t in p.ops.iter().filter_map(Op::transfer) {
+                transfers += 1;
+                blocks += u64::from(t.blocks);
+                sg += t.sg.len();
             }
+            let cuts = p.count(OpKind::PowerLoss) + p.count(OpKind::Reset);
+            let flushes = p.count(OpKind::SyncCache);
             println!(
                 "{} {transfers} {blocks} {sg} {cuts} {flushes} {:.0}",
                 p.ops.len(),
