@@ -325,9 +325,14 @@ fn fuzzing_a_real_target_over_iscsi_finds_a_lost_flush() {
         .arg(&out));
     assert_eq!(o.status.code(), Some(2), "findings exit with 2");
     let f = findings(&out);
-    assert_eq!(f.len(), 1);
-    let class = f[0].1["signature"]["class"].as_str().unwrap_or_default();
-    assert!(class == "stale" || class == "dropped", "class {class}");
+    // `--until-findings 1` stops at the first, but one program can give
+    // two signatures at once (a stale and a dropped block): every one must
+    // be the lost flush.
+    assert!(!f.is_empty());
+    for (_, manifest) in &f {
+        let class = manifest["signature"]["class"].as_str().unwrap_or_default();
+        assert!(class == "stale" || class == "dropped", "class {class}");
+    }
     let report = std::fs::read_to_string(f[0].0.join("report.md")).unwrap();
     assert!(report.contains("found on a real target"), "{report}");
     assert!(
