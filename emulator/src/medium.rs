@@ -118,11 +118,11 @@ impl Medium {
     /// Store runs `(lba, n, first)`, each as [`Medium::write_run`] would,
     /// in ascending LBA order and not overlapping: the extents end up
     /// exactly as writing them one by one leaves them, in one walk over
-    /// the extents they touch. What a power loss writes back is the
-    /// survivors of one coin per dirty line, a run every few blocks over
-    /// a medium often already cut that finely; run by run, each cost a
-    /// dozen map updates, where here each run and each extent between
-    /// runs costs one.
+    /// the extents they touch. What a power loss writes back can be a run
+    /// every few blocks (a destage unit written back line by line) over a
+    /// medium often already cut that finely; run by run, each cost a dozen
+    /// map updates, where here each run and each extent between runs
+    /// costs one.
     ///
     /// Runs far apart (an extent wholly between them that neither
     /// touches) go in separate walks, so the extents between them are not

@@ -61,18 +61,24 @@ fn check(
     assert!(v.is_empty(), "{bug} off: {}", v[0]);
 }
 
-/// 64 blocks durable at generation 1, rewritten (cached), flushed, power
-/// cut: anything older than the flushed generation is a lost write.
+/// Blocks a scenario rewrites before the power cut: four cache segments
+/// ([`emulator::cache::SEGMENT_LINES`]), so four destage units, and the
+/// cut loses some of them under any seed (it keeps a lone unit whole a
+/// quarter of the time).
+const UNITS_4: u32 = 4 * emulator::cache::SEGMENT_LINES as u32;
+
+/// `UNITS_4` blocks durable at generation 1, rewritten (cached), flushed,
+/// power cut: anything older than the flushed generation is a lost write.
 fn flushed_then_power_loss(r: &mut Rig) -> Vec<Violation> {
     // Two buffers: a driver that completes early DMAs from the buffer
     // later, and the OS may already have reused a single one.
-    let a = spread(0x10_0000, 64 * r.bs, 4096);
-    let b = spread(0x100_0000, 64 * r.bs, 4096);
-    r.write(0, 64, true, &a);
-    r.write(0, 64, false, &b);
+    let a = spread(0x10_0000, UNITS_4 * r.bs, 4096);
+    let b = spread(0x100_0000, UNITS_4 * r.bs, 4096);
+    r.write(0, UNITS_4, true, &a);
+    r.write(0, UNITS_4, false, &b);
     assert!(r.flush(0, 0, false).is_good());
     r.power_loss();
-    r.read_plain(0, 64)
+    r.read_plain(0, UNITS_4)
 }
 
 #[test]
@@ -108,12 +114,12 @@ fn reorder_across_flush_loses_flushed_writes_as_stale() {
 #[test]
 fn fua_ignored_loses_fua_writes_as_stale() {
     check(Bug::FuaIgnored, HbaPreset::lsi3108, "stale", |r| {
-        let sg = low(r, 64);
-        r.write(0, 64, false, &sg);
-        r.flush(0, 64, false);
-        r.write(0, 64, true, &sg);
+        let sg = low(r, UNITS_4);
+        r.write(0, UNITS_4, false, &sg);
+        r.flush(0, UNITS_4, false);
+        r.write(0, UNITS_4, true, &sg);
         r.power_loss();
-        r.read_plain(0, 64)
+        r.read_plain(0, UNITS_4)
     });
 }
 
