@@ -303,7 +303,18 @@ impl ScsiProgram {
         ZSTD.with(|z| {
             let mut z = z.borrow_mut();
             if z.is_none() {
-                *z = Some(zstd::bulk::Compressor::new(1).map_err(|e| format!("zstd: {e}"))?);
+                let mut c = zstd::bulk::Compressor::new(1).map_err(|e| format!("zstd: {e}"))?;
+                // Tables sized for a program rather than for level 1's
+                // default: zstd clears them before every frame, and at 64k
+                // entries that clearing (and faulting the pages in) was a
+                // third of what keeping an entry cost.
+                for p in [
+                    zstd::zstd_safe::CParameter::WindowLog(17),
+                    zstd::zstd_safe::CParameter::HashLog(12),
+                ] {
+                    c.set_parameter(p).map_err(|e| format!("zstd: {e}"))?;
+                }
+                *z = Some(c);
             }
             let z = z.as_mut().expect("made above");
             z.compress(&json)
