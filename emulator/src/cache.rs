@@ -205,7 +205,7 @@ const LRU_SLACK: (usize, usize) = if cfg!(test) { (1, 0) } else { (4, 64) };
 
 /// A write-back cache in front of one [`Medium`].
 ///
-/// Lines are held as extents of consecutive lines ([`Extent`]) in LBA
+/// Lines are held as extents of consecutive lines (`Extent`) in LBA
 /// order, so a command costs per run of blocks rather than per block,
 /// and flushes and power losses walk the dirty lines in LBA order without
 /// sorting. Eviction takes the least recently touched line (the first

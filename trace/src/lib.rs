@@ -5,7 +5,7 @@
 //! consumer (replayer, fuzzer seeds, `scuzz show`/`stats`/`diff`) reads one.
 //! This crate holds what they share: the command model ([`command`]), CDB
 //! decode and encode ([`cdb`]), sense data ([`sense`]), HBA constraints
-//! ([`hba`]), the trace file format ([`file`]) and self-describing block data
+//! ([`hba`]), the trace file format ([`file`](mod@file)) and self-describing block data
 //! ([`pattern`]).
 
 #![deny(missing_docs)]
