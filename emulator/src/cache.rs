@@ -1163,11 +1163,13 @@ pub const SEGMENT_LINES: u64 = 128;
 /// finds it untouched, finished, or part way through; a cache that
 /// destages out of order can still leave any subset, which the
 /// line-by-line fate keeps reachable. Drawing per unit rather than per
-/// line is closer to hardware, loses as much on average (3/8 of a unit's
-/// lines kept, against 1/2 for a coin per line), and leaves a few extents
-/// on the medium instead of one every other block: the write-back and
-/// every later read of a torn region were a third of a grown fuzz
-/// program's time (`docs/performance.md`, tenth pass).
+/// line is closer to hardware, keeps about as much on average (of an
+/// `n`-line unit, `(4n - 1) / 8n` of the lines over the four fates: just
+/// under a half for a long unit, 1/2 for a coin per line, 3/8 for a
+/// one-line unit), and leaves a few extents on the medium instead of one
+/// every other block: the write-back and every later read of a torn
+/// region were a third of a grown fuzz program's time
+/// (`docs/performance.md`, tenth pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     /// Never written back: every line lost.
