@@ -125,6 +125,35 @@ pub struct Harness {
     /// allocation: a read-back after a power loss judges a thousand.
     spans: Vec<ReadSpan<'static>>,
     param: Vec<u8>,
+    /// The pieces the OS splitter cuts a transfer into, kept between
+    /// transfers with their SG lists' allocations.
+    pieces: Pieces,
+}
+
+/// A transfer as the OS splitter sends it: (first block offset, blocks,
+/// SG entries) per piece. Entries past `n` are spare, kept for their
+/// allocations: a campaign splits every transfer of every program, and
+/// allocating the lists (and cloning the transfer's whole) was a fiftieth
+/// of a run.
+#[derive(Debug, Default)]
+struct Pieces {
+    n: usize,
+    list: Vec<(u32, u32, Vec<Segment>)>,
+}
+
+impl Pieces {
+    /// A new last piece from block `off`, its SG list empty.
+    fn push(&mut self, off: u32) -> &mut (u32, u32, Vec<Segment>) {
+        if self.n == self.list.len() {
+            self.list.push((0, 0, Vec::new()));
+        }
+        let piece = &mut self.list[self.n];
+        self.n += 1;
+        piece.0 = off;
+        piece.1 = 0;
+        piece.2.clear();
+        piece
+    }
 }
 
 impl std::fmt::Debug for Harness {
@@ -206,7 +235,8 @@ fn recycle<'a, 'b>(mut spans: Vec<ReadSpan<'a>>) -> Vec<ReadSpan<'b>> {
     spans.into_iter().map(|_| unreachable!("empty")).collect()
 }
 
-fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
+/// A READ or WRITE CDB (10 or 16 bytes) and its length.
+fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> ([u8; 16], usize) {
     let size = if lba <= u64::from(u32::MAX) && blocks <= 0xffff {
         CdbSize::Ten
     } else {
@@ -222,8 +252,11 @@ fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
         group: 0,
     };
     let cdb = if write { Cdb::Write(rw) } else { Cdb::Read(rw) };
-    cdb.encode()
-        .expect("READ/WRITE fields are in range for the chosen CDB size")
+    let mut b = [0u8; 16];
+    let n = cdb
+        .encode_into(&mut b)
+        .expect("READ/WRITE fields are in range for the chosen CDB size");
+    (b, n)
 }
 
 impl Harness {
@@ -254,6 +287,7 @@ impl Harness {
             shapes: Vec::new(),
             spans: Vec::new(),
             param: Vec::new(),
+            pieces: Pieces::default(),
         }
     }
 
@@ -559,23 +593,26 @@ impl Harness {
     }
 
     /// Splits a transfer the way the OS splitter does: pieces of at most
-    /// the splitter's bytes, at block boundaries. Returns
-    /// (first block offset, blocks, SG entries) per piece.
-    fn split(&self, t: &Transfer, write: bool) -> Vec<(u32, u32, Vec<Segment>)> {
+    /// the splitter's bytes, at block boundaries, into `pieces`.
+    fn split(&self, t: &Transfer, write: bool, pieces: &mut Pieces) {
+        pieces.n = 0;
         let s = &self.target.preset.splitter;
         let bs = u64::from(self.target.block_size);
         let max_bytes = (u64::from(s.max_bytes(write)) / bs * bs).max(bs);
         let max_segs = usize::MAX;
         let total = u64::from(t.blocks) * bs;
         if total <= max_bytes {
-            return vec![(0, t.blocks, t.sg.clone())];
+            let piece = pieces.push(0);
+            piece.1 = t.blocks;
+            piece.2.extend_from_slice(&t.sg);
+            return;
         }
-        let mut pieces = Vec::new();
         let mut sg_i = 0usize;
         let mut sg_off = 0u64;
         let mut done = 0u64;
         while done < total {
-            let mut piece_sg: Vec<Segment> = Vec::new();
+            let piece = pieces.push((done / bs) as u32);
+            let piece_sg = &mut piece.2;
             let mut got = 0u64;
             // Take entries while within both limits; cut the piece at a
             // block boundary.
@@ -596,12 +633,10 @@ impl Harness {
             if whole == 0 {
                 // Segments smaller than a block and the segment limit
                 // reached: the OS cannot split this; send the rest whole.
-                pieces.push((
-                    (done / bs) as u32,
-                    ((total - done) / bs) as u32,
-                    t.sg.clone(),
-                ));
-                return pieces;
+                piece.1 = ((total - done) / bs) as u32;
+                piece_sg.clear();
+                piece_sg.extend_from_slice(&t.sg);
+                return;
             }
             // Give back the bytes past the block boundary.
             let mut excess = got - whole;
@@ -628,10 +663,9 @@ impl Harness {
                     excess = 0;
                 }
             }
-            pieces.push(((done / bs) as u32, (whole / bs) as u32, piece_sg));
+            piece.1 = (whole / bs) as u32;
             done += whole;
         }
-        pieces
     }
 
     fn write(&mut self, run: &mut Run<'_>, t: &Transfer) {
@@ -639,7 +673,10 @@ impl Harness {
         run.generation = run.generation.wrapping_add(1).max(1);
         let generation = run.generation;
         let seed = run.data_seed;
-        for (off, blocks, sg) in self.split(t, true) {
+        let mut pieces = std::mem::take(&mut self.pieces);
+        self.split(t, true, &mut pieces);
+        for (off, blocks, sg) in &pieces.list[..pieces.n] {
+            let (off, blocks) = (*off, *blocks);
             let lba = t.lba.0.wrapping_add(u64::from(off));
             // Judged per piece: when the splitter cuts a transfer that runs
             // past the last LBA, the pieces inside the medium land and only
@@ -651,14 +688,14 @@ impl Harness {
             // `lba + i`, placed as tags: what `pattern::fill_blocks` would
             // generate, never generated.
             let mut pos = 0usize;
-            for s in &sg {
+            for s in sg {
                 let n = (s.len as usize).min(bytes - pos);
                 run.emu
                     .memory()
                     .write_pattern(s.addr.0, pos, n, seed, generation, lba, bs as u32);
                 pos += n;
             }
-            let cdb = rw_cdb(true, lba, blocks, t.fua);
+            let (cdb, cdb_len) = rw_cdb(true, lba, blocks, t.fua);
             let payload = Payload::Pattern { seed, generation };
             let within = self.fits_controller(bytes as u64, sg.len(), true);
             let seq = run.seq;
@@ -671,8 +708,14 @@ impl Harness {
                     t.fua,
                 );
             }
-            let (out, seq) =
-                self.submit(run, &cdb, Direction::ToDevice, bytes as u32, &sg, payload);
+            let (out, seq) = self.submit(
+                run,
+                &cdb[..cdb_len],
+                Direction::ToDevice,
+                bytes as u32,
+                sg,
+                payload,
+            );
             let good = self.judge_status(run, &out, seq, "WRITE", Some((lba, blocks)), within);
             if in_range && blocks > 0 {
                 run.oracle.complete_write(seq, good);
@@ -682,6 +725,7 @@ impl Harness {
                 self.judge_residual(run, &out, seq, bytes as u32, bytes as u32);
             }
         }
+        self.pieces = pieces;
     }
 
     /// SAM-5 5.4.3: residual = requested length - bytes the command moves.
@@ -710,7 +754,10 @@ impl Harness {
 
     fn read(&mut self, run: &mut Run<'_>, t: &Transfer, extra: u32) {
         let bs = self.target.block_size as usize;
-        for (off, blocks, sg) in self.split(t, false) {
+        let mut pieces = std::mem::take(&mut self.pieces);
+        self.split(t, false, &mut pieces);
+        for (off, blocks, sg) in &mut pieces.list[..pieces.n] {
+            let (off, blocks) = (*off, *blocks);
             let lba = t.lba.0.wrapping_add(u64::from(off));
             // Per piece, as for writes: pieces inside the medium are read
             // and checked even when the whole transfer runs past its end.
@@ -718,7 +765,6 @@ impl Harness {
             let bytes = blocks as usize * bs;
             // A buffer longer than the data (a short transfer) ends with a
             // slack entry the device must leave alone.
-            let mut sg = sg;
             if extra > 0 {
                 let at = sg
                     .iter()
@@ -732,14 +778,20 @@ impl Harness {
             let xfer = bytes as u32 + extra;
             // Host buffers are reused: clear them so stale bytes from an
             // earlier transfer cannot pass for data this read returned.
-            for s in &sg {
+            for s in sg.iter() {
                 run.emu.memory().free(s.addr.0, u64::from(s.len));
             }
-            let cdb = rw_cdb(false, lba, blocks, t.fua);
+            let (cdb, cdb_len) = rw_cdb(false, lba, blocks, t.fua);
             let within = self.fits_controller(u64::from(xfer), sg.len(), false);
             run.oracle.submit_read(run.seq);
-            let (out, seq) =
-                self.submit(run, &cdb, Direction::FromDevice, xfer, &sg, Payload::None);
+            let (out, seq) = self.submit(
+                run,
+                &cdb[..cdb_len],
+                Direction::FromDevice,
+                xfer,
+                sg,
+                Payload::None,
+            );
             let good = self.judge_status(run, &out, seq, "READ", Some((lba, blocks)), within);
             if !good || !in_range || blocks == 0 {
                 continue;
@@ -749,7 +801,7 @@ impl Harness {
             // every byte checked below is read back first.
             self.runs.clear();
             let mut pos = 0usize;
-            for s in &sg {
+            for s in sg.iter() {
                 if pos >= bytes {
                     break;
                 }
@@ -762,6 +814,7 @@ impl Harness {
             self.runs.push_zero(bytes - pos.min(bytes));
             self.check_blocks(run, seq, lba, blocks);
         }
+        self.pieces = pieces;
     }
 
     /// Judges the blocks of one read (in `self.runs`) with the oracle,
