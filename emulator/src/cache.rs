@@ -1324,7 +1324,11 @@ mod tests {
             let lost = c.power_loss(&mut m, &mut r);
             assert!(c.is_empty());
             let kept: Vec<Vec<bool>> = (0..8u64)
-                .map(|u| (0..8).map(|k| m.block(u * 9 + k) != BlockData::Zero).collect())
+                .map(|u| {
+                    (0..8)
+                        .map(|k| m.block(u * 9 + k) != BlockData::Zero)
+                        .collect()
+                })
                 .collect();
             (lost, kept)
         };

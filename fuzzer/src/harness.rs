@@ -128,6 +128,9 @@ pub struct Harness {
     /// The pieces the OS splitter cuts a transfer into, kept between
     /// transfers with their SG lists' allocations.
     pieces: Pieces,
+    /// The last run's oracle, renewed for the next with its tables'
+    /// allocations ([`Oracle::renew`]).
+    oracle: Option<Oracle>,
 }
 
 /// A transfer as the OS splitter sends it: (first block offset, blocks,
@@ -288,6 +291,7 @@ impl Harness {
             spans: Vec::new(),
             param: Vec::new(),
             pieces: Pieces::default(),
+            oracle: None,
         }
     }
 
@@ -358,7 +362,13 @@ impl Harness {
             emu: dev,
             failed: None,
             data_seed,
-            oracle: Oracle::new(self.target.block_size).with_initial_content(initial),
+            oracle: match self.oracle.take() {
+                Some(mut o) if o.block_size() == self.target.block_size => {
+                    o.renew(initial);
+                    o
+                }
+                _ => Oracle::new(self.target.block_size).with_initial_content(initial),
+            },
             verdict: Verdict::default(),
             seq: 0,
             generation: 0,
@@ -392,8 +402,10 @@ impl Harness {
             failed,
             mut verdict,
             seq,
+            oracle,
             ..
         } = run;
+        self.oracle = Some(oracle);
         if let Some(hit) = coverage {
             emu.for_each_hit(hit);
         }
