@@ -80,11 +80,11 @@ enum Content {
     /// Each line holds what the medium holds at its LBA: clean lines a
     /// read kept. A read after a power loss can meet a medium cut into
     /// short extents (a unit written back line by line); its fill stays
-    /// one extent however many medium extents it covers. Sound because the medium changes
-    /// under a line only through that line (its own write-back, a
-    /// write-through that updates it) or after it is invalidated (UNMAP,
-    /// WRITE SAME); the one exception, a write-through with the
-    /// stale-cache bug, first pins the old content
+    /// one extent however many medium extents it covers. Sound because
+    /// the medium changes under a line only through that line (its own
+    /// write-back, a write-through that updates it) or after it is
+    /// invalidated (UNMAP, WRITE SAME); the one exception, a
+    /// write-through with the stale-cache bug, first pins the old content
     /// ([`Cache::pin_medium_lines`]).
     Medium,
 }
