@@ -1238,3 +1238,80 @@ impl Harness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SG list's bytes as (address, length) stretches, entries that
+    /// continue one another joined.
+    fn flat(sg: &[Segment]) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for s in sg {
+            match out.last_mut() {
+                Some((a, n)) if *a + *n == s.addr.0 => *n += u64::from(s.len),
+                _ => out.push((s.addr.0, u64::from(s.len))),
+            }
+        }
+        out
+    }
+
+    /// The splitter's pieces follow one another from block 0, each whole
+    /// blocks within its byte limit, and together carry the transfer's SG
+    /// bytes in order (entries of odd sizes, so cuts fall inside them); a
+    /// piece list reused for a small transfer holds that transfer alone.
+    #[test]
+    fn split_pieces_carry_the_transfer_in_order_within_the_limit() {
+        let h = Harness::new(Target::new(HbaPreset::lsi3108()));
+        let bs = u64::from(h.target.block_size);
+        let max = u64::from(h.target.preset.splitter.max_bytes(true));
+        let blocks = 2000u32;
+        let (mut sg, mut left, mut addr) = (Vec::new(), u64::from(blocks) * bs, 0x10_0000u64);
+        for n in [1000u64, 7000, 300, 65_536, 4096, 123_457].iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            let n = (*n).min(left);
+            sg.push(Segment::new(addr, n as u32));
+            addr += n + 0x1000;
+            left -= n;
+        }
+        let t = Transfer {
+            lba: trace::Lba(100),
+            blocks,
+            fua: false,
+            sg: sg.clone(),
+            extra: 0,
+        };
+        let mut pieces = Pieces::default();
+        h.split(&t, true, &mut pieces);
+        let got = &pieces.list[..pieces.n];
+        assert!(
+            got.len() > 1,
+            "{} bytes cut in one piece",
+            u64::from(blocks) * bs
+        );
+        let (mut next, mut all) = (0u32, Vec::new());
+        for (off, b, psg) in got {
+            assert_eq!(*off, next);
+            let bytes: u64 = psg.iter().map(|s| u64::from(s.len)).sum();
+            assert_eq!(bytes, u64::from(*b) * bs, "piece at block {off}");
+            assert!(bytes <= max, "piece at block {off}: {bytes} bytes");
+            next += b;
+            all.extend_from_slice(psg);
+        }
+        assert_eq!(next, blocks);
+        assert_eq!(flat(&all), flat(&sg));
+
+        let small = Transfer {
+            lba: trace::Lba(0),
+            blocks: 8,
+            fua: false,
+            sg: vec![Segment::new(0x20_0000, 8 * bs as u32)],
+            extra: 0,
+        };
+        h.split(&small, true, &mut pieces);
+        assert_eq!(pieces.n, 1);
+        assert_eq!(pieces.list[0], (0, 8, small.sg.clone()));
+    }
+}
