@@ -145,6 +145,21 @@ struct Pieces {
 }
 
 impl Pieces {
+    /// No pieces (the spare lists kept).
+    fn clear(&mut self) {
+        self.n = 0;
+    }
+
+    /// The pieces, in order.
+    fn as_slice(&self) -> &[(u32, u32, Vec<Segment>)] {
+        &self.list[..self.n]
+    }
+
+    /// The pieces, in order, their SG lists open to change.
+    fn as_mut_slice(&mut self) -> &mut [(u32, u32, Vec<Segment>)] {
+        &mut self.list[..self.n]
+    }
+
     /// A new last piece from block `off`, its SG list empty.
     fn push(&mut self, off: u32) -> &mut (u32, u32, Vec<Segment>) {
         if self.n == self.list.len() {
@@ -607,7 +622,7 @@ impl Harness {
     /// Splits a transfer the way the OS splitter does: pieces of at most
     /// the splitter's bytes, at block boundaries, into `pieces`.
     fn split(&self, t: &Transfer, write: bool, pieces: &mut Pieces) {
-        pieces.n = 0;
+        pieces.clear();
         let s = &self.target.preset.splitter;
         let bs = u64::from(self.target.block_size);
         let max_bytes = (u64::from(s.max_bytes(write)) / bs * bs).max(bs);
@@ -687,7 +702,7 @@ impl Harness {
         let seed = run.data_seed;
         let mut pieces = std::mem::take(&mut self.pieces);
         self.split(t, true, &mut pieces);
-        for (off, blocks, sg) in &pieces.list[..pieces.n] {
+        for (off, blocks, sg) in pieces.as_slice() {
             let (off, blocks) = (*off, *blocks);
             let lba = t.lba.0.wrapping_add(u64::from(off));
             // Judged per piece: when the splitter cuts a transfer that runs
@@ -768,7 +783,7 @@ impl Harness {
         let bs = self.target.block_size as usize;
         let mut pieces = std::mem::take(&mut self.pieces);
         self.split(t, false, &mut pieces);
-        for (off, blocks, sg) in &mut pieces.list[..pieces.n] {
+        for (off, blocks, sg) in pieces.as_mut_slice() {
             let (off, blocks) = (*off, *blocks);
             let lba = t.lba.0.wrapping_add(u64::from(off));
             // Per piece, as for writes: pieces inside the medium are read
@@ -1285,7 +1300,7 @@ mod tests {
         };
         let mut pieces = Pieces::default();
         h.split(&t, true, &mut pieces);
-        let got = &pieces.list[..pieces.n];
+        let got = pieces.as_slice();
         assert!(
             got.len() > 1,
             "{} bytes cut in one piece",
@@ -1311,7 +1326,6 @@ mod tests {
             extra: 0,
         };
         h.split(&small, true, &mut pieces);
-        assert_eq!(pieces.n, 1);
-        assert_eq!(pieces.list[0], (0, 8, small.sg.clone()));
+        assert_eq!(pieces.as_slice(), &[(0, 8, small.sg.clone())]);
     }
 }

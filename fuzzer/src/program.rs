@@ -304,10 +304,10 @@ impl ScsiProgram {
             let mut z = z.borrow_mut();
             if z.is_none() {
                 let mut c = zstd::bulk::Compressor::new(1).map_err(|e| format!("zstd: {e}"))?;
-                // Tables sized for a program rather than for level 1's
-                // default: zstd clears them before every frame, and at 64k
-                // entries that clearing (and faulting the pages in) was a
-                // third of what keeping an entry cost.
+                // Tables sized for a program rather than level 1's defaults:
+                // zstd clears them before every frame, and that clearing
+                // (and faulting the pages in) was a third of what keeping
+                // an entry cost.
                 for p in [
                     zstd::zstd_safe::CParameter::WindowLog(17),
                     zstd::zstd_safe::CParameter::HashLog(12),
