@@ -218,10 +218,18 @@ pub struct Manifest {
     pub capacity_blocks: u64,
     /// Seed of the emulator (power-loss choices).
     pub device_seed: u64,
+    /// Longest program (`--max-ops`); campaigns from before the option
+    /// had the default.
+    #[serde(default = "default_max_ops")]
+    pub max_ops: usize,
     /// When the campaign first started (Unix ms).
     pub started_unix_ms: u64,
     /// How many times it was resumed.
     pub resumed: u32,
+}
+
+fn default_max_ops() -> usize {
+    Limits::MAX_OPS
 }
 
 /// Milliseconds since the Unix epoch.
@@ -920,6 +928,7 @@ fn prepare_out(cfg: &CampaignConfig) -> Result<f64, CampaignError> {
             block_size: t.block_size,
             capacity_blocks: t.capacity_blocks,
             device_seed: t.device_seed,
+            max_ops: t.max_ops,
             started_unix_ms: unix_ms(),
             resumed: 0,
         };

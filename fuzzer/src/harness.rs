@@ -79,6 +79,10 @@ pub struct Target {
     /// which `preset` and `bugs` mean nothing and `block_size` and
     /// `capacity_blocks` are what the target reports.
     pub device: DeviceSpec,
+    /// Longest program: the mutators grow none past it and a longer seed
+    /// or queue entry is cut to it (`--max-ops`, libFuzzer's `-max_len`
+    /// for programs). Default [`Limits::MAX_OPS`].
+    pub max_ops: usize,
 }
 
 impl Target {
@@ -91,6 +95,7 @@ impl Target {
             capacity_blocks: 64 << 11,
             device_seed: 0,
             device: DeviceSpec::Emulator,
+            max_ops: Limits::MAX_OPS,
         }
     }
 
@@ -294,7 +299,10 @@ impl Harness {
     /// logged in to at the first run.
     pub fn new(target: Target) -> Harness {
         let cfg = target.emulator_config();
-        let limits = Limits::new(target.block_size, target.capacity_blocks);
+        let limits = Limits {
+            max_ops: target.max_ops.max(1),
+            ..Limits::new(target.block_size, target.capacity_blocks)
+        };
         Harness {
             target,
             cfg,

@@ -45,6 +45,15 @@ pub struct Args {
     /// can differ; a finding replays from its seed alone.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Longest program, in operations: mutations grow none past it and
+    /// longer seeds are cut (libFuzzer's `-max_len`, for programs).
+    #[arg(
+        long = "max-ops",
+        value_name = "N",
+        default_value_t = fuzzer::program::Limits::MAX_OPS,
+        value_parser = max_ops
+    )]
+    pub max_ops: usize,
     /// Emulated capacity (`64M`, `1G`).
     #[arg(long, default_value = "64M")]
     pub capacity: String,
@@ -108,6 +117,17 @@ pub struct Args {
     pub cold_reset: bool,
 }
 
+/// `--max-ops`: 1 to 4096 (a program is held in memory whole and run once
+/// per execution; tens of operations is the useful range).
+fn max_ops(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: expected a number of operations from 1 to 4096"
+        )),
+    }
+}
+
 /// `90s`, `10m`, `8h`, `1d`, or plain seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let t = s.trim();
@@ -150,6 +170,7 @@ fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
         capacity_blocks: bytes / u64::from(args.block_size.max(1)),
         device_seed: args.seed,
         device: DeviceSpec::Emulator,
+        max_ops: args.max_ops,
     };
     if args.to != "emulator" {
         if !args.to.starts_with("iscsi://") {

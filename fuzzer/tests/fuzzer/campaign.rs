@@ -48,3 +48,22 @@ fn an_in_process_campaign_finds_sync_cache_noop_and_writes_a_finding() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+#[test]
+fn max_ops_bounds_every_program_the_campaign_keeps() {
+    // Mutators insert and duplicate ops; none may grow a program past
+    // `--max-ops`, and the manifest records the bound for triage.
+    let out = tempdir("maxops");
+    let mut cfg = config(out.clone(), "lsi3108", &[], 3);
+    cfg.stop_after_findings = None;
+    cfg.target.max_ops = 8;
+    let report = run_in_process(&cfg).unwrap();
+    let queue = fuzzer::findings::load_programs(&out.join("queue"));
+    assert!(queue.len() > 8, "{report:?}: {} programs kept", queue.len());
+    let longest = queue.iter().map(|p| p.ops.len()).max().unwrap();
+    assert!(longest <= 8, "a kept program has {longest} ops");
+    let manifest: fuzzer::campaign::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(out.join("campaign.json")).unwrap()).unwrap();
+    assert_eq!(manifest.max_ops, 8);
+    std::fs::remove_dir_all(&out).unwrap();
+}
