@@ -58,7 +58,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error, which here means "violation
+    // found": a typo in a script's flags must not read as a finding.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let result = match cli.command {
         Command::Show(a) => cmd::show::run(a),
         Command::Stats(a) => cmd::stats::run(a),

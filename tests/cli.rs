@@ -299,3 +299,41 @@ mod show_stats {
         );
     }
 }
+
+/// Exit codes are the contract scripts rely on: 2 means a violation was
+/// found, so a mistyped flag must exit 1 (usage) and `--help` 0.
+mod usage {
+    use std::process::{Command, Output};
+
+    fn scuzz(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_scuzz"))
+            .args(args)
+            .output()
+            .expect("run scuzz")
+    }
+
+    #[test]
+    fn a_usage_error_exits_1_naming_the_flag() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["replay", "--verfy"], "--verfy"),
+            (
+                &["fuzz", "--out", "/nonexistent", "--max-ops", "0"],
+                "--max-ops",
+            ),
+            (&["no-such-command"], "no-such-command"),
+        ];
+        for (args, names) in cases {
+            let o = scuzz(args);
+            assert_eq!(o.status.code(), Some(1), "{args:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(names), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_exits_0_on_stdout() {
+        let o = scuzz(&["fuzz", "--help"]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("--max-ops"));
+    }
+}
