@@ -8,8 +8,9 @@
 //! [`domain_mutations`] stacks them havoc-style under LibAFL's
 //! [`HavocScheduledMutator`](libafl::mutators::HavocScheduledMutator).
 //!
-//! Every mutator ends by fitting the program ([`ScsiProgram::fit`]) so its
-//! output always executes.
+//! Every mutator's output is fitted ([`ScsiProgram::fit`]) so it always
+//! executes: the mutator fits it, or its edit cannot unfit a fitted
+//! program ([`KEEPS_FIT`]).
 
 use crate::program::{Limits, Op, OpKind, ScsiProgram, Transfer, DEFAULT_BUFFER};
 use libafl::corpus::{Corpus, CorpusId};
@@ -143,7 +144,29 @@ pub struct ProgramMutator {
     name: Cow<'static, str>,
     edit: Edit,
     hints: Hints,
+    /// The edit leaves a fitted program fitted ([`KEEPS_FIT`]).
+    keeps_fit: bool,
 }
+
+/// Edits that only move, drop, copy or insert whole ops that need no
+/// fitting, or change a flag or an LBA (which fitting never touches): a
+/// fitted program stays fitted, so the mutator skips [`ScsiProgram::fit`],
+/// whose pass over every SG list of the program was a twentieth of a
+/// campaign's mutation and a stack runs up to eight edits per mutant.
+/// `keep_fit_edits_leave_fitted_programs_fitted` holds each to it.
+pub const KEEPS_FIT: [&str; 11] = [
+    "reorder-ops",
+    "insert-sync-cache",
+    "drop-sync-cache",
+    "move-sync-cache",
+    "insert-power-loss",
+    "move-power-loss",
+    "flip-fua",
+    "overlap-lba",
+    "duplicate-span",
+    "drop-op",
+    "insert-wce-or-reset",
+];
 
 impl ProgramMutator {
     /// The mutator `name` applying `edit` with `hints`.
@@ -152,6 +175,7 @@ impl ProgramMutator {
             name: Cow::Borrowed(name),
             edit,
             hints,
+            keeps_fit: KEEPS_FIT.contains(&name),
         }
     }
 }
@@ -170,7 +194,12 @@ impl<S: HasRand> Mutator<ScsiProgram, S> for ProgramMutator {
     ) -> Result<MutationResult, libafl::Error> {
         let mut dice = Dice::new(state.rand_mut().next());
         if (self.edit)(&mut dice, &self.hints, input) {
-            input.fit(&self.hints.limits);
+            // An input the corpus took from elsewhere (a resumed campaign
+            // under other limits) may not be fitted yet; the harness fits a
+            // copy of such a program before it runs it.
+            if !self.keeps_fit {
+                input.fit(&self.hints.limits);
+            }
             Ok(MutationResult::Mutated)
         } else {
             Ok(MutationResult::Skipped)
@@ -239,7 +268,12 @@ impl<S: HasRand + HasCorpus<ScsiProgram>> Mutator<ScsiProgram, S> for SpliceMuta
         let cut = dice.index(input.ops.len() + 1);
         let from = dice.index(other.ops.len());
         input.ops.truncate(cut);
-        input.ops.extend_from_slice(&other.ops[from..]);
+        // Only what fitting would keep: a long partner's tail past the cap
+        // would be copied (every SG list of it) only to be cut again.
+        let room = self.hints.limits.max_ops.saturating_sub(cut);
+        input
+            .ops
+            .extend(other.ops[from..].iter().take(room).cloned());
         drop(tc);
         input.fit(&self.hints.limits);
         Ok(MutationResult::Mutated)
@@ -803,6 +837,34 @@ mod tests {
         for b in unsplit.byte_limits {
             assert!(b < unsplit.limits.max_transfer_bytes);
         }
+    }
+
+    #[test]
+    fn keep_fit_edits_leave_fitted_programs_fitted() {
+        let h = hints();
+        let mut d = Dice::new(11);
+        let mut kept = 0;
+        for name in KEEPS_FIT {
+            let (_, edit) = EDITS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{name} is not an edit"));
+            for _ in 0..300 {
+                let mut p = cp_like();
+                // Grown and spliced shapes too: many SG entries, FUA, reads.
+                for _ in 0..d.below(4) {
+                    let (_, other) = EDITS[d.index(EDITS.len())];
+                    other(&mut d, &h, &mut p);
+                    p.fit(&h.limits);
+                }
+                assert!(p.is_fitted(&h.limits));
+                if edit(&mut d, &h, &mut p) {
+                    kept += 1;
+                    assert!(p.is_fitted(&h.limits), "{name} left an unfitted program");
+                }
+            }
+        }
+        assert!(kept > 1000, "only {kept} edits applied");
     }
 
     #[test]
