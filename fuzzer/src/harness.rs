@@ -258,6 +258,34 @@ fn recycle<'a, 'b>(mut spans: Vec<ReadSpan<'a>>) -> Vec<ReadSpan<'b>> {
     spans.into_iter().map(|_| unreachable!("empty")).collect()
 }
 
+/// The host memory an SG list's first `limit` bytes cover, as stretches
+/// `(address, offset in the transfer, length)`: entries that continue one
+/// another in memory (a third of a grown queue's, after splits) join into
+/// one, so the host memory model places, clears and reads each stretch
+/// once instead of once per entry. What a stretch holds is what its
+/// entries hold, in the same order.
+fn stretches(sg: &[Segment], limit: usize) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+    let mut pos = 0usize;
+    let mut entries = sg.iter().peekable();
+    std::iter::from_fn(move || {
+        let s = entries.next().filter(|_| pos < limit)?;
+        let (addr, at) = (s.addr.0, pos);
+        let mut len = (s.len as usize).min(limit - pos);
+        pos += len;
+        while let Some(next) = entries.peek() {
+            let continues = addr.checked_add(len as u64) == Some(next.addr.0);
+            if !continues || pos >= limit {
+                break;
+            }
+            let n = (next.len as usize).min(limit - pos);
+            len += n;
+            pos += n;
+            entries.next();
+        }
+        Some((addr, at, len))
+    })
+}
+
 /// A READ or WRITE CDB (10 or 16 bytes) and its length.
 fn rw_cdb(write: bool, lba: u64, blocks: u32, fua: bool) -> ([u8; 16], usize) {
     let size = if lba <= u64::from(u32::MAX) && blocks <= 0xffff {
@@ -722,13 +750,10 @@ impl Harness {
             // Block i of the piece is the self-describing block for LBA
             // `lba + i`, placed as tags: what `pattern::fill_blocks` would
             // generate, never generated.
-            let mut pos = 0usize;
-            for s in sg {
-                let n = (s.len as usize).min(bytes - pos);
+            for (addr, at, n) in stretches(sg, bytes) {
                 run.emu
                     .memory()
-                    .write_pattern(s.addr.0, pos, n, seed, generation, lba, bs as u32);
-                pos += n;
+                    .write_pattern(addr, at, n, seed, generation, lba, bs as u32);
             }
             let (cdb, cdb_len) = rw_cdb(true, lba, blocks, t.fua);
             let payload = Payload::Pattern { seed, generation };
@@ -813,8 +838,8 @@ impl Harness {
             let xfer = bytes as u32 + extra;
             // Host buffers are reused: clear them so stale bytes from an
             // earlier transfer cannot pass for data this read returned.
-            for s in sg.iter() {
-                run.emu.memory().free(s.addr.0, u64::from(s.len));
+            for (addr, _, n) in stretches(sg, usize::MAX) {
+                run.emu.memory().free(addr, n as u64);
             }
             let (cdb, cdb_len) = rw_cdb(false, lba, blocks, t.fua);
             let within = self.fits_controller(u64::from(xfer), sg.len(), false);
@@ -836,12 +861,8 @@ impl Harness {
             // every byte checked below is read back first.
             self.runs.clear();
             let mut pos = 0usize;
-            for s in sg.iter() {
-                if pos >= bytes {
-                    break;
-                }
-                let n = (s.len as usize).min(bytes - pos);
-                run.emu.memory().read_runs(s.addr.0, n, &mut self.runs);
+            for (addr, _, n) in stretches(sg, bytes) {
+                run.emu.memory().read_runs(addr, n, &mut self.runs);
                 pos += n;
             }
             // Should a list ever fall short, what it did not cover reads as
@@ -1283,6 +1304,33 @@ mod tests {
     /// blocks within its byte limit, and together carry the transfer's SG
     /// bytes in order (entries of odd sizes, so cuts fall inside them); a
     /// piece list reused for a small transfer holds that transfer alone.
+    #[test]
+    fn stretches_join_entries_that_continue_one_another_up_to_the_limit() {
+        let sg = [
+            Segment::new(0x1000, 512),
+            Segment::new(0x1200, 1024), // continues the first
+            Segment::new(0x8000, 512),  // a gap
+            Segment::new(0x8200, 512),  // continues
+            Segment::new(0x7e00, 512),  // ends where the one before starts
+        ];
+        let all: Vec<_> = stretches(&sg, usize::MAX).collect();
+        assert_eq!(
+            all,
+            [(0x1000, 0, 1536), (0x8000, 1536, 1024), (0x7e00, 2560, 512)]
+        );
+        // The limit clips the stretch it falls in and drops what follows.
+        let cut: Vec<_> = stretches(&sg, 1800).collect();
+        assert_eq!(cut, [(0x1000, 0, 1536), (0x8000, 1536, 264)]);
+        let cut: Vec<_> = stretches(&sg, 1000).collect();
+        assert_eq!(cut, [(0x1000, 0, 1000)]);
+        // Bytes covered are the entries' bytes, in the same order.
+        let total: usize = stretches(&sg, usize::MAX).map(|(_, _, n)| n).sum();
+        assert_eq!(total, sg.iter().map(|s| s.len as usize).sum::<usize>());
+        // No wrap past the top of the address space counts as continuing.
+        let top = [Segment::new(u64::MAX - 511, 512), Segment::new(0, 512)];
+        assert_eq!(stretches(&top, usize::MAX).count(), 2);
+    }
+
     #[test]
     fn split_pieces_carry_the_transfer_in_order_within_the_limit() {
         let h = Harness::new(Target::new(HbaPreset::lsi3108()));
