@@ -211,9 +211,9 @@ impl<S: HasRand> Mutator<ScsiProgram, S> for ProgramMutator {
     }
 }
 
-/// How many random corpus entries a splice tries before it takes one that
-/// must be read back from the queue's packs.
-const SPLICE_PICKS: usize = 4;
+/// How many random corpus entries a splice tries for one whose program is
+/// in memory before it gives up.
+const SPLICE_PICKS: usize = 16;
 
 /// Splices two corpus entries: a prefix of this program, then a suffix of
 /// another. Recorded workloads differ mostly in where they flush; splicing
@@ -247,16 +247,23 @@ impl<S: HasRand + HasCorpus<ScsiProgram>> Mutator<ScsiProgram, S> for SpliceMuta
             return Ok(MutationResult::Skipped);
         }
         let mut dice = Dice::new(state.rand_mut().next());
-        // A partner the corpus holds in memory if one of a few random
-        // picks is: reading an evicted entry back from its pack and
-        // decoding it cost more than the execution it was for.
-        let mut id = state.corpus().nth(dice.index(count));
+        // A partner the corpus holds in memory, or none: reading an
+        // evicted entry back from its pack and decoding it cost more than
+        // the execution it was for, and a minute into a campaign most
+        // entries are evicted (splices that read one back were a tenth of
+        // the campaign's time). Packs keep the newest entries and those
+        // picked lately in memory, so partners lean to those.
+        let mut found = None;
         for _ in 0..SPLICE_PICKS {
+            let id = state.corpus().nth(dice.index(count));
             if state.corpus().get(id)?.borrow().input().is_some() {
+                found = Some(id);
                 break;
             }
-            id = state.corpus().nth(dice.index(count));
         }
+        let Some(id) = found else {
+            return Ok(MutationResult::Skipped);
+        };
         if state.corpus().current().as_ref() == Some(&id) {
             return Ok(MutationResult::Skipped);
         }
