@@ -4,8 +4,9 @@
 //! The parts are LibAFL's own: a [`StdState`] holding an on-disk corpus
 //! (`OUT/queue`, so a killed campaign resumes) and on-disk solutions
 //! (`OUT/solutions`); a [`StdFuzzer`] with a minimiser-over-queue scheduler;
-//! [`MaxMapFeedback`] over a [`HitcountsMapObserver`] of the emulator's
-//! state-transition map (densely renumbered, [`crate::coverage`]);
+//! [`MaxMapFeedback`] over a [`VariableMapObserver`] of the emulator's
+//! state-transition map (densely renumbered and hit counts bucketed as
+//! LibAFL's `HitcountsMapObserver` buckets them, [`crate::coverage`]);
 //! [`HavocScheduledMutator`] over the domain mutators; and, for several
 //! cores, the [`Launcher`] with an LLMP broker. Scuzz adds what is specific
 //! to it: an executor that runs a program against a fresh emulator beside the
@@ -38,9 +39,7 @@ use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::stats::ClientStatsManager;
 use libafl::monitors::Monitor;
 use libafl::mutators::HavocScheduledMutator;
-use libafl::observers::{
-    CanTrack, HitcountsMapObserver, Observer, VarLenMapObserver, VariableMapObserver,
-};
+use libafl::observers::{CanTrack, Observer, VarLenMapObserver, VariableMapObserver};
 use libafl::schedulers::{MinimizerScheduler, QueueScheduler};
 use libafl::stages::{Restartable, Stage};
 use libafl::state::{HasCorpus, HasExecutions, HasSolutions, StdState};
@@ -292,10 +291,10 @@ impl<I, S> Observer<I, S> for OracleObserver {
     }
 }
 
-/// The coverage map observer: hit counts over the emulator's entries as
-/// [`DenseCoverage`] numbers them, of which LibAFL sees only the prefix
-/// numbered so far.
-pub type CoverageObserver = HitcountsMapObserver<VariableMapObserver<'static, u8>>;
+/// The coverage map observer: hit-count classes over the emulator's
+/// entries as [`DenseCoverage`] numbers and buckets them, of which LibAFL
+/// sees only the prefix numbered so far.
+pub type CoverageObserver = VariableMapObserver<'static, u8>;
 
 /// The observers every Scuzz executor fills: the coverage map (with index
 /// tracking, for the minimiser scheduler) and the oracle's verdict.
@@ -316,9 +315,12 @@ pub fn observers() -> ScsiObservers {
     // within the map ([`ScsiExecutor::run_target`]).
     let map = unsafe { VariableMapObserver::from_mut_slice(COVERAGE, map, len) };
     tuple_list!(
-        // Hit counts bucketed AFL-style (1, 2, 3, 4-7, 8-15, ...): a program
-        // that repeats a transition a few more times is not new.
-        HitcountsMapObserver::new(map).track_indices(),
+        // Hit counts come bucketed AFL-style (1, 2, 3, 4-7, 8-15, ...; a
+        // program that repeats a transition a few more times is not new)
+        // from [`DenseCoverage::place`], for the entries a run hit only:
+        // LibAFL's `HitcountsMapObserver` would classify the whole map
+        // after every run, a fortieth of a minute-old campaign's time.
+        map.track_indices(),
         OracleObserver::new()
     )
 }

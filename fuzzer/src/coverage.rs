@@ -19,6 +19,22 @@
 
 use serde::{Deserialize, Serialize};
 
+/// AFL's hit-count class of `count`, as LibAFL's `HitcountsMapObserver`
+/// classifies a map: 1, 2 and 3 hits apart, then 4-7, 8-15, 16-31, 32-127
+/// and 128 or more, each class one bit. A transition taken a few more
+/// times is not new; one taken an order of magnitude more often is.
+pub fn count_class(count: u8) -> u8 {
+    match count {
+        0..=2 => count,
+        3 => 4,
+        4..=7 => 8,
+        8..=15 => 16,
+        16..=31 => 32,
+        32..=127 => 64,
+        128..=255 => 128,
+    }
+}
+
 /// Dense numbers for the sparse map's entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DenseCoverage {
@@ -51,12 +67,13 @@ impl DenseCoverage {
     }
 
     /// Writes a run's hit entries (sparse entry, count) into `map` at
-    /// their dense numbers, numbering new ones; `map` must hold the whole
-    /// sparse map's worth of entries.
+    /// their dense numbers as hit-count classes ([`count_class`]),
+    /// numbering new ones; `map` must hold the whole sparse map's worth of
+    /// entries.
     pub fn place(&mut self, hits: &[(u32, u8)], map: &mut [u8]) {
         for &(i, c) in hits {
             if let Some(e) = self.number(i).and_then(|d| map.get_mut(d)) {
-                *e = c;
+                *e = count_class(c);
             }
         }
     }
@@ -88,6 +105,30 @@ mod tests {
         assert_eq!(d.len(), 3);
         let mut map = vec![0u8; 1 << 16];
         d.place(&[(7, 5), (9, 1)], &mut map);
-        assert_eq!(&map[..4], &[0, 5, 0, 1]);
+        // 5 hits are class 8.
+        assert_eq!(&map[..4], &[0, 8, 0, 1]);
+    }
+
+    #[test]
+    fn counts_fall_in_afl_classes() {
+        // AFL's classes, written out: what LibAFL's hit-count observer
+        // makes of a map, so a campaign's novelty is what it was with it.
+        let mut want = [0u8; 256];
+        for (c, w) in want.iter_mut().enumerate() {
+            *w = match c {
+                0 => 0,
+                1 => 1,
+                2 => 2,
+                3 => 4,
+                4..=7 => 8,
+                8..=15 => 16,
+                16..=31 => 32,
+                32..=127 => 64,
+                _ => 128,
+            };
+        }
+        for c in 0..=255u8 {
+            assert_eq!(count_class(c), want[c as usize], "{c} hits");
+        }
     }
 }
