@@ -429,3 +429,33 @@ fn a_real_target_refuses_emulator_options_and_several_cores() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--resume` without `--max-ops` keeps the campaign's own bound: a user
+/// who resumes an 8-op campaign must not find 200-op programs in it.
+#[test]
+fn a_resumed_campaign_keeps_its_max_ops() {
+    let out = tempdir("maxops-resume");
+    let first = run(scuzz()
+        .args(["fuzz", "--out"])
+        .arg(&out)
+        .args(["--max-ops", "6", "--cores", "0", "--in-process"])
+        .args(["--time", "2s", "--seed", "4", "--quiet"]));
+    assert_eq!(first.status.code(), Some(0));
+    let again = run(scuzz()
+        .args(["fuzz", "--out"])
+        .arg(&out)
+        .args(["--resume", "--cores", "0", "--in-process"])
+        .args(["--time", "2s", "--seed", "4", "--quiet"]));
+    assert_eq!(again.status.code(), Some(0));
+    let (programs, _) = queue(&out);
+    assert!(programs.len() > 6, "{} programs kept", programs.len());
+    let longest = programs.iter().map(|p| p.ops.len()).max().unwrap();
+    assert!(longest <= 6, "a program of {longest} ops after the resume");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("campaign.json")).unwrap()).unwrap();
+    assert_eq!(
+        (manifest["max_ops"].as_u64(), manifest["resumed"].as_u64()),
+        (Some(6), Some(1))
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

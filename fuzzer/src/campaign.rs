@@ -916,6 +916,9 @@ fn prepare_out(cfg: &CampaignConfig) -> Result<f64, CampaignError> {
         let mut m: Manifest = serde_json::from_str(&text)
             .map_err(|e| CampaignError::Engine(format!("{}: {e}", manifest_path.display())))?;
         m.resumed += 1;
+        // The bound this session runs under (`--max-ops`, or the
+        // campaign's own when not given).
+        m.max_ops = cfg.target.max_ops;
         write_manifest(&manifest_path, &m)?;
         offset_s = crate::stats::last_elapsed(&layout.stats());
     } else {

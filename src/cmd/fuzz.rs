@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context};
 use emulator::{Bug, BugSet};
-use fuzzer::campaign::{launch, run_in_process, CampaignConfig, Layout};
+use fuzzer::campaign::{launch, run_in_process, CampaignConfig, Layout, Manifest};
 use fuzzer::device::{DeviceSpec, IscsiTarget, PowerCycle};
 use fuzzer::harness::Target;
 use std::path::PathBuf;
@@ -46,14 +46,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Longest program, in operations: mutations grow none past it and
-    /// longer seeds are cut (libFuzzer's `-max_len`, for programs).
-    #[arg(
-        long = "max-ops",
-        value_name = "N",
-        default_value_t = fuzzer::program::Limits::MAX_OPS,
-        value_parser = max_ops
-    )]
-    pub max_ops: usize,
+    /// longer seeds are cut (libFuzzer's `-max_len`, for programs)
+    /// [default: 256; with --resume, the campaign's own].
+    #[arg(long = "max-ops", value_name = "N", value_parser = max_ops)]
+    pub max_ops: Option<usize>,
     /// Emulated capacity (`64M`, `1G`).
     #[arg(long, default_value = "64M")]
     pub capacity: String,
@@ -128,6 +124,23 @@ fn max_ops(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The bound on program length: `--max-ops`, else a resumed campaign's
+/// own (from `campaign.json`), else the default.
+fn max_ops_for(args: &Args) -> anyhow::Result<usize> {
+    if let Some(n) = args.max_ops {
+        return Ok(n);
+    }
+    let manifest = Layout::new(&args.out).manifest();
+    if args.resume && manifest.is_file() {
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        let m: Manifest =
+            serde_json::from_str(&text).with_context(|| format!("{}", manifest.display()))?;
+        return Ok(m.max_ops);
+    }
+    Ok(fuzzer::program::Limits::MAX_OPS)
+}
+
 /// `90s`, `10m`, `8h`, `1d`, or plain seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let t = s.trim();
@@ -170,7 +183,7 @@ fn config(args: &Args) -> anyhow::Result<CampaignConfig> {
         capacity_blocks: bytes / u64::from(args.block_size.max(1)),
         device_seed: args.seed,
         device: DeviceSpec::Emulator,
-        max_ops: args.max_ops,
+        max_ops: max_ops_for(args)?,
     };
     if args.to != "emulator" {
         if !args.to.starts_with("iscsi://") {
