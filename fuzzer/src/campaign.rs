@@ -231,6 +231,16 @@ fn default_max_ops() -> usize {
     Limits::MAX_OPS
 }
 
+impl Manifest {
+    /// Reads `OUT/campaign.json` at `path`; the error names the file (and,
+    /// for JSON that does not parse, the line and column).
+    pub fn read(path: &Path) -> Result<Manifest, CampaignError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CampaignError::Engine(format!("{}: {e}", path.display())))
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -911,10 +921,10 @@ fn prepare_out(cfg: &CampaignConfig) -> Result<f64, CampaignError> {
     let manifest_path = layout.manifest();
     let mut offset_s = 0.0;
     if cfg.resume {
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|_| CampaignError::NothingToResume(cfg.out.clone()))?;
-        let mut m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| CampaignError::Engine(format!("{}: {e}", manifest_path.display())))?;
+        if !manifest_path.is_file() {
+            return Err(CampaignError::NothingToResume(cfg.out.clone()));
+        }
+        let mut m = Manifest::read(&manifest_path)?;
         m.resumed += 1;
         // The bound this session runs under (`--max-ops`, or the
         // campaign's own when not given).

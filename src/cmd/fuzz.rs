@@ -132,11 +132,7 @@ fn max_ops_for(args: &Args) -> anyhow::Result<usize> {
     }
     let manifest = Layout::new(&args.out).manifest();
     if args.resume && manifest.is_file() {
-        let text = std::fs::read_to_string(&manifest)
-            .with_context(|| format!("reading {}", manifest.display()))?;
-        let m: Manifest =
-            serde_json::from_str(&text).with_context(|| format!("{}", manifest.display()))?;
-        return Ok(m.max_ops);
+        return Ok(Manifest::read(&manifest)?.max_ops);
     }
     Ok(fuzzer::program::Limits::MAX_OPS)
 }

@@ -19,11 +19,8 @@ pub struct Args {
 /// Runs `scuzz triage`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let layout = Layout::new(&args.dir);
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(layout.manifest())
-            .with_context(|| format!("{}: not a campaign directory", args.dir.display()))?,
-    )
-    .with_context(|| format!("{}", layout.manifest().display()))?;
+    let manifest = Manifest::read(&layout.manifest())
+        .with_context(|| format!("{}: not a campaign directory", args.dir.display()))?;
     let series = fuzzer::stats::read_series(&layout.stats());
     let found = fuzzer::findings::records_on_disk(&layout.findings());
     let svg = args.dir.join("coverage.svg");
