@@ -22,15 +22,19 @@
 //!   alone for SECS seconds from a random start (or from the 32-op
 //!   programs as seeds), for profiling.
 //! - `harness-dir DIR [N [HBA [BUG]]]` (not part of the default run): the
-//!   harness over the programs of a campaign's queue, on preset HBA with
+//!   harness over the programs of a campaign's queue (or the seed traces of
+//!   a directory such as corpus/seeds), on preset HBA with
 //!   catalogued bug BUG switched on (default `lsi3108`, no bug).
+//! - `random N [HBA [BUG]]` (not part of the default run): the harness
+//!   over N random programs drawn from the seeds 0..N, the same every run.
 //! - `cost DIR [N]` (not part of the default run): each of the first N
 //!   programs of a queue (default 400), its shape and what one run of it
 //!   costs, a line each, to see how costs spread over a queue.
 //!
-//! With `HARNESS_DIGEST=1`, the `harness` and `harness-dir` modes fold the
-//! `Debug` text of every verdict into one FNV-1a digest and print it, so two
-//! builds can be shown to judge every program identically.
+//! With `HARNESS_DIGEST=1`, the `harness`, `harness-dir` and `random` modes
+//! fold the `Debug` text of every verdict into one FNV-1a digest and print
+//! it, so two builds can be shown to judge every program identically
+//! (`scripts/behaviour-digests` runs them all).
 //! `HARNESS_DUMP=1` beside it also prints each verdict to stderr, one line
 //! a program, to find the programs two builds judge differently.
 
@@ -420,27 +424,38 @@ fn main() {
         println!("{rate} {clients}");
         return;
     }
-    if args.first().map(String::as_str) == Some("harness-dir") {
-        // The harness over a campaign's queue: the programs the loop really
-        // runs (for profiling; `harness-dir DIR [N]`).
-        let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N [HBA [BUG]]]"));
-        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    if let Some(mode @ ("harness-dir" | "random")) = args.first().map(String::as_str) {
+        // The harness over a campaign's queue or a directory of seed
+        // traces (`harness-dir DIR [N [HBA [BUG]]]`: the programs the loop
+        // really runs, for profiling), or over N programs drawn at random
+        // from fixed seeds (`random N [HBA [BUG]]`: the shapes mutation
+        // reaches, high addresses and long SG lists, the same every run).
+        let at = usize::from(mode == "harness-dir");
         let mut t = target(None, 0);
-        if let Some(hba) = args.get(3) {
+        if let Some(hba) = args.get(at + 2) {
             t.preset = HbaPreset::by_name(hba).expect("a known HBA preset");
         }
-        if let Some(bug) = args.get(4) {
+        if let Some(bug) = args.get(at + 3) {
             t.bugs = BugSet::of(&[bug.parse::<Bug>().expect("a catalogued bug")]);
         }
         let mut h = Harness::new(t);
-        let progs = fuzzer::findings::load_programs(&dir);
-        assert!(!progs.is_empty(), "no programs in {}", dir.display());
+        let limits = h.limits();
+        let (what, progs) = if mode == "random" {
+            let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            let progs: Vec<_> = (0..n).map(|i| random_program(i, &limits)).collect();
+            ("random programs".to_string(), progs)
+        } else {
+            let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N [HBA [BUG]]]"));
+            let mut progs = fuzzer::findings::load_programs(&dir);
+            if progs.is_empty() {
+                progs = fuzzer::seeds::import_dir(&dir, &limits).unwrap_or_default();
+            }
+            assert!(!progs.is_empty(), "no programs in {}", dir.display());
+            (dir.display().to_string(), progs)
+        };
+        let n = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(1000);
         let rate = run_harness(&mut h, &progs, n, |_| {});
-        println!(
-            "| harness over {} ({} programs) | {rate:.0} execs/s |",
-            dir.display(),
-            progs.len(),
-        );
+        println!("| harness over {what} ({} programs) | {rate:.0} execs/s |", progs.len());
         return;
     }
     if args.first().map(String::as_str) == Some("cost") {
