@@ -309,6 +309,16 @@ pub fn plan(
     };
     let limit = ctl.address_limit();
     let align = u64::from(ctl.segment_alignment.max(1));
+    // Alignments are powers of two on every real controller: a mask then
+    // spares two 64-bit divisions per entry, the costliest instructions of
+    // a fuzzer's submit path.
+    let misaligned_at = |addr: u64, n: u64| {
+        if align.is_power_of_two() {
+            (addr | n) & (align - 1) != 0
+        } else {
+            addr % align != 0 || n % align != 0
+        }
+    };
     for seg in task.sg {
         if remaining == 0 {
             break;
@@ -320,7 +330,7 @@ pub fn plan(
             let n = left.min(u64::from(ctl.max_segment_bytes.max(1))) as u32;
             let end = addr.checked_add(u64::from(n));
             let above = end.is_none_or(|e| e > limit);
-            let misaligned = addr % align != 0 || u64::from(n) % align != 0;
+            let misaligned = misaligned_at(addr, u64::from(n));
             p.above_limit |= above;
             p.misaligned |= misaligned;
             let mem_ref = if above && bugs.has(Bug::DmaTruncate32) {
