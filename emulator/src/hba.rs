@@ -316,7 +316,7 @@ pub fn plan(
         if align.is_power_of_two() {
             (addr | n) & (align - 1) != 0
         } else {
-            addr % align != 0 || n % align != 0
+            !addr.is_multiple_of(align) || !n.is_multiple_of(align)
         }
     };
     for seg in task.sg {

@@ -453,9 +453,15 @@ fn main() {
             assert!(!progs.is_empty(), "no programs in {}", dir.display());
             (dir.display().to_string(), progs)
         };
-        let n = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let n = args
+            .get(at + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000);
         let rate = run_harness(&mut h, &progs, n, |_| {});
-        println!("| harness over {what} ({} programs) | {rate:.0} execs/s |", progs.len());
+        println!(
+            "| harness over {what} ({} programs) | {rate:.0} execs/s |",
+            progs.len()
+        );
         return;
     }
     if args.first().map(String::as_str) == Some("cost") {
