@@ -158,6 +158,10 @@ fn a_short_campaign_finds_sync_cache_noop_and_dma_truncate_32_and_the_findings_r
         text.contains("dma-truncate-32") && text.contains("sync-cache-noop"),
         "{text}"
     );
+    // One finding a line, its columns lined up whatever the class's length.
+    let cols: Vec<usize> = text.lines().filter_map(|l| l.find(" ops  +")).collect();
+    assert!(cols.len() >= 2, "{text}");
+    assert!(cols.windows(2).all(|w| w[0] == w[1]), "columns: {text}");
     let svg = std::fs::read_to_string(out.join("coverage.svg")).unwrap();
     assert!(svg.contains("<svg"));
     std::fs::remove_dir_all(&out).unwrap();

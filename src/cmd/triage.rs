@@ -75,10 +75,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{l}");
         }
         println!("{} finding(s):", found.len());
+        // Columns as wide as their longest entry: protocol classes
+        // ("protocol-missing-lba-out-of-range") run past any fixed width.
+        let class_w = found
+            .iter()
+            .map(|(_, r)| r.signature.class.len())
+            .max()
+            .unwrap_or(0);
+        let bug_w = found
+            .iter()
+            .map(|(_, r)| r.signature.bug.len())
+            .max()
+            .unwrap_or(0);
         for (dir, r) in &found {
             let after_s = r.unix_ms.saturating_sub(manifest.started_unix_ms) as f64 / 1000.0;
             println!(
-                "  {:<14} {:<22} {:>3} ops  +{:>7.1}s  {}",
+                "  {:<class_w$}  {:<bug_w$}  {:>3} ops  +{:>7.1}s  {}",
                 r.signature.class,
                 r.signature.bug,
                 r.ops_after,
