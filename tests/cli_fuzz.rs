@@ -284,6 +284,19 @@ fn a_campaign_killed_with_sigkill_resumes_with_its_corpus_and_findings() {
         files_after.len() > files_before.len(),
         "the resumed session wrote no pack"
     );
+    // The resumed session re-ran the queue and kept its entries again, but
+    // wrote none of them out again: each is on disk once, in its old pack.
+    let mut stored = std::collections::HashMap::new();
+    for (name, _) in &files_after {
+        let read = fuzzer::queue::read_pack(&out.join("queue").join(name)).unwrap();
+        for e in &read.entries {
+            let p = fuzzer::program::ScsiProgram::from_saved(e).unwrap();
+            *stored.entry(p).or_insert(0) += 1;
+        }
+    }
+    for (k, p) in programs_before.iter().enumerate() {
+        assert_eq!(stored.get(p), Some(&1), "corpus entry {k} stored again");
+    }
     let findings_after: Vec<PathBuf> = findings(&out).into_iter().map(|(d, _)| d).collect();
     for f in &findings_before {
         assert!(

@@ -780,11 +780,13 @@ pub struct ClientReport {
     pub corpus: usize,
 }
 
-/// The initial programs: seeds, then (on resume) the previous queue.
+/// The initial programs: seeds, then (on resume) the previous queue,
+/// whose records `corpus` takes over rather than writing them again.
 fn initial_programs(
     cfg: &CampaignConfig,
     limits: &Limits,
     layout: &Layout,
+    corpus: &mut PackedCorpus,
 ) -> Result<Vec<ScsiProgram>, CampaignError> {
     let mut v = Vec::new();
     if let Some(dir) = &cfg.seeds {
@@ -794,6 +796,9 @@ fn initial_programs(
         let queue = findings::load_queue(&layout.queue());
         for d in &queue.damage {
             eprintln!("warning: resuming without what could not be read: {d}");
+        }
+        for (pack, records) in queue.records {
+            corpus.adopt(pack, records);
         }
         v.extend(queue.programs);
     }
@@ -856,10 +861,11 @@ where
     );
 
     if state.must_load_initial_inputs() {
-        let programs = initial_programs(cfg, &limits, &layout)?;
+        let programs = initial_programs(cfg, &limits, &layout, state.corpus_mut())?;
         for p in &programs {
             fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p)?;
         }
+        state.corpus_mut().end_adoption();
         // Keep every seed even when it adds no coverage: seeds are the
         // workload the user cares about.
         if state.corpus().count() == 0 {

@@ -17,6 +17,7 @@
 
 use crate::harness::{Harness, Target};
 use crate::program::{Op, ScsiProgram};
+use crate::queue::{EntryKey, Slot};
 use crate::verdict::Verdict;
 use emulator::{Bug, BugSet};
 use libafl::inputs::Input;
@@ -175,6 +176,9 @@ pub struct QueueLoad {
     /// What could not be read, naming the file (and the record's offset
     /// in a pack): a record torn by a kill mid-write is the usual one.
     pub damage: Vec<String>,
+    /// Each pack read and its whole records, for a resumed campaign's
+    /// corpus to take over ([`crate::queue::PackedCorpus::adopt`]).
+    pub records: Vec<(PathBuf, Vec<(EntryKey, Slot)>)>,
 }
 
 /// [`load_programs`], also reporting what it had to skip.
@@ -214,12 +218,17 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
         }
         match crate::queue::read_pack(p) {
             Ok(read) => {
-                for (k, bytes) in read.entries.iter().enumerate() {
+                let mut records = Vec::with_capacity(read.entries.len());
+                for (k, (bytes, slot)) in read.entries.iter().zip(&read.slots).enumerate() {
                     match ScsiProgram::from_saved(bytes) {
-                        Ok(prog) => progs.push(prog),
+                        Ok(prog) => {
+                            progs.push(prog);
+                            records.push((EntryKey::new(*slot, bytes), *slot));
+                        }
                         Err(e) => out.damage.push(format!("{}: entry {k}: {e}", p.display())),
                     }
                 }
+                out.records.push((p.clone(), records));
                 out.damage.extend(read.damage.map(|d| d.to_string()));
             }
             Err(e) => out.damage.push(e.to_string()),

@@ -188,6 +188,8 @@ fn read_slot(file: &File, path: &Path, slot: Slot) -> Result<Vec<u8>, QueueError
 pub struct PackRead {
     /// Every whole entry, in the order written.
     pub entries: Vec<Vec<u8>>,
+    /// Where each of them lies, in the same order.
+    pub slots: Vec<Slot>,
     /// The damage that stopped the reading, if any (a record torn by a
     /// kill is the expected case); the entries before it are all above.
     pub damage: Option<QueueError>,
@@ -231,9 +233,49 @@ pub fn read_pack(path: &Path) -> Result<PackRead, QueueError> {
             break;
         }
         out.entries.push(entry.to_vec());
+        out.slots.push(Slot {
+            offset: start as u64,
+            len,
+            crc,
+        });
         at = start + len as usize;
     }
     Ok(out)
+}
+
+/// What tells two entries apart without holding their bytes: length,
+/// CRC32C and a 64-bit hash (96 bits in all: two of a million entries
+/// share one by chance with odds of about 10^-17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    len: u32,
+    crc: u32,
+    hash: u64,
+}
+
+impl EntryKey {
+    /// The key of the entry stored at `slot` whose bytes are `entry`.
+    pub fn new(slot: Slot, entry: &[u8]) -> EntryKey {
+        use std::hash::{Hash, Hasher};
+        // std's SipHash with fixed keys: the same in every process.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        entry.hash(&mut h);
+        EntryKey {
+            len: slot.len,
+            crc: slot.crc,
+            hash: h.finish(),
+        }
+    }
+
+    /// The key of `entry`, not yet stored.
+    fn of(entry: &[u8]) -> Option<EntryKey> {
+        let slot = Slot {
+            offset: 0,
+            len: u32::try_from(entry.len()).ok()?,
+            crc: crc32c::crc32c(entry),
+        };
+        Some(EntryKey::new(slot, entry))
+    }
 }
 
 /// Is `path` a pack (by its extension)?
@@ -255,20 +297,26 @@ pub const CACHED_ENTRIES: usize = 4096;
 pub struct PackedCorpus {
     inner: InMemoryCorpus<ScsiProgram>,
     dir: PathBuf,
-    /// Every pack this corpus wrote, by index.
+    /// Every pack this corpus wrote or took entries over from, by index.
     packs: Vec<PathBuf>,
     /// Where each entry's program lies: (index into `packs`, slot).
     slots: HashMap<CorpusId, (usize, Slot)>,
     /// Entries whose program is in memory, oldest first.
     cached: RefCell<VecDeque<CorpusId>>,
     cache_max: usize,
-    /// The pack being appended to (made at the first add, and anew after a
-    /// failed append or a restart from a saved state).
+    /// The pack being appended to and its index in `packs` (made at the
+    /// first add, and anew after a failed append or a restart from a saved
+    /// state).
     #[serde(skip)]
-    writer: Option<Pack>,
+    writer: Option<(usize, Pack)>,
     /// Packs open for reading, by index.
     #[serde(skip)]
     readers: RefCell<HashMap<usize, File>>,
+    /// Records earlier sessions of the campaign wrote (see
+    /// [`PackedCorpus::adopt`]): an entry added with the same bytes points
+    /// at its record instead of being written again.
+    #[serde(skip)]
+    stored: HashMap<EntryKey, (usize, Slot)>,
 }
 
 impl PackedCorpus {
@@ -289,12 +337,34 @@ impl PackedCorpus {
             cache_max: cache_max.max(1),
             writer: None,
             readers: RefCell::new(HashMap::new()),
+            stored: HashMap::new(),
         }
     }
 
-    /// The packs written so far.
+    /// The packs its entries lie in: those it wrote, and those of earlier
+    /// sessions it took entries over from.
     pub fn packs(&self) -> &[PathBuf] {
         &self.packs
+    }
+
+    /// Take over the records `entries` of the pack at `path`, which an
+    /// earlier session of the campaign wrote: a resumed campaign re-runs
+    /// its whole queue and adds what it keeps again, and each such entry
+    /// now points at its old record. Before, every resume wrote the queue
+    /// out once more, so the queue on disk (and the next resume's reading
+    /// of it) grew by a whole copy per resume and per client.
+    pub fn adopt(&mut self, path: PathBuf, entries: impl IntoIterator<Item = (EntryKey, Slot)>) {
+        let index = self.packs.len();
+        self.packs.push(path);
+        for (key, slot) in entries {
+            self.stored.insert(key, (index, slot));
+        }
+    }
+
+    /// Forget the adopted records no entry took (programs a resumed
+    /// campaign no longer keeps: they stay in their packs).
+    pub fn end_adoption(&mut self) {
+        self.stored = HashMap::new();
     }
 
     /// Append `tc`'s program to the pack and remember where it went.
@@ -308,13 +378,20 @@ impl PackedCorpus {
             };
             p.to_queue_bytes().map_err(Error::serialize)?
         };
+        if !self.stored.is_empty() {
+            if let Some(at) = EntryKey::of(&bytes).and_then(|k| self.stored.remove(&k)) {
+                self.slots.insert(id, at);
+                self.cache(id);
+                return Ok(());
+            }
+        }
         if self.writer.is_none() {
             let pack = Pack::create(&self.dir)?;
             self.packs.push(pack.path().to_path_buf());
-            self.writer = Some(pack);
+            self.writer = Some((self.packs.len() - 1, pack));
         }
-        let index = self.packs.len() - 1;
-        let writer = self.writer.as_mut().expect("made above");
+        let (index, writer) = self.writer.as_mut().expect("made above");
+        let index = *index;
         match writer.append(&bytes) {
             Ok(slot) => {
                 self.slots.insert(id, (index, slot));
@@ -616,6 +693,52 @@ mod tests {
         assert_eq!(c.packs().len(), 1);
         let read = read_pack(&c.packs()[0]).unwrap();
         assert_eq!(read.entries.len(), 5);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    #[test]
+    fn a_resumed_corpus_points_at_old_records_instead_of_writing_them_again() {
+        let d = dir("adopt");
+        // An earlier session's pack of programs 0..4.
+        let old = {
+            let mut c = PackedCorpus::new(&d);
+            for i in 0..4 {
+                c.add(Testcase::new(program(i))).unwrap();
+            }
+            c.packs()[0].clone()
+        };
+        let old_bytes = std::fs::read(&old).unwrap();
+        let read = read_pack(&old).unwrap();
+        let records: Vec<(EntryKey, Slot)> = read
+            .entries
+            .iter()
+            .zip(&read.slots)
+            .map(|(e, s)| (EntryKey::new(*s, e), *s))
+            .collect();
+
+        // The resumed session keeps 1 and 3 again, and finds 9.
+        let mut c = PackedCorpus::with_cache(&d, 1);
+        c.adopt(old.clone(), records);
+        let ids: Vec<CorpusId> = [1, 3, 9]
+            .into_iter()
+            .map(|i| c.add(Testcase::new(program(i))).unwrap())
+            .collect();
+        c.end_adoption();
+        // Only 9 went to a new pack; the old one is untouched.
+        assert_eq!(std::fs::read(&old).unwrap(), old_bytes);
+        let new: Vec<PathBuf> = c.packs().iter().filter(|p| **p != old).cloned().collect();
+        assert_eq!(new.len(), 1);
+        let written = read_pack(&new[0]).unwrap().entries;
+        assert_eq!(written, vec![program(9).to_queue_bytes().unwrap()]);
+        // Every entry reads back (from the old pack or the new one) once
+        // evicted from a cache of one.
+        for (id, i) in ids.iter().zip([1, 3, 9]) {
+            let mut tc = c.get(*id).unwrap().borrow_mut();
+            c.load_input_into(&mut tc).unwrap();
+            assert_eq!(tc.input().as_ref(), Some(&program(i)));
+        }
+        // After the adoption ends, an old program added again is written.
+        c.add(Testcase::new(program(0))).unwrap();
+        assert_eq!(read_pack(&new[0]).unwrap().entries.len(), 2);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
