@@ -234,7 +234,13 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
             Err(e) => out.damage.push(e.to_string()),
         }
     }
-    let mut seen = std::collections::HashSet::new();
+    // A program hashes field by field: under std's SipHash that, and the
+    // set's regrowth, were a quarter of loading a grown queue. Queue files
+    // are the campaign's own, not an adversary's, so the fast hasher does.
+    let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+        progs.len(),
+        trace::hash::BuildFastHasher::default(),
+    );
     let first: Vec<bool> = progs.iter().map(|p| seen.insert(p)).collect();
     out.programs = progs
         .into_iter()
