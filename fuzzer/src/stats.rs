@@ -70,6 +70,8 @@ pub fn last_elapsed(path: &Path) -> f64 {
 }
 
 /// Draws coverage (top) and findings (bottom) against time into an SVG.
+/// Time is in seconds, minutes or hours, whichever an overnight campaign
+/// and a one-minute smoke run can both be read in; counts are integers.
 pub fn render_svg(series: &[StatsLine], out: &Path, title: &str) -> Result<(), String> {
     let root = SVGBackend::new(out, (960, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -77,45 +79,59 @@ pub fn render_svg(series: &[StatsLine], out: &Path, title: &str) -> Result<(), S
         .titled(title, ("sans-serif", 20))
         .map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(340);
-    let t_max = series.last().map_or(1.0, |l| l.elapsed_s).max(1.0);
-    let cov_max = series.iter().map(|l| l.coverage).max().unwrap_or(0).max(1) as f64;
-    let find_max = series.iter().map(|l| l.findings).max().unwrap_or(0).max(1) as f64;
+    let span_s = series.last().map_or(0.0, |l| l.elapsed_s);
+    let (unit, per_unit) = time_unit(span_s);
+    let t_max = (span_s / per_unit).max(1.0);
+    let cov_max = series
+        .iter()
+        .map(|l| l.coverage as u64)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let find_max = series.iter().map(|l| l.findings).max().unwrap_or(0).max(1);
 
-    let mut c = ChartBuilder::on(&top)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..cov_max * 1.1)
+    let panels: [(_, &str, u64, fn(&StatsLine) -> u64, &RGBColor); 2] = [
+        (
+            &top,
+            "coverage entries",
+            cov_max + cov_max / 10,
+            |l| l.coverage as u64,
+            &BLUE,
+        ),
+        (&bottom, "findings", find_max + 1, |l| l.findings, &RED),
+    ];
+    for (area, what, y_max, value, colour) in panels {
+        let mut c = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max, 0..y_max)
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .x_desc(unit)
+            .y_desc(what)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        c.draw_series(LineSeries::new(
+            series.iter().map(|l| (l.elapsed_s / per_unit, value(l))),
+            colour,
+        ))
         .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .x_desc("seconds")
-        .y_desc("coverage entries")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    c.draw_series(LineSeries::new(
-        series.iter().map(|l| (l.elapsed_s, l.coverage as f64)),
-        &BLUE,
-    ))
-    .map_err(|e| e.to_string())?;
-
-    let mut c = ChartBuilder::on(&bottom)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..find_max * 1.1)
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .x_desc("seconds")
-        .y_desc("findings")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    c.draw_series(LineSeries::new(
-        series.iter().map(|l| (l.elapsed_s, l.findings as f64)),
-        &RED,
-    ))
-    .map_err(|e| e.to_string())?;
+    }
     root.present().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The unit a time axis spanning `span_s` seconds reads best in, and its
+/// length in seconds.
+fn time_unit(span_s: f64) -> (&'static str, f64) {
+    if span_s > 2.0 * 3600.0 {
+        ("hours", 3600.0)
+    } else if span_s > 2.0 * 60.0 {
+        ("minutes", 60.0)
+    } else {
+        ("seconds", 1.0)
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +168,51 @@ mod tests {
         render_svg(&s, &svg, "test").unwrap();
         let body = std::fs::read_to_string(&svg).unwrap();
         assert!(body.contains("<svg") && body.contains("findings"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_overnight_plot_reads_in_hours_and_counts_in_integers() {
+        let dir = std::env::temp_dir().join(format!("scuzz-stats-8h-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let series: Vec<StatsLine> = (0..=8u64)
+            .map(|h| StatsLine {
+                unix_ms: 3_600_000 * h,
+                elapsed_s: 3600.0 * h as f64,
+                execs: 0,
+                execs_per_sec: 0.0,
+                corpus: 0,
+                coverage: 1000 * h as usize,
+                coverage_total: 65536,
+                findings: h.min(3),
+                clients: 2,
+            })
+            .collect();
+        let svg = dir.join("coverage.svg");
+        render_svg(&series, &svg, "overnight").unwrap();
+        let body = std::fs::read_to_string(&svg).unwrap();
+        // The SVG's text nodes: axis descriptions and tick labels.
+        let texts: Vec<&str> = body
+            .split('>')
+            .filter_map(|t| t.split('<').next())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert!(
+            texts.contains(&"hours"),
+            "the time axis is in hours: {texts:?}"
+        );
+        assert!(!texts.iter().any(|t| t.starts_with("28800")), "{texts:?}");
+        assert!(
+            texts.contains(&"8000") && !texts.contains(&"8000.0"),
+            "{texts:?}"
+        );
+        assert!(
+            texts.contains(&"3"),
+            "findings count in integers: {texts:?}"
+        );
+        assert_eq!(time_unit(90.0).0, "seconds");
+        assert_eq!(time_unit(600.0).0, "minutes");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
