@@ -90,7 +90,7 @@ pub fn render_svg(series: &[StatsLine], out: &Path, title: &str) -> Result<(), S
         .max(1);
     let find_max = series.iter().map(|l| l.findings).max().unwrap_or(0).max(1);
 
-    let panels: [(_, &str, u64, fn(&StatsLine) -> u64, &RGBColor); 2] = [
+    let panels: [(_, &str, u64, Count, &RGBColor); 2] = [
         (
             &top,
             "coverage entries",
@@ -121,6 +121,9 @@ pub fn render_svg(series: &[StatsLine], out: &Path, title: &str) -> Result<(), S
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// What a panel of the plot counts at one line of the series.
+type Count = fn(&StatsLine) -> u64;
 
 /// The unit a time axis spanning `span_s` seconds reads best in, and its
 /// length in seconds.
