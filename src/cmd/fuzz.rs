@@ -256,8 +256,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         layout.findings().display()
     );
     for (dir, rec) in &found {
+        let op_s = if rec.ops_after == 1 { "op" } else { "ops" };
         eprintln!(
-            "  {}  ({} ops)  {}",
+            "  {}  ({} {op_s})  {}",
             rec.signature,
             rec.ops_after,
             dir.join("report.md").display()
