@@ -23,7 +23,7 @@ use crate::findings::{self, FindingsDir};
 use crate::harness::{Harness, Target};
 use crate::mutators::{domain_mutations, Hints};
 use crate::program::{Limits, ScsiProgram};
-use crate::queue::PackedCorpus;
+use crate::queue::{PackedCorpus, StoredAt};
 use crate::scheduler::{CostMetadata, CullOnChange, MeasuredCost};
 use crate::stats::StatsLine;
 use crate::verdict::Verdict;
@@ -781,26 +781,38 @@ pub struct ClientReport {
 }
 
 /// The initial programs: seeds, then (on resume) the previous queue,
-/// whose records `corpus` takes over rather than writing them again.
+/// each with where it is stored already, in a pack `corpus` adopts.
 fn initial_programs(
     cfg: &CampaignConfig,
     limits: &Limits,
     layout: &Layout,
     corpus: &mut PackedCorpus,
-) -> Result<Vec<ScsiProgram>, CampaignError> {
+) -> Result<Vec<(ScsiProgram, Option<StoredAt>)>, CampaignError> {
     let mut v = Vec::new();
     if let Some(dir) = &cfg.seeds {
-        v.extend(crate::seeds::import_dir(dir, limits)?);
+        v.extend(
+            crate::seeds::import_dir(dir, limits)?
+                .into_iter()
+                .map(|p| (p, None)),
+        );
     }
     if cfg.resume {
         let queue = findings::load_queue(&layout.queue());
         for d in &queue.damage {
             eprintln!("warning: resuming without what could not be read: {d}");
         }
-        for (pack, records) in queue.records {
-            corpus.adopt(pack, records);
-        }
-        v.extend(queue.programs);
+        let index: Vec<usize> = queue
+            .packs
+            .into_iter()
+            .map(|p| corpus.adopt_pack(p))
+            .collect();
+        let stored = |o: Option<StoredAt>| o.map(|(pack, slot)| (index[pack], slot));
+        v.extend(
+            queue
+                .programs
+                .into_iter()
+                .zip(queue.origins.into_iter().map(stored)),
+        );
     }
     Ok(v)
 }
@@ -862,14 +874,18 @@ where
 
     if state.must_load_initial_inputs() {
         let programs = initial_programs(cfg, &limits, &layout, state.corpus_mut())?;
-        for p in &programs {
-            fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p)?;
+        for (p, stored) in &programs {
+            // What a program's evaluation keeps is that program: one already
+            // in an earlier session's pack points at its record.
+            state.corpus_mut().expect_stored(*stored);
+            let kept = fuzzer.evaluate_input(&mut state, &mut executor, &mut mgr, p);
+            state.corpus_mut().expect_stored(None);
+            kept?;
         }
-        state.corpus_mut().end_adoption();
         // Keep every seed even when it adds no coverage: seeds are the
         // workload the user cares about.
         if state.corpus().count() == 0 {
-            for p in programs.into_iter().take(64) {
+            for (p, _) in programs.into_iter().take(64) {
                 fuzzer.add_input(&mut state, &mut executor, &mut mgr, p)?;
             }
         }

@@ -17,7 +17,7 @@
 
 use crate::harness::{Harness, Target};
 use crate::program::{Op, ScsiProgram};
-use crate::queue::{EntryKey, Slot};
+use crate::queue::StoredAt;
 use crate::verdict::Verdict;
 use emulator::{Bug, BugSet};
 use libafl::inputs::Input;
@@ -176,9 +176,13 @@ pub struct QueueLoad {
     /// What could not be read, naming the file (and the record's offset
     /// in a pack): a record torn by a kill mid-write is the usual one.
     pub damage: Vec<String>,
-    /// Each pack read and its whole records, for a resumed campaign's
-    /// corpus to take over ([`crate::queue::PackedCorpus::adopt`]).
-    pub records: Vec<(PathBuf, Vec<(EntryKey, Slot)>)>,
+    /// Every pack read.
+    pub packs: Vec<PathBuf>,
+    /// Where each program lies, beside `programs`: its pack (an index into
+    /// `packs`) and record, for a resumed campaign's corpus to point at
+    /// ([`crate::queue::PackedCorpus::expect_stored`]); `None` for a
+    /// program of its own file.
+    pub origins: Vec<Option<StoredAt>>,
 }
 
 /// [`load_programs`], also reporting what it had to skip.
@@ -208,27 +212,31 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
     }
     let mut out = QueueLoad::default();
     let mut progs = Vec::new();
+    let mut origins = Vec::new();
     for p in &paths {
         if !crate::queue::is_pack(p) {
             match ScsiProgram::from_file(p) {
-                Ok(prog) => progs.push(prog),
+                Ok(prog) => {
+                    progs.push(prog);
+                    origins.push(None);
+                }
                 Err(e) => out.damage.push(e.to_string()),
             }
             continue;
         }
         match crate::queue::read_pack(p) {
             Ok(read) => {
-                let mut records = Vec::with_capacity(read.entries.len());
+                let pack = out.packs.len();
+                out.packs.push(p.clone());
                 for (k, (bytes, slot)) in read.entries.iter().zip(&read.slots).enumerate() {
                     match ScsiProgram::from_saved(bytes) {
                         Ok(prog) => {
                             progs.push(prog);
-                            records.push((EntryKey::new(*slot, bytes), *slot));
+                            origins.push(Some((pack, *slot)));
                         }
                         Err(e) => out.damage.push(format!("{}: entry {k}: {e}", p.display())),
                     }
                 }
-                out.records.push((p.clone(), records));
                 out.damage.extend(read.damage.map(|d| d.to_string()));
             }
             Err(e) => out.damage.push(e.to_string()),
@@ -242,11 +250,13 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
         trace::hash::BuildFastHasher::default(),
     );
     let first: Vec<bool> = progs.iter().map(|p| seen.insert(p)).collect();
-    out.programs = progs
-        .into_iter()
-        .zip(first)
-        .filter_map(|(p, first)| first.then_some(p))
-        .collect();
+    drop(seen);
+    for ((p, origin), first) in progs.into_iter().zip(origins).zip(first) {
+        if first {
+            out.programs.push(p);
+            out.origins.push(origin);
+        }
+    }
     out
 }
 

@@ -93,6 +93,10 @@ pub struct Slot {
     pub crc: u32,
 }
 
+/// Where a program is stored already: the index of the pack (as
+/// [`PackedCorpus::adopt_pack`] numbers them) and its record.
+pub type StoredAt = (usize, Slot);
+
 /// A pack open for appending: the one this session writes.
 #[derive(Debug)]
 pub struct Pack {
@@ -243,41 +247,6 @@ pub fn read_pack(path: &Path) -> Result<PackRead, QueueError> {
     Ok(out)
 }
 
-/// What tells two entries apart without holding their bytes: length,
-/// CRC32C and a 64-bit hash (96 bits in all: two of a million entries
-/// share one by chance with odds of about 10^-17).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EntryKey {
-    len: u32,
-    crc: u32,
-    hash: u64,
-}
-
-impl EntryKey {
-    /// The key of the entry stored at `slot` whose bytes are `entry`.
-    pub fn new(slot: Slot, entry: &[u8]) -> EntryKey {
-        use std::hash::{Hash, Hasher};
-        // std's SipHash with fixed keys: the same in every process.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        entry.hash(&mut h);
-        EntryKey {
-            len: slot.len,
-            crc: slot.crc,
-            hash: h.finish(),
-        }
-    }
-
-    /// The key of `entry`, not yet stored.
-    fn of(entry: &[u8]) -> Option<EntryKey> {
-        let slot = Slot {
-            offset: 0,
-            len: u32::try_from(entry.len()).ok()?,
-            crc: crc32c::crc32c(entry),
-        };
-        Some(EntryKey::new(slot, entry))
-    }
-}
-
 /// Is `path` a pack (by its extension)?
 pub fn is_pack(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == PACK_EXT)
@@ -312,11 +281,10 @@ pub struct PackedCorpus {
     /// Packs open for reading, by index.
     #[serde(skip)]
     readers: RefCell<HashMap<usize, File>>,
-    /// Records earlier sessions of the campaign wrote (see
-    /// [`PackedCorpus::adopt`]): an entry added with the same bytes points
-    /// at its record instead of being written again.
+    /// Where an earlier session stored the program the next add is of
+    /// (see [`PackedCorpus::expect_stored`]).
     #[serde(skip)]
-    stored: HashMap<EntryKey, (usize, Slot)>,
+    expected: Option<StoredAt>,
 }
 
 impl PackedCorpus {
@@ -337,7 +305,7 @@ impl PackedCorpus {
             cache_max: cache_max.max(1),
             writer: None,
             readers: RefCell::new(HashMap::new()),
-            stored: HashMap::new(),
+            expected: None,
         }
     }
 
@@ -347,28 +315,31 @@ impl PackedCorpus {
         &self.packs
     }
 
-    /// Take over the records `entries` of the pack at `path`, which an
-    /// earlier session of the campaign wrote: a resumed campaign re-runs
-    /// its whole queue and adds what it keeps again, and each such entry
-    /// now points at its old record. Before, every resume wrote the queue
-    /// out once more, so the queue on disk (and the next resume's reading
-    /// of it) grew by a whole copy per resume and per client.
-    pub fn adopt(&mut self, path: PathBuf, entries: impl IntoIterator<Item = (EntryKey, Slot)>) {
-        let index = self.packs.len();
+    /// Take over the pack at `path`, which an earlier session of the
+    /// campaign wrote, for reading; returns its index for
+    /// [`PackedCorpus::expect_stored`].
+    pub fn adopt_pack(&mut self, path: PathBuf) -> usize {
         self.packs.push(path);
-        for (key, slot) in entries {
-            self.stored.insert(key, (index, slot));
-        }
+        self.packs.len() - 1
     }
 
-    /// Forget the adopted records no entry took (programs a resumed
-    /// campaign no longer keeps: they stay in their packs).
-    pub fn end_adoption(&mut self) {
-        self.stored = HashMap::new();
+    /// The next entry added (if any, and only it) is the program stored
+    /// at `slot` of adopted pack `index`: it points there instead of being
+    /// written again. A resumed campaign re-runs its queue and keeps what
+    /// it keeps again; before, every kept entry was appended anew, so each
+    /// resume wrote the whole queue out once more per client, and the next
+    /// resume read every copy. `None` ends the expectation.
+    pub fn expect_stored(&mut self, at: Option<StoredAt>) {
+        self.expected = at;
     }
 
     /// Append `tc`'s program to the pack and remember where it went.
     fn save(&mut self, id: CorpusId) -> Result<(), Error> {
+        if let Some(at) = self.expected.take() {
+            self.slots.insert(id, at);
+            self.cache(id);
+            return Ok(());
+        }
         let bytes = {
             let tc = self.inner.get_from_all(id)?.borrow();
             let Some(p) = tc.input() else {
@@ -378,13 +349,6 @@ impl PackedCorpus {
             };
             p.to_queue_bytes().map_err(Error::serialize)?
         };
-        if !self.stored.is_empty() {
-            if let Some(at) = EntryKey::of(&bytes).and_then(|k| self.stored.remove(&k)) {
-                self.slots.insert(id, at);
-                self.cache(id);
-                return Ok(());
-            }
-        }
         if self.writer.is_none() {
             let pack = Pack::create(&self.dir)?;
             self.packs.push(pack.path().to_path_buf());
@@ -707,22 +671,16 @@ mod tests {
             c.packs()[0].clone()
         };
         let old_bytes = std::fs::read(&old).unwrap();
-        let read = read_pack(&old).unwrap();
-        let records: Vec<(EntryKey, Slot)> = read
-            .entries
-            .iter()
-            .zip(&read.slots)
-            .map(|(e, s)| (EntryKey::new(*s, e), *s))
-            .collect();
+        let slots = read_pack(&old).unwrap().slots;
 
         // The resumed session keeps 1 and 3 again, and finds 9.
         let mut c = PackedCorpus::with_cache(&d, 1);
-        c.adopt(old.clone(), records);
-        let ids: Vec<CorpusId> = [1, 3, 9]
-            .into_iter()
-            .map(|i| c.add(Testcase::new(program(i))).unwrap())
-            .collect();
-        c.end_adoption();
+        let pack = c.adopt_pack(old.clone());
+        let mut ids = Vec::new();
+        for (i, stored) in [(1, Some(slots[1])), (3, Some(slots[3])), (9, None)] {
+            c.expect_stored(stored.map(|s| (pack, s)));
+            ids.push(c.add(Testcase::new(program(i))).unwrap());
+        }
         // Only 9 went to a new pack; the old one is untouched.
         assert_eq!(std::fs::read(&old).unwrap(), old_bytes);
         let new: Vec<PathBuf> = c.packs().iter().filter(|p| **p != old).cloned().collect();
@@ -736,8 +694,10 @@ mod tests {
             c.load_input_into(&mut tc).unwrap();
             assert_eq!(tc.input().as_ref(), Some(&program(i)));
         }
-        // After the adoption ends, an old program added again is written.
+        // An expectation covers one add only.
+        c.expect_stored(Some((pack, slots[0])));
         c.add(Testcase::new(program(0))).unwrap();
+        c.add(Testcase::new(program(2))).unwrap();
         assert_eq!(read_pack(&new[0]).unwrap().entries.len(), 2);
         let _ = std::fs::remove_dir_all(&d);
     }
