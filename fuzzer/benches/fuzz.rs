@@ -448,7 +448,8 @@ fn main() {
             let dir = PathBuf::from(args.get(1).expect("harness-dir DIR [N [HBA [BUG]]]"));
             let mut progs = fuzzer::findings::load_programs(&dir);
             if progs.is_empty() {
-                progs = fuzzer::seeds::import_dir(&dir, &limits).unwrap_or_default();
+                progs = fuzzer::seeds::import_dir(&dir, &limits)
+                    .unwrap_or_else(|e| panic!("{}: no queue, and no seeds: {e}", dir.display()));
             }
             assert!(!progs.is_empty(), "no programs in {}", dir.display());
             (dir.display().to_string(), progs)

@@ -211,15 +211,12 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
         }
     }
     let mut out = QueueLoad::default();
-    let mut progs = Vec::new();
-    let mut origins = Vec::new();
+    // Each program with where it is stored (in a pack).
+    let mut progs: Vec<(ScsiProgram, Option<StoredAt>)> = Vec::new();
     for p in &paths {
         if !crate::queue::is_pack(p) {
             match ScsiProgram::from_file(p) {
-                Ok(prog) => {
-                    progs.push(prog);
-                    origins.push(None);
-                }
+                Ok(prog) => progs.push((prog, None)),
                 Err(e) => out.damage.push(e.to_string()),
             }
             continue;
@@ -230,10 +227,7 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
                 out.packs.push(p.clone());
                 for (k, (bytes, slot)) in read.entries.iter().zip(&read.slots).enumerate() {
                     match ScsiProgram::from_saved(bytes) {
-                        Ok(prog) => {
-                            progs.push(prog);
-                            origins.push(Some((pack, *slot)));
-                        }
+                        Ok(prog) => progs.push((prog, Some((pack, *slot)))),
                         Err(e) => out.damage.push(format!("{}: entry {k}: {e}", p.display())),
                     }
                 }
@@ -249,9 +243,9 @@ pub fn load_queue(dir: &Path) -> QueueLoad {
         progs.len(),
         trace::hash::BuildFastHasher::default(),
     );
-    let first: Vec<bool> = progs.iter().map(|p| seen.insert(p)).collect();
+    let first: Vec<bool> = progs.iter().map(|(p, _)| seen.insert(p)).collect();
     drop(seen);
-    for ((p, origin), first) in progs.into_iter().zip(origins).zip(first) {
+    for ((p, origin), first) in progs.into_iter().zip(first) {
         if first {
             out.programs.push(p);
             out.origins.push(origin);

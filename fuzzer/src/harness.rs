@@ -860,14 +860,12 @@ impl Harness {
             // The SG list covers `bytes` (the fitter guarantees it), so
             // every byte checked below is read back first.
             self.runs.clear();
-            let mut pos = 0usize;
             for (addr, _, n) in stretches(sg, bytes) {
                 run.emu.memory().read_runs(addr, n, &mut self.runs);
-                pos += n;
             }
             // Should a list ever fall short, what it did not cover reads as
             // zeros, as an untouched buffer would.
-            self.runs.push_zero(bytes - pos.min(bytes));
+            self.runs.push_zero(bytes - self.runs.len().min(bytes));
             self.check_blocks(run, seq, lba, blocks);
         }
         self.pieces = pieces;
